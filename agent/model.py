@@ -1,0 +1,238 @@
+"""Typed values that cross process boundaries: a test result, an issue reference, a launch.
+
+They are built on pytest workers, travel to the controller on the report, are written as results
+JSON and read back by ``rp-bts process``; so every type here round-trips through plain JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, cast
+
+RESULTS_FORMAT: Final = 1
+
+Outcome = Literal["passed", "failed", "error", "skipped", "xfailed", "xpassed"]
+OUTCOMES: Final[frozenset[str]] = frozenset(
+    ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+)
+#: outcomes that the agent files: a failed test, a broken fixture, an unexpected pass under strict.
+FAILING: Final[frozenset[str]] = frozenset(("failed", "error"))
+
+Action = Literal["created", "commented", "linked", "known", "queued", "failed"]
+ACTIONS: Final[frozenset[str]] = frozenset(
+    ("created", "commented", "linked", "known", "queued", "failed")
+)
+
+
+class ResultsFormatError(ValueError):
+    """A results file that cannot be read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    key: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Attribute:
+        """``key:value`` (ReportPortal's notation); a bare ``value`` is a tag with no key."""
+        key, sep, value = text.partition(":")
+        if not sep:
+            return cls("", text.strip())
+        return cls(key.strip(), value.strip())
+
+    def __str__(self) -> str:
+        return f"{self.key}:{self.value}" if self.key else self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file attached to a result; ``path`` is on disk so it is streamed, never held in memory."""
+
+    name: str
+    path: str
+    mime: str = "application/octet-stream"
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KnownIssue:
+    """From the ``issue`` marker: the failure is already tracked, so link it, never file it."""
+
+    issue_id: str
+    integration: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """From the ``bts`` marker: where one test's failures go and with which extra fields."""
+
+    integration: str | None = None
+    issue_type: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRef:
+    """What the agent did for one result in one integration."""
+
+    integration: str
+    key: str
+    url: str = ""
+    status: str = ""
+    action: Action = "created"
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    """One finished test, merged over its setup, call and teardown phases."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    nodeid: str
+    outcome: Outcome
+    phase: str = "call"
+    duration: float = 0.0
+    exc_type: str = ""
+    message: str = ""
+    longrepr: str = ""
+    log: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    fingerprint: str = ""
+    params: str = ""
+    attributes: tuple[Attribute, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    known_issues: tuple[KnownIssue, ...] = ()
+    route: Route | None = None
+    markers: tuple[str, ...] = ()
+    issues: tuple[IssueRef, ...] = ()
+
+    @property
+    def failing(self) -> bool:
+        return self.outcome in FAILING
+
+    def attribute(self, key: str) -> str | None:
+        """The last value given for ``key`` (a fixture call overrides a marker)."""
+        for attr in reversed(self.attributes):
+            if attr.key == key:
+                return attr.value
+        return None
+
+    def with_issues(self, issues: Iterable[IssueRef]) -> TestResult:
+        return dataclasses.replace(self, issues=tuple(issues))
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    name: str
+    run_id: str
+    project: str = ""
+    owner: str = ""
+    start: float = 0.0
+    end: float = 0.0
+    attributes: tuple[Attribute, ...] = ()
+    mode: str = "post"
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResults:
+    launch: Launch
+    results: tuple[TestResult, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": RESULTS_FORMAT, **_plain(self)}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=1, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, data: Any, *, source: str = "<results>") -> RunResults:
+        try:
+            launch = _launch_from(data["launch"])
+            results = tuple(result_from_json(item) for item in data["results"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResultsFormatError(f"{source}: not an rp-bts results file ({exc!r})") from None
+        return cls(launch, results)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunResults:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+            data = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise ResultsFormatError(f"{path}: cannot read results ({exc})") from None
+        return cls.from_json(data, source=str(path))
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses to JSON-ready values, without dataclasses.asdict's deep copies."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def result_to_json(result: TestResult) -> dict[str, Any]:
+    return cast(dict[str, Any], _plain(result))
+
+
+def _attrs(items: Sequence[Mapping[str, Any]]) -> tuple[Attribute, ...]:
+    return tuple(Attribute(str(a["key"]), str(a["value"])) for a in items)
+
+
+def result_from_json(data: Mapping[str, Any]) -> TestResult:
+    outcome = data["outcome"]
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    route = data.get("route")
+    return TestResult(
+        nodeid=str(data["nodeid"]),
+        outcome=outcome,
+        phase=str(data.get("phase", "call")),
+        duration=float(data.get("duration", 0.0)),
+        exc_type=str(data.get("exc_type", "")),
+        message=str(data.get("message", "")),
+        longrepr=str(data.get("longrepr", "")),
+        log=str(data.get("log", "")),
+        stdout=str(data.get("stdout", "")),
+        stderr=str(data.get("stderr", "")),
+        fingerprint=str(data.get("fingerprint", "")),
+        params=str(data.get("params", "")),
+        attributes=_attrs(data.get("attributes", ())),
+        attachments=tuple(Attachment(**a) for a in data.get("attachments", ())),
+        known_issues=tuple(KnownIssue(**k) for k in data.get("known_issues", ())),
+        route=Route(**route) if route else None,
+        markers=tuple(data.get("markers", ())),
+        issues=tuple(_issue_from(i) for i in data.get("issues", ())),
+    )
+
+
+def _issue_from(data: Mapping[str, Any]) -> IssueRef:
+    if data.get("action") not in ACTIONS:
+        raise ValueError(f"unknown issue action {data.get('action')!r}")
+    return IssueRef(**data)
+
+
+def _launch_from(data: Mapping[str, Any]) -> Launch:
+    return Launch(
+        name=str(data["name"]),
+        run_id=str(data["run_id"]),
+        project=str(data.get("project", "")),
+        owner=str(data.get("owner", "")),
+        start=float(data.get("start", 0.0)),
+        end=float(data.get("end", 0.0)),
+        attributes=_attrs(data.get("attributes", ())),
+        mode=str(data.get("mode", "post")),
+        environment={str(k): str(v) for k, v in data.get("environment", {}).items()},
+    )

@@ -1,0 +1,113 @@
+"""The one small interface every bug tracker implements.
+
+The pipeline plans with these calls only, so adding a tracker is one module under ``trackers/``
+plus its tests. Drafts carry structured content, not formatted text: each tracker renders it in
+its own markup (plain text, Jira wiki markup, Rally HTML) and escapes what came from tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+
+class TrackerError(Exception):
+    """A tracker refused or failed a call. ``retryable`` says whether a later replay may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One titled part of an issue body; ``preformatted`` text is shown verbatim (tracebacks)."""
+
+    title: str
+    text: str
+    preformatted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """Structured issue or comment content; trackers render and escape it."""
+
+    sections: tuple[Section, ...]
+
+    def plain(self) -> str:
+        """Plain-text rendering, used by trackers without markup."""
+        parts = []
+        for section in self.sections:
+            text = section.text.rstrip("\n")
+            parts.append(f"{section.title}:\n{text}" if section.title else text)
+        return "\n\n".join(parts) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentFile:
+    name: str
+    path: str
+    mime: str = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class IssueDraft:
+    summary: str
+    body: Body
+    fingerprint: str
+    issue_type: str = ""
+    labels: tuple[str, ...] = ()
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    attachments: tuple[AttachmentFile, ...] = ()
+    #: key of an earlier, closed issue for the same failure; the new issue is linked to it.
+    relates_to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CommentDraft:
+    body: Body
+    #: one comment per run: a tracker that sees this run id on the issue already does nothing.
+    run_id: str
+    attachments: tuple[AttachmentFile, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteIssue:
+    key: str
+    url: str
+    status: str
+    closed: bool
+    fingerprint: str = ""
+    #: set by ``create`` when another process had just filed the same fingerprint.
+    existed: bool = False
+
+
+class Tracker(Protocol):
+    """A bug tracker, seen by the pipeline. Every method may raise :class:`TrackerError`."""
+
+    kind: ClassVar[str]
+
+    def find(self, fingerprints: Sequence[str]) -> Mapping[str, RemoteIssue]:
+        """The newest issue for each fingerprint (open before closed), in as few calls as it can."""
+        ...
+
+    def get(self, key: str) -> RemoteIssue:
+        """One issue by key or URL, with its current status (for linking)."""
+        ...
+
+    def create(self, draft: IssueDraft) -> RemoteIssue:
+        """File a new issue; idempotent on the fingerprint where the tracker allows it."""
+        ...
+
+    def comment(self, key: str, comment: CommentDraft) -> bool:
+        """Add the run's comment; ``False`` when this run had already commented."""
+        ...
+
+    def reopen(self, key: str) -> RemoteIssue:
+        """Reopen a closed issue (``on_closed = "reopen"``)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
