@@ -42,7 +42,8 @@ def rp_bts_issue_fields(
 ) -> IssueDraft | None:
     """Return a changed draft (``dataclasses.replace``) before it is posted, or None.
 
-    The draft is already redacted. Several implementations chain: each sees the last one's draft.
+    The draft is already redacted. When several implementations return a draft, the one called
+    last wins (pluggy calls the most recently registered implementation first).
     """
 
 

@@ -107,6 +107,8 @@ class TestResult:
     stderr: str = ""
     fingerprint: str = ""
     params: str = ""
+    #: the test's docstring, sent with ``include = ["comments"]`` (ReportPortal's item comment).
+    description: str = ""
     attributes: tuple[Attribute, ...] = ()
     attachments: tuple[Attachment, ...] = ()
     known_issues: tuple[KnownIssue, ...] = ()
@@ -209,6 +211,7 @@ def result_from_json(data: Mapping[str, Any]) -> TestResult:
         stderr=str(data.get("stderr", "")),
         fingerprint=str(data.get("fingerprint", "")),
         params=str(data.get("params", "")),
+        description=str(data.get("description", "")),
         attributes=_attrs(data.get("attributes", ())),
         attachments=tuple(Attachment(**a) for a in data.get("attachments", ())),
         known_issues=tuple(KnownIssue(**k) for k in data.get("known_issues", ())),

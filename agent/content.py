@@ -1,0 +1,157 @@
+"""What an issue or a comment says about a group of failures that share a fingerprint.
+
+Content stays structured (:class:`Body` sections); each tracker renders and escapes it for its own
+format, so a test's output can never inject markup into any of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from .config_types import Integration
+from .model import Launch, TestResult
+from .sauce import job_page_url
+from .trackers.base import AttachmentFile, Body, CommentDraft, IssueDraft, Section
+
+SUMMARY_LIMIT: Final = 255
+#: how much of a traceback goes into the description; the whole text goes as an attachment.
+TRACEBACK_LIMIT: Final = 20_000
+LOG_LINES: Final = 50
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def one_line(text: str, limit: int) -> str:
+    """Collapse control characters (CR/LF among them) so a value cannot break a header or title."""
+    flat = _CONTROL.sub(" ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
+
+
+def test_name(nodeid: str) -> str:
+    """``path/test_x.py::Class::test_a[1]`` -> ``Class::test_a``: short, yet unambiguous enough."""
+    name = nodeid.split("::", 1)[-1]
+    return name.split("[", 1)[0]
+
+
+def summary(results: Sequence[TestResult]) -> str:
+    first = results[0]
+    message = first.message.strip().splitlines()[0] if first.message.strip() else ""
+    what = f"{first.exc_type}: {message}" if message else first.exc_type or first.outcome
+    return one_line(f"{test_name(first.nodeid)}: {what}", SUMMARY_LIMIT)
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"
+
+
+def sauce_links(results: Sequence[TestResult]) -> list[str]:
+    links = []
+    for result in results:
+        job = result.attribute("SLID")
+        if job:
+            links.append(f"{result.nodeid}: {job_page_url(job, result.attribute('SLDC'))}")
+    return links
+
+
+def _sections(
+    results: Sequence[TestResult], launch: Launch, include: Sequence[str], *, head: str
+) -> list[Section]:
+    first = results[0]
+    tests = "\n".join(f"{r.nodeid} ({r.outcome}, {r.phase})" for r in results)
+    attrs = ", ".join(str(a) for a in launch.attributes) or "none"
+    env = "\n".join(f"{k}: {v}" for k, v in sorted(launch.environment.items()))
+    sections = [
+        Section("", head),
+        Section("Tests", tests),
+        Section("Launch", f"{launch.name} (run {launch.run_id}); attributes: {attrs}"),
+    ]
+    if env:
+        sections.append(Section("Environment", env))
+    if "comments" in include and first.description:
+        sections.append(Section("Description", first.description))
+    sections.append(
+        Section("Failure", _clip(first.longrepr or first.message, TRACEBACK_LIMIT), True)
+    )
+    if "logs" in include:
+        log = _tail(first.log or first.stderr or first.stdout, LOG_LINES)
+        if log:
+            sections.append(Section(f"Log (last {LOG_LINES} lines)", log, True))
+    links = sauce_links(results)
+    if links:
+        sections.append(Section("Sauce Labs", "\n".join(links)))
+    sections.append(Section("Fingerprint", first.fingerprint))
+    return sections
+
+
+def _attachments(
+    results: Sequence[TestResult], include: Sequence[str], spool: Path | None
+) -> tuple[AttachmentFile, ...]:
+    files: list[AttachmentFile] = []
+    if "attachments" in include:
+        for result in results:
+            files += [AttachmentFile(a.name, a.path, a.mime) for a in result.attachments]
+    first = results[0]
+    if "logs" in include and spool is not None:
+        full = "\n\n".join(
+            f"----- {name} -----\n{text}"
+            for name, text in (
+                ("traceback", first.longrepr),
+                ("log", first.log),
+                ("stdout", first.stdout),
+                ("stderr", first.stderr),
+            )
+            if text
+        )
+        if full:
+            spool.mkdir(parents=True, exist_ok=True)
+            path = spool / f"{first.fingerprint or 'failure'}.txt"
+            path.write_text(full, encoding="utf-8", errors="replace")
+            files.append(AttachmentFile("failure-details.txt", str(path), "text/plain"))
+    return tuple(files)
+
+
+def issue_draft(
+    results: Sequence[TestResult],
+    integration: Integration,
+    launch: Launch,
+    *,
+    include: Sequence[str],
+    spool: Path | None = None,
+    relates_to: str = "",
+) -> IssueDraft:
+    first = results[0]
+    route = first.route
+    fields = dict(integration.fields)
+    if route is not None:
+        fields.update(route.fields)
+    head = f"{len(results)} test(s) failed in launch '{launch.name}' with the same fingerprint."
+    if relates_to:
+        head += f" An earlier issue for this failure, {relates_to}, is closed."
+    return IssueDraft(
+        summary=summary(results),
+        body=Body(tuple(_sections(results, launch, include, head=head))),
+        fingerprint=first.fingerprint,
+        issue_type=(route.issue_type if route and route.issue_type else integration.issue_type),
+        labels=(first.fingerprint,) if first.fingerprint else (),
+        fields=fields,
+        attachments=_attachments(results, include, spool),
+        relates_to=relates_to,
+    )
+
+
+def comment_draft(
+    results: Sequence[TestResult], launch: Launch, *, include: Sequence[str]
+) -> CommentDraft:
+    """The one comment a run adds to an issue that is already open for these failures."""
+    head = f"Failed again in launch '{launch.name}' (run {launch.run_id}): {len(results)} test(s)."
+    sections = _sections(results, launch, include, head=head)
+    return CommentDraft(body=Body(tuple(sections)), run_id=launch.run_id)

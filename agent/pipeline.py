@@ -1,0 +1,343 @@
+"""From a finished run to issue references: route, group by fingerprint, plan, execute.
+
+Planning reads trackers only, so ``dry-run`` is the plan printed and nothing executed. Every error
+of a tracker is contained here: it becomes a ``failed`` reference and one line in ``errors``,
+never an exception into the test run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from .config_types import Config, Integration
+from .content import comment_draft, issue_draft, one_line
+from .hooks import HookManager
+from .model import IssueRef, KnownIssue, Launch, RunResults, TestResult
+from .redact import Redactor
+from .trackers import open_tracker
+from .trackers.base import IssueDraft, RemoteIssue, Tracker, TrackerError
+
+log = logging.getLogger("rp_bts_agent")
+
+Mode = Literal["post", "link", "dry-run"]
+MODES: Final = ("post", "link", "dry-run")
+Verb = Literal["create", "comment", "reopen", "link"]
+Progress = Callable[[int, int], None]
+
+#: the tracker used when no integration is configured: a new user needs no server.
+EMBEDDED_LOCAL: Final = "local"
+
+
+def embedded_local(root: str | Path) -> Integration:
+    return Integration(
+        kind="local",
+        name=EMBEDDED_LOCAL,
+        source="default",
+        path=str(Path(root) / ".rp-bts" / "tracker.db"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAction:
+    """One write the agent means to make, for all failures that share a fingerprint."""
+
+    verb: Verb
+    integration: str
+    fingerprint: str
+    results: tuple[TestResult, ...]
+    existing: RemoteIssue | None = None
+
+    def describe(self) -> str:
+        tests = f"{len(self.results)} test(s): {self.results[0].nodeid}"
+        if len(self.results) > 1:
+            tests += f" (+{len(self.results) - 1} more)"
+        key = self.existing.key if self.existing else ""
+        what = {
+            "create": f"create an issue{f' related to closed {key}' if key else ''}",
+            "comment": f"comment on {key}",
+            "reopen": f"reopen {key} and comment",
+            "link": f"link to {key}",
+        }[self.verb]
+        return f"{self.integration}: {what} for {tests} [{self.fingerprint}]"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the agent did; ``errors`` are one-line, already redacted."""
+
+    run: RunResults
+    plan: list[PlannedAction] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    mode: Mode = "post"
+    #: ``--rp-bts-integration``: where failures go unless a marker or hook says otherwise.
+    integration: str = ""
+    #: per-post override of the integration's ``include`` (``rp-bts post --include``).
+    include: tuple[str, ...] | None = None
+    #: where generated attachment files (full failure details) are written.
+    spool: Path | None = None
+
+
+def redact_result(result: TestResult, redactor: Redactor) -> TestResult:
+    """Scrub every text a test produced before anything is filed, written or hooked."""
+    r = redactor.redact
+    return dataclasses.replace(
+        result,
+        message=r(result.message),
+        longrepr=r(result.longrepr),
+        log=r(result.log),
+        stdout=r(result.stdout),
+        stderr=r(result.stderr),
+        description=r(result.description),
+        attributes=tuple(dataclasses.replace(a, value=r(a.value)) for a in result.attributes),
+    )
+
+
+class Agent:
+    """Runs the pipeline for one launch; trackers are opened lazily and closed at the end."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        hooks: HookManager,
+        redactor: Redactor,
+        options: Options = Options(),
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config
+        self.hooks = hooks
+        self.redactor = redactor
+        self.options = options
+        self.progress = progress
+        self._trackers: dict[str, Tracker] = {}
+        self._errors: list[str] = []
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _trackers_configured(self) -> tuple[Integration, ...]:
+        return tuple(i for i in self.config.integrations if i.is_tracker)
+
+    def resolve(self, name: str) -> Integration | None:
+        found = self.config.integration(name)
+        if found is None and name == EMBEDDED_LOCAL and not self._trackers_configured():
+            return embedded_local(self.config.root)
+        return found
+
+    def route(self, result: TestResult) -> Integration:
+        """Hook, then ``bts`` marker, then option, then config default, then the first tracker."""
+        chosen = self.hooks.hook.rp_bts_route(result=result, config=self.config)
+        if not chosen and result.route is not None:
+            chosen = result.route.integration
+        chosen = chosen or self.options.integration or self.config.default_integration
+        if chosen:
+            integration = self.resolve(chosen)
+            if integration is None or not integration.is_tracker:
+                raise TrackerError(f"no tracker integration named '{chosen}'")
+            return integration
+        configured = self._trackers_configured()
+        return configured[0] if configured else embedded_local(self.config.root)
+
+    def tracker(self, integration: Integration) -> Tracker:
+        tracker = self._trackers.get(integration.name)
+        if tracker is None:
+            tracker = open_tracker(integration, read_only=self.options.mode == "dry-run")
+            self._trackers[integration.name] = tracker
+        return tracker
+
+    def close(self) -> None:
+        for tracker in self._trackers.values():
+            try:
+                tracker.close()
+            except Exception as exc:  # closing must not hide the run's results
+                self._error(f"closing a tracker failed: {exc}")
+        self._trackers.clear()
+
+    def _error(self, message: str) -> str:
+        line = one_line(self.redactor.redact(message), 500)
+        log.warning("%s", line)
+        self._errors.append(line)
+        return line
+
+    # -- the pipeline ----------------------------------------------------------------------
+
+    def run(self, run: RunResults) -> Outcome:
+        self._errors = []
+        try:
+            return self._run(run)
+        finally:
+            self.close()
+
+    def _run(self, run: RunResults) -> Outcome:
+        if self.redactor.active:
+            run = RunResults(run.launch, tuple(redact_result(r, self.redactor) for r in run.results))
+        refs: dict[str, list[IssueRef]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[TestResult]] = defaultdict(list)
+        integrations: dict[str, Integration] = {}
+        for result in run.results:
+            if not result.failing:
+                continue
+            if result.known_issues:
+                refs[result.nodeid] += [self._known(result, k) for k in result.known_issues]
+                continue
+            try:
+                integration = self.route(result)
+            except TrackerError as exc:
+                line = self._error(f"{result.nodeid}: {exc}")
+                refs[result.nodeid].append(IssueRef("", "", action="failed", error=line))
+                continue
+            integrations[integration.name] = integration
+            groups[(integration.name, result.fingerprint)].append(result)
+
+        plan = self._plan(groups, integrations, refs)
+        if self.options.mode != "dry-run":
+            self._execute(plan, integrations, run.launch, refs)
+        results = tuple(
+            r.with_issues(refs[r.nodeid]) if r.nodeid in refs else r for r in run.results
+        )
+        return Outcome(RunResults(run.launch, results), plan, list(self._errors))
+
+    def _known(self, result: TestResult, known: KnownIssue) -> IssueRef:
+        """The ``issue`` marker: fetch the status where we can, never file."""
+        name = known.integration or ""
+        try:
+            integration = self.resolve(name) if name else self.route(result)
+            if integration is None:
+                raise TrackerError(f"no integration named '{name}'")
+            remote = self.tracker(integration).get(known.url or known.issue_id)
+        except (TrackerError, OSError) as exc:
+            self._error(f"{result.nodeid}: status of known issue {known.issue_id}: {exc}")
+            return IssueRef(name, known.issue_id, known.url or "", "", "known")
+        if remote.closed:
+            self._error(
+                f"{result.nodeid}: known issue {remote.key} is {remote.status} "
+                "but the test still fails"
+            )
+        return IssueRef(integration.name, remote.key, known.url or remote.url, remote.status, "known")
+
+    def _plan(
+        self,
+        groups: Mapping[tuple[str, str], list[TestResult]],
+        integrations: Mapping[str, Integration],
+        refs: dict[str, list[IssueRef]],
+    ) -> list[PlannedAction]:
+        by_integration: dict[str, list[str]] = defaultdict(list)
+        for name, fingerprint in groups:
+            by_integration[name].append(fingerprint)
+        plan: list[PlannedAction] = []
+        for name, fingerprints in by_integration.items():
+            integration = integrations[name]
+            try:
+                existing = self.tracker(integration).find(fingerprints)
+            except (TrackerError, OSError) as exc:
+                line = self._error(f"{name}: {exc}")
+                for fingerprint in fingerprints:
+                    for result in groups[(name, fingerprint)]:
+                        refs[result.nodeid].append(IssueRef(name, "", action="failed", error=line))
+                continue
+            for fingerprint in fingerprints:
+                action = self._decide(integration, existing.get(fingerprint))
+                if action is not None:
+                    results = tuple(groups[(name, fingerprint)])
+                    plan.append(PlannedAction(action, name, fingerprint, results, existing.get(fingerprint)))
+        return plan
+
+    def _decide(self, integration: Integration, existing: RemoteIssue | None) -> Verb | None:
+        if self.options.mode == "link":
+            return "link" if existing is not None else None
+        if existing is None:
+            return "create"
+        if not existing.closed:
+            return "comment"
+        return "reopen" if integration.on_closed == "reopen" else "create"
+
+    def _execute(
+        self,
+        plan: Sequence[PlannedAction],
+        integrations: Mapping[str, Integration],
+        launch: Launch,
+        refs: dict[str, list[IssueRef]],
+    ) -> None:
+        for done, action in enumerate(plan):
+            if self.progress is not None:
+                self.progress(done, len(plan))
+            integration = integrations[action.integration]
+            try:
+                ref = self._perform(action, integration, launch)
+            except (TrackerError, OSError) as exc:
+                line = self._error(f"{action.integration}: {action.verb} failed: {exc}")
+                ref = IssueRef(action.integration, "", action="failed", error=line)
+            for result in action.results:
+                refs[result.nodeid].append(ref)
+        if self.progress is not None:
+            self.progress(len(plan), len(plan))
+
+    def _include(self, integration: Integration) -> tuple[str, ...]:
+        return self.options.include if self.options.include is not None else integration.include
+
+    def _perform(self, action: PlannedAction, integration: Integration, launch: Launch) -> IssueRef:
+        tracker = self.tracker(integration)
+        existing = action.existing
+        name = integration.name
+        if action.verb == "link":
+            assert existing is not None
+            return IssueRef(name, existing.key, existing.url, existing.status, "linked")
+        if action.verb == "create":
+            draft = self._draft(action, integration, launch, existing.key if existing else "")
+            created = tracker.create(draft)
+            if not created.existed:
+                return IssueRef(name, created.key, created.url, created.status, "created")
+            existing = created  # another process filed it a moment ago: comment instead
+        elif action.verb == "reopen":
+            assert existing is not None
+            existing = tracker.reopen(existing.key)
+        assert existing is not None
+        comment = comment_draft(action.results, launch, include=self._include(integration))
+        tracker.comment(existing.key, comment)
+        return IssueRef(name, existing.key, existing.url, existing.status, "commented")
+
+    def _draft(
+        self, action: PlannedAction, integration: Integration, launch: Launch, relates_to: str
+    ) -> IssueDraft:
+        draft = issue_draft(
+            action.results,
+            integration,
+            launch,
+            include=self._include(integration),
+            spool=self.options.spool,
+            relates_to=relates_to,
+        )
+        results = list(action.results)
+        for changed in self.hooks.hook.rp_bts_issue_fields(
+            draft=draft, results=results, integration=integration, launch=launch
+        ):
+            if isinstance(changed, IssueDraft):
+                draft = changed
+        return draft
+
+
+def merge_runs(runs: Iterable[RunResults]) -> RunResults:
+    """CI shards into one launch: the first shard's launch, every test once (the last wins)."""
+    runs = list(runs)
+    if not runs:
+        raise ValueError("no results to merge")
+    by_nodeid: dict[str, TestResult] = {}
+    for run in runs:
+        for result in run.results:
+            by_nodeid[result.nodeid] = result
+    first = runs[0].launch
+    launch = dataclasses.replace(
+        first,
+        start=min(r.launch.start for r in runs),
+        end=max(r.launch.end for r in runs),
+    )
+    return RunResults(launch, tuple(by_nodeid.values()))

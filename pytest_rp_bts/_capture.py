@@ -1,0 +1,205 @@
+"""Result capture: what a finished test phase becomes, on the worker, and the merge, on the controller.
+
+The worker adds a plain dict ``rp_bts`` to a report only when there is something to say (a failure,
+attributes, attachments, markers), so a passing test costs one dict update on the controller.
+Pytest's own report serialization carries the dict across xdist's wire.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from rp_bts_agent import fingerprint as fp
+from rp_bts_agent.hooks import HookManager
+from rp_bts_agent.model import (
+    Attachment,
+    Attribute,
+    KnownIssue,
+    Route,
+    TestResult,
+    result_from_json,
+)
+
+from ._markers import MarkerError, read_markers
+
+#: caps on what one result carries: a test that prints 100 MB must not flood the controller.
+TEXT_TAIL: Final = 64 * 1024
+LONGREPR_CAP: Final = 256 * 1024
+MESSAGE_CAP: Final = 4 * 1024
+OUR_MARKERS: Final = ("slid", "rp_attributes", "issue", "bts")
+
+
+def tail(text: str, cap: int = TEXT_TAIL) -> str:
+    if len(text) <= cap:
+        return text
+    return f"[... {len(text) - cap} characters cut ...]\n{text[-cap:]}"
+
+
+def clip(text: str, cap: int) -> str:
+    if len(text) <= cap:
+        return text
+    half = cap // 2
+    return f"{text[:half]}\n[... {len(text) - cap} characters cut ...]\n{text[-half:]}"
+
+
+def _safe_str(value: object) -> str:
+    """``str()`` of a hostile exception may itself raise; the run must not care."""
+    try:
+        return str(value)
+    except Exception as exc:  # pragma: no branch - any error from user code
+        return f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+
+
+def exception_type(exc_type: type[BaseException]) -> str:
+    module = exc_type.__module__
+    name = exc_type.__qualname__
+    return name if module in ("builtins", "__builtin__") else f"{module}.{name}"
+
+
+def _sections(report: pytest.TestReport) -> dict[str, str]:
+    found = {"log": "", "stdout": "", "stderr": ""}
+    for title, content in report.sections:
+        if title.startswith("Captured log"):
+            found["log"] += content
+        elif title.startswith("Captured stdout"):
+            found["stdout"] += content
+        elif title.startswith("Captured stderr"):
+            found["stderr"] += content
+    return {k: tail(v) for k, v in found.items()}
+
+
+class ItemState:
+    """What the ``rp_bts`` fixture and the markers added to one test, kept on the item."""
+
+    __slots__ = ("attachments", "attributes")
+
+    def __init__(self) -> None:
+        self.attributes: list[Attribute] = []
+        self.attachments: list[Attachment] = []
+
+
+ITEM_STATE = pytest.StashKey[ItemState]()
+
+
+class Capture:
+    """The worker half: turns a phase's report and its exception into plain data."""
+
+    def __init__(self, rootdir: Path, hooks: HookManager, include_params: bool = False) -> None:
+        self.rootdir = rootdir
+        self.hooks = hooks
+        self.include_params = include_params
+        self.marker_errors: list[str] = []
+
+    def failure(
+        self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
+    ) -> dict[str, Any]:
+        excinfo = call.excinfo
+        if excinfo is not None:
+            exc_type = exception_type(excinfo.type)
+            message = clip(_safe_str(excinfo.value), MESSAGE_CAP)
+            frames = fp.frames_from_traceback(excinfo.tb, self.rootdir)
+        else:  # a strict XPASS, or a failure reported without an exception
+            exc_type = "Failed"
+            message = clip(report.longreprtext, MESSAGE_CAP)
+            frames = ()
+        default = fp.compute(
+            item.nodeid, exc_type, message, frames, include_params=self.include_params
+        )
+        longrepr = clip(report.longreprtext, LONGREPR_CAP)
+        data: dict[str, Any] = {
+            "exc_type": exc_type,
+            "message": message,
+            "longrepr": longrepr,
+            **_sections(report),
+        }
+        doc = inspect.getdoc(getattr(item, "obj", None))
+        if doc:
+            data["description"] = clip(doc, MESSAGE_CAP)
+        probe = TestResult(nodeid=item.nodeid, outcome="failed", fingerprint=default, **data)
+        chosen = self.hooks.hook.rp_bts_fingerprint(result=probe, default=default)
+        data["fingerprint"] = str(chosen) if chosen else default
+        return data
+
+    def extras(self, item: pytest.Item) -> dict[str, Any]:
+        """Markers, attributes and attachments, read once per test at teardown."""
+        data: dict[str, Any] = {}
+        attributes: list[Attribute] = []
+        markers = [name for name in OUR_MARKERS if item.get_closest_marker(name) is not None]
+        if markers:
+            try:
+                found = read_markers(item)
+            except MarkerError as exc:
+                self.marker_errors.append(f"{item.nodeid}: {exc}")
+            else:
+                attributes += found.attributes
+                if found.known:
+                    data["known_issues"] = [result_to_json_part(k) for k in found.known]
+                if found.route is not None:
+                    data["route"] = result_to_json_part(found.route)
+            data["markers"] = markers
+        state = item.stash.get(ITEM_STATE, None)
+        if state is not None:
+            attributes += state.attributes
+            if state.attachments:
+                data["attachments"] = [result_to_json_part(a) for a in state.attachments]
+        if attributes:
+            data["attributes"] = [result_to_json_part(a) for a in attributes]
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and data:
+            data["params"] = callspec.id
+        return data
+
+
+def result_to_json_part(value: Attribute | Attachment | KnownIssue | Route) -> dict[str, Any]:
+    """One nested value of a result as plain JSON (the report carries only builtins)."""
+    return {name: getattr(value, name) for name in value.__slots__}  # type: ignore[union-attr]
+
+
+class Collector:
+    """The controller half: merges phase reports from any worker into one result per test."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, tuple[str, str, float]] = {}
+        self.extras: dict[str, dict[str, Any]] = {}
+
+    def add(self, report: pytest.TestReport) -> None:
+        nodeid = report.nodeid
+        outcome, phase, duration = self.outcomes.get(nodeid, ("passed", "call", 0.0))
+        duration += report.duration
+        when = report.when
+        xfail = hasattr(report, "wasxfail")
+        if report.failed:
+            if when == "call":
+                outcome, phase = "failed", "call"
+            elif outcome not in ("failed", "error"):
+                outcome, phase = "error", when
+        elif report.skipped:
+            outcome, phase = ("xfailed" if xfail else "skipped"), when
+        elif when == "call":
+            outcome = "xpassed" if xfail else "passed"
+        self.outcomes[nodeid] = (outcome, phase, duration)
+        extra = getattr(report, "rp_bts", None)
+        if isinstance(extra, Mapping):
+            merged = self.extras.setdefault(nodeid, {})
+            for key, value in extra.items():
+                merged.setdefault(key, value)  # the first failing phase tells the story
+
+    def results(self) -> list[TestResult]:
+        out = []
+        for nodeid, (outcome, phase, duration) in self.outcomes.items():
+            extra = self.extras.get(nodeid)
+            if extra is None:
+                out.append(TestResult(nodeid, outcome, phase, duration))  # type: ignore[arg-type]
+                continue
+            data = {**extra, "nodeid": nodeid, "outcome": outcome, "phase": phase,
+                    "duration": duration}
+            out.append(result_from_json(data))
+        return out
+
+
+__all__ = ["ITEM_STATE", "Capture", "Collector", "ItemState"]

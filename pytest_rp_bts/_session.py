@@ -1,0 +1,231 @@
+"""The plugin object registered when ``--rp-bts`` is on: capture everywhere, the agent on the
+controller only.
+
+Nothing here may fail the test run: every error of the agent is contained, shown as one line and,
+under ``--rp-bts-strict`` alone, turns a passing exit status into a failing one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Generator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from rp_bts_agent import environment
+from rp_bts_agent.config import load_config
+from rp_bts_agent.config_types import Config, ConfigError
+from rp_bts_agent.hooks import HookManager, has_hooks
+from rp_bts_agent.model import Launch, RunResults
+from rp_bts_agent.pipeline import Agent, Options, Outcome
+from rp_bts_agent.redact import Redactor
+
+from ._capture import Capture, Collector
+from ._fixture import ATTACHMENT_DIR
+from ._options import Settings
+from ._summary import Progress, issue_lines, plan_lines
+
+log = logging.getLogger("rp_bts_agent")
+RESULTS_DEFAULT = Path(".rp-bts") / "results.json"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+class RpBtsSession:
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.root = Path(config.rootpath)
+        self.workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+        self.run_id = (
+            str(self.workerinput["rp_bts_run_id"]) if self.workerinput else new_run_id()
+        )
+        self.started = time.time()
+        self.hooks = HookManager()
+        for plugin in config.pluginmanager.get_plugins():
+            self._adopt(plugin)
+        self.capture = Capture(self.root, self.hooks)
+        self.collector = Collector()
+        self.problems: list[str] = []
+        self.outcome: Outcome | None = None
+        self.results_path: Path | None = None
+        self.agent_config: Config | None = None
+        self.redactor = Redactor(())
+        if self.settings.mode != "dry-run":
+            config.stash[ATTACHMENT_DIR] = self.root / ".rp-bts" / "runs" / self.run_id
+        if self.workerinput is None:
+            self._load_config()
+
+    @property
+    def is_controller(self) -> bool:
+        return self.workerinput is None
+
+    def _adopt(self, plugin: object) -> None:
+        """``rp_bts_*`` functions in conftest files become hook implementations of the agent."""
+        if isinstance(plugin, ModuleType) and has_hooks(plugin) and not self.hooks.is_registered(
+            plugin
+        ):
+            self.hooks.register(plugin)
+
+    def _load_config(self) -> None:
+        try:
+            env_file = self.settings.env_file
+            if env_file is None and (self.root / ".env").is_file():
+                env_file = self.root / ".env"
+            self.agent_config = load_config(
+                self.root,
+                project_file=self.settings.config,
+                global_file=self.settings.global_config,
+                env_file=env_file,
+            )
+        except ConfigError as exc:
+            self.problems.append(str(exc))
+            return
+        self.redactor = Redactor(self.agent_config.secrets())
+        self.problems += [f"rp-bts warning: {w}" for w in self.agent_config.warnings]
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def pytest_plugin_registered(self, plugin: object) -> None:
+        self._adopt(plugin)
+
+    def pytest_report_header(self) -> list[str]:
+        cfg = self.agent_config
+        where = "no config: local tracker under .rp-bts/" if cfg is not None and not any(
+            i.is_tracker for i in cfg.integrations
+        ) else ", ".join(f"{i.name} ({i.kind}, {i.source})" for i in (cfg.integrations if cfg
+                                                                       else ()))
+        lines = [f"rp-bts: launch '{self.launch_name()}', mode {self.settings.mode}, {where}"]
+        return lines + [self.redactor.redact(p) for p in self.problems]
+
+    def launch_name(self) -> str:
+        cfg = self.agent_config
+        return self.settings.launch or (cfg.launch if cfg else "") or "pytest"
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        try:
+            data: dict[str, Any] = {}
+            if report.failed:
+                data.update(self.capture.failure(item, call, report))
+            if call.when == "teardown":
+                data.update(self.capture.extras(item))
+            if data:
+                report.rp_bts = data  # type: ignore[attr-defined]
+        except Exception as exc:  # never an INTERNALERROR because of us
+            log.exception("rp-bts: capturing %s failed", item.nodeid)
+            self.problems.append(f"rp-bts: capturing {item.nodeid} failed: {exc!r}")
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.is_controller:
+            self.collector.add(report)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.is_controller:
+            return
+        self.problems += self.capture.marker_errors
+        try:
+            self._finish()
+        except Exception as exc:  # contained: the verdict belongs to the tests
+            log.exception("rp-bts: agent failed")
+            self.problems.append(f"rp-bts: agent failed: {self.redactor.redact(repr(exc))}")
+        errors = list(self.problems)
+        if self.outcome is not None:
+            errors += self.outcome.errors
+        if self.settings.strict and errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _launch(self) -> Launch:
+        cfg = self.agent_config
+        return Launch(
+            name=self.launch_name(),
+            run_id=self.run_id,
+            project=cfg.project if cfg else "",
+            owner=(cfg.owner if cfg else "") or environment.ci_user(os.environ),
+            start=self.started,
+            end=time.time(),
+            attributes=self.settings.attributes,
+            mode=self.settings.mode,
+            environment=environment.describe(os.environ),
+        )
+
+    def _finish(self) -> None:
+        run = RunResults(self._launch(), tuple(self.collector.results()))
+        cfg = self.agent_config
+        if cfg is not None:
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            agent = Agent(
+                cfg,
+                hooks=self.hooks,
+                redactor=self.redactor,
+                options=Options(
+                    mode=self.settings.mode,  # type: ignore[arg-type]
+                    integration=self.settings.integration,
+                    spool=self.root / ".rp-bts" / "runs" / self.run_id,
+                ),
+            )
+            with Progress(reporter) as progress:
+                agent.progress = progress.update
+                self.outcome = agent.run(run)
+            run = self.outcome.run
+        else:
+            run = RunResults(run.launch, run.results)
+        self._write_results(run)
+
+    def _write_results(self, run: RunResults) -> None:
+        """Written even when the config is broken: ``rp-bts process`` can file it later."""
+        text = self.redactor.redact(run.dumps())
+        targets = [self.settings.results] if self.settings.results else []
+        if self.settings.mode != "dry-run":
+            targets.append(self.root / RESULTS_DEFAULT)
+        for path in targets:
+            assert path is not None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        self.results_path = targets[0] if targets else None
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not self.is_controller:
+            return
+        tr = terminalreporter
+        tr.section("rp-bts")
+        for problem in self.problems:
+            tr.write_line(self.redactor.redact(problem), red=True)
+        outcome = self.outcome
+        if outcome is not None:
+            if self.settings.mode == "dry-run":
+                for line in plan_lines(outcome.plan):
+                    tr.write_line(line)
+                tr.write_line("dry-run: nothing was changed")
+            else:
+                for line in issue_lines(outcome.run.results):
+                    tr.write_line(self.redactor.redact(line))
+                if not any(r.issues for r in outcome.run.results):
+                    tr.write_line("no failures to file")
+        if self.results_path is not None:
+            tr.write_line(f"results: {self.results_path}")
+
+
+class XdistHooks:
+    """Registered only when xdist is loaded: an unconditional xdist hook is an unknown-hook error."""
+
+    def __init__(self, session: RpBtsSession) -> None:
+        self.session = session
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["rp_bts_run_id"] = self.session.run_id
