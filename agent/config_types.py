@@ -79,6 +79,8 @@ class Integration:
     path: str = ""
     #: keys of other issues (OAuth, Clarity sync, ...) kept verbatim until their code reads them.
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: key -> its ``${VAR}`` text as written, so listings show the reference, never the value.
+    refs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_tracker(self) -> bool:

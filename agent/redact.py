@@ -1,0 +1,115 @@
+"""Remove secrets from text and JSON-like values before anything is written, posted or mailed.
+
+A secret can leak in forms other than its own text: URL-encoded in a query string, or inside the
+base64 of an ``Authorization: Basic`` header. Each form is matched, the longest first, so a secret
+that contains another is never half-masked.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, final
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
+
+from .config_types import SECRET_KEYS
+
+__all__ = ["MASK", "Redactor", "redact_url_credentials"]
+
+MASK: Final = "***"
+#: shorter values would mask ordinary words and numbers all over a traceback.
+MIN_SECRET_LENGTH: Final = 4
+#: a base64 fragment shorter than this could match unrelated base64 text.
+_MIN_BASE64_CORE: Final = 8
+_REFERENCE: Final = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+_QUERY_SECRETS: Final = SECRET_KEYS | {"key", "apikey", "secret", "sig", "signature"}
+
+
+def _base64_cores(secret: str) -> set[str]:
+    """The base64 text that encodes ``secret`` wherever it sits in a longer encoded value.
+
+    Base64 packs 3 bytes into 4 characters, so a secret encodes differently at each of 3 byte
+    offsets; at each offset only the characters made of the secret's bits alone are kept.
+    """
+    raw = secret.encode()
+    cores = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode().rstrip("=")
+        first = -(-offset * 8 // 6)  # first character with none of the padding bytes' bits
+        last = (offset + len(raw)) * 8 // 6  # characters past this one take following bytes
+        core = encoded[first:last]
+        if len(core) >= _MIN_BASE64_CORE:
+            cores.add(core)
+    return cores
+
+
+def _forms(secret: str) -> set[str]:
+    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
+    return forms | _base64_cores(secret)
+
+
+@final
+class Redactor:
+    """Masks a fixed set of secrets with ``***``; cheap to call when there are none."""
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        forms = {
+            form
+            for secret in secrets
+            if isinstance(secret, str) and len(secret) >= MIN_SECRET_LENGTH
+            for form in _forms(secret)
+        }
+        ordered = sorted(forms, key=lambda s: (-len(s), s))
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def redact(self, text: str) -> str:
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(MASK, text)
+
+    def redact_obj(self, value: Any) -> Any:
+        """A copy of a JSON-like value with secrets masked in every string and under secret keys."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, Mapping):
+            return {
+                k: MASK if k in SECRET_KEYS and _value_set(v) else self.redact_obj(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.redact_obj(v) for v in value)
+        return value
+
+
+def _value_set(value: Any) -> bool:
+    """Whether a value under a secret key is a secret: not empty, not a ``${VAR}`` reference."""
+    if isinstance(value, str):
+        return bool(value) and _REFERENCE.fullmatch(value) is None
+    return value is not None
+
+
+def redact_url_credentials(url: str) -> str:
+    """A URL with its password and credential query parameters masked, for logs and reports."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:{MASK}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() in _QUERY_SECRETS for k, _ in pairs):
+            masked = [(k, MASK if k.lower() in _QUERY_SECRETS else v) for k, v in pairs]
+            query = urlencode(masked, safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
