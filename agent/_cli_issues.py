@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from ._cli_common import load
 from .trackers.base import TrackerError
 from .trackers.local import DEFAULT_PATH, IssueDetails, LocalIssue, LocalTracker, UnknownIssue
 
@@ -26,15 +27,16 @@ _CONTROL: Final = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if chr(c) not 
 
 
 def tracker_path(args: argparse.Namespace) -> Path:
-    """The database to read: ``--db``, else ``.rp-bts/tracker.db`` under the project root.
-
-    Kept apart so the main CLI can later pass the configured local integration's path.
-    """
+    """The database to read: ``--db``, else the configured local tracker, else the default one."""
     db = getattr(args, "db", None)
     if db:
         return Path(db).expanduser().absolute()
-    root = getattr(args, "root", None) or Path.cwd()
-    return (Path(root) / DEFAULT_PATH).absolute()
+    config = load(args)
+    wanted = getattr(args, "integration", None)
+    for integration in config.of_kind("local"):
+        if (wanted is None or integration.name == wanted) and integration.path:
+            return Path(integration.path)
+    return Path(config.root) / DEFAULT_PATH
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -178,8 +178,10 @@ class Agent:
             self.close()
 
     def _run(self, run: RunResults) -> Outcome:
-        if self.redactor.active:
-            run = RunResults(run.launch, tuple(redact_result(r, self.redactor) for r in run.results))
+        if self.redactor:
+            run = RunResults(
+                run.launch, tuple(redact_result(r, self.redactor) for r in run.results)
+            )
         refs: dict[str, list[IssueRef]] = defaultdict(list)
         groups: dict[tuple[str, str], list[TestResult]] = defaultdict(list)
         integrations: dict[str, Integration] = {}
@@ -209,6 +211,8 @@ class Agent:
     def _known(self, result: TestResult, known: KnownIssue) -> IssueRef:
         """The ``issue`` marker: fetch the status where we can, never file."""
         name = known.integration or ""
+        if known.url and not name:
+            return IssueRef("", known.issue_id, known.url, "", "known")  # nothing to ask
         try:
             integration = self.resolve(name) if name else self.route(result)
             if integration is None:
@@ -222,7 +226,9 @@ class Agent:
                 f"{result.nodeid}: known issue {remote.key} is {remote.status} "
                 "but the test still fails"
             )
-        return IssueRef(integration.name, remote.key, known.url or remote.url, remote.status, "known")
+        return IssueRef(
+            integration.name, remote.key, known.url or remote.url, remote.status, "known"
+        )
 
     def _plan(
         self,
@@ -248,7 +254,9 @@ class Agent:
                 action = self._decide(integration, existing.get(fingerprint))
                 if action is not None:
                     results = tuple(groups[(name, fingerprint)])
-                    plan.append(PlannedAction(action, name, fingerprint, results, existing.get(fingerprint)))
+                    plan.append(
+                        PlannedAction(action, name, fingerprint, results, existing.get(fingerprint))
+                    )
         return plan
 
     def _decide(self, integration: Integration, existing: RemoteIssue | None) -> Verb | None:

@@ -55,6 +55,11 @@ def _safe_str(value: object) -> str:
         return f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
 
 
+def _fingerprint_text(exc_type: str, message: str) -> str:
+    """An assertion's first line: pytest's ``where`` lines below it only repeat the values."""
+    return message.split("\n", 1)[0] if exc_type == "AssertionError" else message
+
+
 def exception_type(exc_type: type[BaseException]) -> str:
     module = exc_type.__module__
     name = exc_type.__qualname__
@@ -108,7 +113,8 @@ class Capture:
             message = clip(report.longreprtext, MESSAGE_CAP)
             frames = ()
         default = fp.compute(
-            item.nodeid, exc_type, message, frames, include_params=self.include_params
+            item.nodeid, exc_type, _fingerprint_text(exc_type, message), frames,
+            include_params=self.include_params,
         )
         longrepr = clip(report.longreprtext, LONGREPR_CAP)
         data: dict[str, Any] = {

@@ -25,11 +25,12 @@ from rp_bts_agent.hooks import HookManager, has_hooks
 from rp_bts_agent.model import Launch, RunResults
 from rp_bts_agent.pipeline import Agent, Options, Outcome
 from rp_bts_agent.redact import Redactor
+from rp_bts_agent.summary import issue_lines, plan_lines
 
 from ._capture import Capture, Collector
 from ._fixture import ATTACHMENT_DIR
 from ._options import Settings
-from ._summary import Progress, issue_lines, plan_lines
+from ._summary import Progress
 
 log = logging.getLogger("rp_bts_agent")
 RESULTS_DEFAULT = Path(".rp-bts") / "results.json"
@@ -99,10 +100,13 @@ class RpBtsSession:
 
     def pytest_report_header(self) -> list[str]:
         cfg = self.agent_config
-        where = "no config: local tracker under .rp-bts/" if cfg is not None and not any(
-            i.is_tracker for i in cfg.integrations
-        ) else ", ".join(f"{i.name} ({i.kind}, {i.source})" for i in (cfg.integrations if cfg
-                                                                       else ()))
+        trackers = [i for i in cfg.integrations if i.is_tracker] if cfg else []
+        if cfg is None:
+            where = "integrations off (config error below)"
+        elif trackers:
+            where = ", ".join(f"{i.name} ({i.kind}, {i.source})" for i in trackers)
+        else:
+            where = "local tracker under .rp-bts/"
         lines = [f"rp-bts: launch '{self.launch_name()}', mode {self.settings.mode}, {where}"]
         return lines + [self.redactor.redact(p) for p in self.problems]
 
@@ -130,7 +134,19 @@ class RpBtsSession:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_controller:
+            if self.redactor and (report.failed or report.sections):
+                self._scrub(report)
             self.collector.add(report)
+
+    def _scrub(self, report: pytest.TestReport) -> None:
+        """Secrets out of what pytest itself prints later (tracebacks, captured output)."""
+        redact = self.redactor.redact
+        if report.longrepr is not None:
+            text = report.longreprtext
+            clean = redact(text)
+            if clean != text:
+                report.longrepr = clean
+        report.sections = [(title, redact(content)) for title, content in report.sections]
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

@@ -1,16 +1,12 @@
-"""What the terminal shows: the header line, a progress line at session end, the summary section."""
+"""The progress line shown while the agent works at session end."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
 from typing import Final
 
 import pytest
-
-from rp_bts_agent.model import IssueRef, TestResult
-from rp_bts_agent.pipeline import PlannedAction
 
 #: the agent's work at session end gets a progress line once it takes longer than this.
 PROGRESS_AFTER: Final = 1.0
@@ -57,33 +53,3 @@ class Progress:
             else:
                 self.reporter.write_line(line)
             self.shown = True
-
-
-def _label(ref: IssueRef) -> str:
-    key = ref.key or "-"
-    return f"{key} ({ref.status})" if ref.status else key
-
-
-def issue_lines(results: Iterable[TestResult]) -> list[str]:
-    """One line per issue and action: what was filed, commented, linked, known, queued, failed."""
-    grouped: dict[tuple[str, str, str, str], list[str]] = {}
-    for result in results:
-        for ref in result.issues:
-            grouped.setdefault((ref.action, ref.integration, _label(ref), ref.error), []).append(
-                result.nodeid
-            )
-    order = {a: i for i, a in enumerate(("created", "commented", "linked", "known", "queued",
-                                        "failed"))}
-    lines = []
-    for (action, integration, label, error), nodeids in sorted(
-        grouped.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][2])
-    ):
-        more = f" (+{len(nodeids) - 1} more)" if len(nodeids) > 1 else ""
-        where = f"[{integration}] " if integration else ""
-        detail = f": {error}" if error else ""
-        lines.append(f"{action:<9} {where}{label} {nodeids[0]}{more}{detail}")
-    return lines
-
-
-def plan_lines(plan: Sequence[PlannedAction]) -> list[str]:
-    return [f"would {action.describe()}" for action in plan] or ["nothing to file"]

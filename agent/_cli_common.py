@@ -1,0 +1,29 @@
+"""What every ``rp-bts`` command shares: finding the project root and loading its config."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .config import load_config
+from .config_types import Config
+from .rootdir import find_root
+
+
+def project_root(args: argparse.Namespace) -> Path:
+    """``--root``, else found from the current directory the way pytest finds its rootdir."""
+    root: Path | None = getattr(args, "root", None)
+    return root.resolve() if root is not None else find_root(Path.cwd())
+
+
+def load(args: argparse.Namespace) -> Config:
+    root = project_root(args)
+    env_file = getattr(args, "env_file", None)
+    if env_file is None and (root / ".env").is_file():
+        env_file = root / ".env"
+    return load_config(
+        root,
+        project_file=getattr(args, "config", None),
+        global_file=getattr(args, "global_config", None),
+        env_file=env_file,
+    )

@@ -1,0 +1,212 @@
+"""The ``rp-bts`` command: integrations, saved results (process, post, link) and the local tracker.
+
+Input errors are one line on stderr and exit status 2; what the agent could not do is listed and
+gives exit status 1, so a CI step can tell the two apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__, _cli_integrations, _cli_issues
+from ._cli_common import load
+from .config_types import Config, ConfigError
+from .hooks import HookManager
+from .model import IssueRef, ResultsFormatError, RunResults, TestResult
+from .pipeline import MODES, Agent, Options, Outcome, merge_runs
+from .redact import Redactor
+from .summary import issue_lines, plan_lines
+from .trackers.base import TrackerError
+
+INCLUDE_CHOICES = ("logs", "attachments", "comments")
+
+
+class CliError(Exception):
+    """A problem with what the user asked for: printed as one line, exit status 2."""
+
+
+def _hooks(args: argparse.Namespace) -> HookManager:
+    hooks = HookManager()
+    for module in args.hooks or ():
+        try:
+            hooks.register_module(module)
+        except ImportError as exc:
+            raise CliError(f"--hooks {module}: cannot import it ({exc})") from None
+    return hooks
+
+
+def _include(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    unknown = [item for item in items if item not in INCLUDE_CHOICES]
+    if unknown:
+        raise CliError(f"--include: unknown {unknown[0]!r}; use {','.join(INCLUDE_CHOICES)}")
+    return items
+
+
+def _agent(args: argparse.Namespace, config: Config, **options: object) -> Agent:
+    return Agent(
+        config,
+        hooks=_hooks(args),
+        redactor=Redactor(config.secrets()),
+        options=Options(spool=Path(config.root) / ".rp-bts" / "spool", **options),  # type: ignore[arg-type]
+    )
+
+
+def _read(paths: Sequence[Path]) -> list[RunResults]:
+    try:
+        return [RunResults.load(path) for path in paths]
+    except ResultsFormatError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _write(run: RunResults, path: Path, redactor: Redactor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(redactor.redact(run.dumps()), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _report(outcome: Outcome, mode: str) -> int:
+    lines = plan_lines(outcome.plan) if mode == "dry-run" else issue_lines(outcome.run.results)
+    for line in lines or ["no failures to file"]:
+        print(line)
+    for error in outcome.errors:
+        print(f"rp-bts: {error}", file=sys.stderr)
+    return 1 if outcome.errors else 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    """Run the agent on saved results, several CI shards merged into one launch."""
+    config = load(args)
+    run = merge_runs(_read(args.results))
+    outcome = _agent(args, config, mode=args.mode, integration=args.integration or "").run(run)
+    output: Path = args.output or Path(config.root) / ".rp-bts" / "results.json"
+    if args.mode != "dry-run":
+        _write(outcome.run, output, Redactor(config.secrets()))
+        print(f"results: {output}")
+    return _report(outcome, args.mode)
+
+
+def _pick(run: RunResults, wanted: str) -> TestResult:
+    exact = [r for r in run.results if r.nodeid == wanted]
+    matches = exact or [r for r in run.results if wanted in r.nodeid]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise CliError(f"no test matching {wanted!r} in the results")
+    names = ", ".join(r.nodeid for r in matches[:5])
+    raise CliError(f"{wanted!r} matches {len(matches)} tests ({names}); give the full node id")
+
+
+def _replace(run: RunResults, result: TestResult) -> RunResults:
+    return RunResults(
+        run.launch, tuple(result if r.nodeid == result.nodeid else r for r in run.results)
+    )
+
+
+def cmd_post(args: argparse.Namespace) -> int:
+    """ReportPortal's manual Post Issue, for one result of a saved results file."""
+    config = load(args)
+    (run,) = _read([args.results])
+    result = _pick(run, args.test)
+    if not result.failing:
+        raise CliError(f"{result.nodeid} {result.outcome}; only failures are posted")
+    single = RunResults(run.launch, (result,))
+    agent = _agent(args, config, integration=args.integration or "", include=_include(args.include))
+    outcome = agent.run(single)
+    (posted,) = outcome.run.results
+    merged = posted.with_issues((*result.issues, *posted.issues))
+    _write(_replace(run, merged), args.results, Redactor(config.secrets()))
+    return _report(outcome, "post")
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    """ReportPortal's manual Link Issue: tie one result to an existing issue, with its status."""
+    config = load(args)
+    (run,) = _read([args.results])
+    result = _pick(run, args.test)
+    agent = _agent(args, config, integration=args.integration or "")
+    try:
+        integration = agent.route(result)
+        remote = agent.tracker(integration).get(args.issue)
+    except TrackerError as exc:
+        raise CliError(agent.redactor.redact(str(exc))) from None
+    finally:
+        agent.close()
+    ref = IssueRef(integration.name, remote.key, remote.url, remote.status, "linked")
+    _write(_replace(run, result.with_issues((*result.issues, ref))), args.results, agent.redactor)
+    print(f"linked    [{integration.name}] {remote.key} ({remote.status}) {result.nodeid}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rp-bts",
+        description="File test failures into bug trackers; manage integrations and issues.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        help="project root (default: found like pytest's rootdir from the current directory)",
+    )
+    parser.add_argument("--config", type=Path, help="project config file")
+    parser.add_argument("--global-config", type=Path, help="global config file")
+    parser.add_argument("--env-file", type=Path, help="file of secrets for ${VAR}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the agent does")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _cli_integrations.add_parser(sub)
+
+    hooks_help = "module with rp_bts_* hook implementations (repeatable)"
+    process = sub.add_parser("process", help="run the agent on saved results (CI shards merged)")
+    process.add_argument("results", nargs="+", type=Path, metavar="RESULTS")
+    process.add_argument("--mode", choices=MODES, default="post")
+    process.add_argument("--integration", help="integration failures go to by default")
+    process.add_argument("--output", type=Path, help="merged results file to write")
+    process.add_argument("--hooks", action="append", help=hooks_help)
+    process.set_defaults(func=cmd_process)
+
+    post = sub.add_parser("post", help="file an issue for one failure of a results file")
+    post.add_argument("results", type=Path, metavar="RESULTS")
+    post.add_argument("test", metavar="NODEID", help="node id (or a unique part of it)")
+    post.add_argument("--integration", help="integration to post to")
+    post.add_argument("--include", help="logs,attachments,comments (default: the integration's)")
+    post.add_argument("--hooks", action="append", help=hooks_help)
+    post.set_defaults(func=cmd_post)
+
+    link = sub.add_parser("link", help="link one result of a results file to an existing issue")
+    link.add_argument("results", type=Path, metavar="RESULTS")
+    link.add_argument("test", metavar="NODEID", help="node id (or a unique part of it)")
+    link.add_argument("issue", metavar="ISSUE", help="issue key or URL")
+    link.add_argument("--integration", help="integration the issue lives in")
+    link.set_defaults(func=cmd_link, hooks=None)
+
+    _cli_issues.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR, format="rp-bts: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except (CliError, ConfigError) as exc:
+        text = str(exc)
+        print(text if text.startswith("rp-bts") else f"rp-bts: {text}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Text lines that tell what the agent did, for the terminal summary and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from .model import IssueRef, TestResult
+from .pipeline import PlannedAction
+
+
+def _label(ref: IssueRef) -> str:
+    key = ref.key or "-"
+    return f"{key} ({ref.status})" if ref.status else key
+
+
+def issue_lines(results: Iterable[TestResult]) -> list[str]:
+    """One line per issue and action: what was filed, commented, linked, known, queued, failed."""
+    grouped: dict[tuple[str, str, str, str], list[str]] = {}
+    for result in results:
+        for ref in result.issues:
+            grouped.setdefault((ref.action, ref.integration, _label(ref), ref.error), []).append(
+                result.nodeid
+            )
+    order = {
+        a: i for i, a in enumerate(("created", "commented", "linked", "known", "queued", "failed"))
+    }
+    lines = []
+    for (action, integration, label, error), nodeids in sorted(
+        grouped.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][2])
+    ):
+        more = f" (+{len(nodeids) - 1} more)" if len(nodeids) > 1 else ""
+        where = f"[{integration}] " if integration else ""
+        detail = f": {error}" if error else ""
+        lines.append(f"{action:<9} {where}{label} {nodeids[0]}{more}{detail}")
+    return lines
+
+
+def plan_lines(plan: Sequence[PlannedAction]) -> list[str]:
+    return [f"would {action.describe()}" for action in plan] or ["nothing to file"]

@@ -1,0 +1,82 @@
+"""Shared helpers for the end-to-end tests: a demo-like suite and readers of what a run left."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DEMO = '''
+import logging
+import pytest
+
+log = logging.getLogger("shop")
+
+def cart_total(items):
+    return sum(items) + 1
+
+def test_passes():
+    assert cart_total([]) >= 0
+
+def test_empty_cart():
+    assert cart_total([]) == 0
+
+@pytest.mark.parametrize("items", [[1], [2, 3], [10]])
+def test_totals(items):
+    log.warning("totals for %s", items)
+    assert cart_total(items) == sum(items)
+
+def test_key(rp_bts):
+    rp_bts.attach(b"cart contents", name="cart.txt")
+    {}["kiwi"]
+
+@pytest.fixture
+def broken():
+    raise ConnectionError("gateway refused")
+
+def test_uses_broken(broken):
+    pass
+
+@pytest.mark.xfail(strict=True)
+def test_expected_failure():
+    assert False
+
+@pytest.mark.slid("job-123", data_center="eu-central-1")
+def test_sauce():
+    assert "a" == "b"
+'''
+#: distinct fingerprints of DEMO: empty_cart, totals (3 params, one bug), key, broken, sauce.
+DEMO_FINGERPRINTS = 5
+
+
+@pytest.fixture
+def demo(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(test_demo=DEMO)
+    pytester.makeini("[pytest]\n")
+    return pytester
+
+
+def tracker_rows(root: Path, query: str = "SELECT key, fingerprint, status FROM issues") -> list[Any]:
+    db = root / ".rp-bts" / "tracker.db"
+    if not db.exists():
+        return []
+    with closing(sqlite3.connect(db)) as conn:
+        return list(conn.execute(query))
+
+
+def results_json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def by_nodeid(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["nodeid"].split("::", 1)[-1]: r for r in data["results"]}
+
+
+def all_files(root: Path) -> Iterator[Path]:
+    yield from (p for p in root.rglob("*") if p.is_file())

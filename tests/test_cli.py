@@ -1,0 +1,77 @@
+"""``rp-bts process``, ``post`` and ``link`` on saved results, as CI shards and people use them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_FINGERPRINTS, by_nodeid, results_json, tracker_rows
+
+from rp_bts_agent.cli import main
+
+
+def _shards(demo: pytest.Pytester) -> tuple[Path, Path]:
+    """Two CI shards of the demo suite, each writing results and filing nothing."""
+    a, b = demo.path / "shard-a.json", demo.path / "shard-b.json"
+    demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={a}", "-k", "totals")
+    demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={b}",
+                   "-k", "not totals")
+    assert not (demo.path / ".rp-bts").exists()
+    return a, b
+
+
+def test_process_merges_shards_and_files_once(
+    demo: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = _shards(demo)
+    merged = demo.path / "merged.json"
+    root = str(demo.path)
+    assert main(["--root", root, "process", str(a), str(b), "--output", str(merged)]) == 0
+    rows = tracker_rows(demo.path)
+    assert len(rows) == DEMO_FINGERPRINTS
+    data = results_json(merged)
+    assert len(data["results"]) == 9
+    assert all(r["issues"] for r in data["results"] if r["outcome"] in ("failed", "error"))
+    out = capsys.readouterr().out
+    assert out.count("created ") == DEMO_FINGERPRINTS
+
+    # the same shards again: nothing new is filed; each issue gets the run's one comment
+    assert main(["--root", root, "process", str(a), str(b), "--output", str(merged)]) == 0
+    assert tracker_rows(demo.path) == rows
+    assert "created " not in capsys.readouterr().out
+
+
+def test_process_rejects_a_file_that_is_not_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"nope": 1}))
+    assert main(["--root", str(tmp_path), "process", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.json: not an rp-bts results file" in err[0]
+
+
+def test_post_then_link_one_result(demo: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+    results = demo.path / "run.json"
+    demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={results}")
+    root = str(demo.path)
+    code = main(["--root", root, "post", str(results), "test_key", "--include", "logs"])
+    assert code == 0
+    ((key, summary),) = tracker_rows(demo.path, "SELECT key, summary FROM issues")
+    assert summary == "test_key: KeyError: 'kiwi'"
+    names = [n for (n,) in tracker_rows(demo.path, "SELECT name FROM attachments")]
+    assert names == ["failure-details.txt"]  # logs included, the test's own attachment not
+    posted = by_nodeid(results_json(results))["test_key"]["issues"]
+    assert [(i["key"], i["action"]) for i in posted] == [(key, "created")]
+
+    assert main(["--root", root, "link", str(results), "test_sauce", key]) == 0
+    linked = by_nodeid(results_json(results))["test_sauce"]["issues"]
+    assert [(i["key"], i["action"], i["status"]) for i in linked] == [(key, "linked", "Open")]
+    assert f"linked    [local] {key} (Open)" in capsys.readouterr().out
+
+    assert main(["--root", root, "post", str(results), "test_totals"]) == 2
+    assert "matches 3 tests" in capsys.readouterr().err
+    assert main(["--root", root, "post", str(results), "test_passes", "--include", "x"]) == 2
+    assert main(["--root", root, "link", str(results), "test_sauce", "LOCAL-99"]) == 2
+    assert "LOCAL-99" in capsys.readouterr().err

@@ -1,0 +1,65 @@
+"""A plain ``pip install .`` (not editable) into a fresh virtualenv gives a working plugin and CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str | Path, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_pip_install_then_demo(tmp_path: Path) -> None:
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    bin_dir = env_dir / "bin"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "RP_BTS"))}
+    env.pop("PYTHONPATH", None)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    src = tmp_path / "src"  # a copy, so the build cannot pick up the editable install's files
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", ".rp-bts", "*.egg-info",
+                                                             "build", "__pycache__", ".tox"))
+    install = _run(bin_dir / "python", "-m", "pip", "install", "-q", src, "pytest-xdist",
+                   cwd=tmp_path, env=env)
+    assert install.returncode == 0, install.stderr[-2000:]
+
+    demo = tmp_path / "examples"
+    shutil.copytree(REPO / "examples", demo, ignore=shutil.ignore_patterns(".rp-bts", "__pycache__"))
+    python = str(bin_dir / "python")
+    plain = _run(python, "-m", "pytest", "-p", "no:cacheprovider", cwd=demo, env=env)
+    first = _run(python, "-m", "pytest", "--rp-bts", "-p", "no:cacheprovider", cwd=demo, env=env)
+    assert first.returncode == plain.returncode == 1, first.stdout[-3000:]
+    assert "= rp-bts =" in first.stdout
+
+    listed = _run(bin_dir / "rp-bts", "issues", "list", "--json", cwd=demo, env=env)
+    assert listed.returncode == 0, listed.stderr
+    issues = json.loads(listed.stdout)
+    fingerprints = {i["fingerprint"] for i in issues}
+    assert len(issues) == len(fingerprints) >= 5
+
+    second = _run(python, "-m", "pytest", "--rp-bts", "-p", "no:cacheprovider", cwd=demo, env=env)
+    assert second.returncode == plain.returncode
+    again = json.loads(_run(bin_dir / "rp-bts", "issues", "list", "--json", cwd=demo,
+                            env=env).stdout)
+    assert [i["key"] for i in again] == [i["key"] for i in issues]
+    assert all(i["comments"] == 1 for i in again)
+
+    shutil.rmtree(demo / ".rp-bts")
+    parallel = _run(python, "-m", "pytest", "--rp-bts", "-n", "2", "-p", "no:cacheprovider",
+                    cwd=demo, env=env)
+    assert parallel.returncode == plain.returncode, parallel.stdout[-3000:]
+    in_parallel = json.loads(_run(bin_dir / "rp-bts", "issues", "list", "--json", cwd=demo,
+                                  env=env).stdout)
+    assert {i["fingerprint"] for i in in_parallel} == fingerprints
