@@ -122,7 +122,11 @@ INTEGRATION_KEYS: Final[Mapping[str, Mapping[str, Key]]] = {
         "sender": _STR,
         **_TLS,
     },
-    "local": {**_NAMED, "path": Key("path")},
+    # a tracker too: key prefix, issue type, fields and the closed-issue policy apply to it
+    "local": {
+        **{k: v for k, v in _TRACKER.items() if k not in ("username", "password", *_TLS)},
+        "path": Key("path"),
+    },
 }
 
 #: values a kind gets when its file does not say.
