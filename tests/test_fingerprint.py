@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from rp_bts_agent import fingerprint as fp
 from rp_bts_agent.fingerprint import Frame, compute, frames_from_traceback, normalize_message
 
