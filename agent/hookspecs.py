@@ -24,7 +24,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec(firstresult=True)
-def rp_bts_fingerprint(result: TestResult, default: str) -> str | None:  # type: ignore[empty-body]
+def rp_bts_fingerprint(result: TestResult, default: str) -> str | None:
     """Return the fingerprint of a failure to replace ``default`` (or None to keep it).
 
     Runs where the failure happened (the xdist worker), before the result travels.
@@ -32,7 +32,7 @@ def rp_bts_fingerprint(result: TestResult, default: str) -> str | None:  # type:
 
 
 @hookspec(firstresult=True)
-def rp_bts_route(result: TestResult, config: Config) -> str | None:  # type: ignore[empty-body]
+def rp_bts_route(result: TestResult, config: Config) -> str | None:
     """Return the name of the integration a failure goes to, or None for the usual routing."""
 
 
@@ -53,7 +53,7 @@ def rp_bts_email(message: EmailMessage, launch: Launch, rule_name: str) -> bool 
 
 
 def hook_impl_opts(plugin: Any, name: str) -> dict[str, Any] | None:
-    """Accept undecorated ``rp_bts_*`` functions as implementations, as pytest does for its hooks."""
+    """Accept undecorated ``rp_bts_*`` functions as implementations, as pytest does."""
     method = getattr(plugin, name, None)
     if name.startswith("rp_bts_") and callable(method):
         opts = getattr(method, PROJECT + "_impl", None)

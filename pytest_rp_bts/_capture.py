@@ -1,4 +1,4 @@
-"""Result capture: what a finished test phase becomes, on the worker, and the merge, on the controller.
+"""Result capture: each finished phase as plain data on the worker, merged on the controller.
 
 The worker adds a plain dict ``rp_bts`` to a report only when there is something to say (a failure,
 attributes, attachments, markers), so a passing test costs one dict update on the controller.
@@ -113,7 +113,10 @@ class Capture:
             message = clip(report.longreprtext, MESSAGE_CAP)
             frames = ()
         default = fp.compute(
-            item.nodeid, exc_type, _fingerprint_text(exc_type, message), frames,
+            item.nodeid,
+            exc_type,
+            _fingerprint_text(exc_type, message),
+            frames,
             include_params=self.include_params,
         )
         longrepr = clip(report.longreprtext, LONGREPR_CAP)
@@ -163,7 +166,7 @@ class Capture:
 
 def result_to_json_part(value: Attribute | Attachment | KnownIssue | Route) -> dict[str, Any]:
     """One nested value of a result as plain JSON (the report carries only builtins)."""
-    return {name: getattr(value, name) for name in value.__slots__}  # type: ignore[union-attr]
+    return {name: getattr(value, name) for name in value.__slots__}
 
 
 class Collector:
@@ -202,8 +205,13 @@ class Collector:
             if extra is None:
                 out.append(TestResult(nodeid, outcome, phase, duration))  # type: ignore[arg-type]
                 continue
-            data = {**extra, "nodeid": nodeid, "outcome": outcome, "phase": phase,
-                    "duration": duration}
+            data = {
+                **extra,
+                "nodeid": nodeid,
+                "outcome": outcome,
+                "phase": phase,
+                "duration": duration,
+            }
             out.append(result_from_json(data))
         return out
 

@@ -61,16 +61,25 @@ class Spec:
 
 SPECS: Final = (
     Spec("--rp-bts", "file failures into the configured bug trackers", "bool"),
-    Spec("--rp-bts-mode", "post (file and comment), link (only link), dry-run (print the plan)",
-         check=parse_mode),
+    Spec(
+        "--rp-bts-mode",
+        "post (file and comment), link (only link), dry-run (print the plan)",
+        check=parse_mode,
+    ),
     Spec("--rp-bts-config", "project config file (default: rp-bts.toml or pyproject.toml)"),
-    Spec("--rp-bts-global-config", "global config file (default: $RP_BTS_GLOBAL_CONFIG, else the "
-         "user config dir)"),
+    Spec(
+        "--rp-bts-global-config",
+        "global config file (default: $RP_BTS_GLOBAL_CONFIG, else the user config dir)",
+    ),
     Spec("--rp-bts-env-file", "file of secrets for ${VAR} (default: .env beside the rootdir)"),
     Spec("--rp-bts-integration", "integration that failures go to by default"),
     Spec("--rp-bts-launch", "launch name (default: the config's launch, else 'pytest')"),
-    Spec("--rp-bts-attribute", "launch attribute KEY:VALUE (repeatable)", "list",
-         check=parse_attribute),
+    Spec(
+        "--rp-bts-attribute",
+        "launch attribute KEY:VALUE (repeatable)",
+        "list",
+        check=parse_attribute,
+    ),
     Spec("--rp-bts-results", "write the results JSON here"),
     Spec("--rp-bts-report", "write the HTML report here"),
     Spec("--rp-bts-no-notify", "send no summary e-mail", "bool"),
@@ -100,15 +109,33 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("rp-bts", "bug-tracker integrations (pytest-rp-bts)")
     for spec in SPECS:
         if spec.kind == "bool":
-            group.addoption(spec.flag, action="store_true", dest=spec.dest, default=None,
-                            help=f"{spec.help} [env {spec.env}]")
+            group.addoption(
+                spec.flag,
+                action="store_true",
+                dest=spec.dest,
+                default=None,
+                help=f"{spec.help} [env {spec.env}]",
+            )
         elif spec.kind == "list":
-            group.addoption(spec.flag, action="append", dest=spec.dest, default=None,
-                            type=spec.check, help=f"{spec.help} [env {spec.env}]")
+            group.addoption(
+                spec.flag,
+                action="append",
+                dest=spec.dest,
+                default=None,
+                type=spec.check,
+                help=f"{spec.help} [env {spec.env}]",
+            )
         else:
-            group.addoption(spec.flag, action="store", dest=spec.dest, default=None,
-                            type=spec.check, help=f"{spec.help} [env {spec.env}]")
-        parser.addini(spec.dest, spec.help, type="linelist" if spec.kind == "list" else "string")
+            group.addoption(
+                spec.flag,
+                action="store",
+                dest=spec.dest,
+                default=None,
+                type=spec.check,
+                help=f"{spec.help} [env {spec.env}]",
+            )
+        ini_type: Literal["linelist", "string"] = "linelist" if spec.kind == "list" else "string"
+        parser.addini(spec.dest, spec.help, type=ini_type)
 
 
 def _raw(config: pytest.Config, spec: Spec, environ: Mapping[str, str]) -> Any:

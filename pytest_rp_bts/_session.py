@@ -46,9 +46,7 @@ class RpBtsSession:
         self.settings = settings
         self.root = Path(config.rootpath)
         self.workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-        self.run_id = (
-            str(self.workerinput["rp_bts_run_id"]) if self.workerinput else new_run_id()
-        )
+        self.run_id = str(self.workerinput["rp_bts_run_id"]) if self.workerinput else new_run_id()
         self.started = time.time()
         self.hooks = HookManager()
         for plugin in config.pluginmanager.get_plugins():
@@ -71,8 +69,10 @@ class RpBtsSession:
 
     def _adopt(self, plugin: object) -> None:
         """``rp_bts_*`` functions in conftest files become hook implementations of the agent."""
-        if isinstance(plugin, ModuleType) and has_hooks(plugin) and not self.hooks.is_registered(
-            plugin
+        if (
+            isinstance(plugin, ModuleType)
+            and has_hooks(plugin)
+            and not self.hooks.is_registered(plugin)
         ):
             self.hooks.register(plugin)
 
@@ -238,7 +238,7 @@ class RpBtsSession:
 
 
 class XdistHooks:
-    """Registered only when xdist is loaded: an unconditional xdist hook is an unknown-hook error."""
+    """Registered only with xdist loaded: an unconditional xdist hook is an unknown-hook error."""
 
     def __init__(self, session: RpBtsSession) -> None:
         self.session = session

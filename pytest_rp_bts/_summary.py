@@ -45,8 +45,10 @@ class Progress:
     def _loop(self) -> None:
         started = time.monotonic()
         while not self._stop.wait(self.interval):
-            line = f"rp-bts: filing issues... {self.done}/{self.total} actions done, " \
-                   f"{time.monotonic() - started:.0f}s"
+            line = (
+                f"rp-bts: filing issues... {self.done}/{self.total} actions done, "
+                f"{time.monotonic() - started:.0f}s"
+            )
             assert self.reporter is not None
             if self.reporter.isatty():
                 self.reporter.rewrite(line)

@@ -37,4 +37,4 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def rp_bts(request: pytest.FixtureRequest) -> RpBts:
     """Add attributes, a Sauce Labs job id or attachments to the current test's result."""
-    return RpBts(request.node)  # type: ignore[arg-type]
+    return RpBts(request.node)

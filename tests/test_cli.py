@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_FINGERPRINTS, by_nodeid, results_json, tracker_rows
 
+from conftest import DEMO_FINGERPRINTS, by_nodeid, results_json, tracker_rows
 from rp_bts_agent.cli import main
 
 
@@ -15,8 +15,7 @@ def _shards(demo: pytest.Pytester) -> tuple[Path, Path]:
     """Two CI shards of the demo suite, each writing results and filing nothing."""
     a, b = demo.path / "shard-a.json", demo.path / "shard-b.json"
     demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={a}", "-k", "totals")
-    demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={b}",
-                   "-k", "not totals")
+    demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={b}", "-k", "not totals")
     assert not (demo.path / ".rp-bts").exists()
     return a, b
 
@@ -52,7 +51,9 @@ def test_process_rejects_a_file_that_is_not_results(
     assert len(err) == 1 and "bad.json: not an rp-bts results file" in err[0]
 
 
-def test_post_then_link_one_result(demo: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+def test_post_then_link_one_result(
+    demo: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
     results = demo.path / "run.json"
     demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={results}")
     root = str(demo.path)

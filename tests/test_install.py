@@ -1,4 +1,4 @@
-"""A plain ``pip install .`` (not editable) into a fresh virtualenv gives a working plugin and CLI."""
+"""A plain ``pip install .`` (not editable) into a fresh virtualenv: a working plugin and CLI."""
 
 from __future__ import annotations
 
@@ -29,14 +29,22 @@ def test_pip_install_then_demo(tmp_path: Path) -> None:
     env.pop("PYTHONPATH", None)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     src = tmp_path / "src"  # a copy, so the build cannot pick up the editable install's files
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", ".rp-bts", "*.egg-info",
-                                                             "build", "__pycache__", ".tox"))
-    install = _run(bin_dir / "python", "-m", "pip", "install", "-q", src, "pytest-xdist",
-                   cwd=tmp_path, env=env)
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", ".rp-bts", "*.egg-info", "build", "__pycache__", ".tox"
+        ),
+    )
+    install = _run(
+        bin_dir / "python", "-m", "pip", "install", "-q", src, "pytest-xdist", cwd=tmp_path, env=env
+    )
     assert install.returncode == 0, install.stderr[-2000:]
 
     demo = tmp_path / "examples"
-    shutil.copytree(REPO / "examples", demo, ignore=shutil.ignore_patterns(".rp-bts", "__pycache__"))
+    shutil.copytree(
+        REPO / "examples", demo, ignore=shutil.ignore_patterns(".rp-bts", "__pycache__")
+    )
     python = str(bin_dir / "python")
     plain = _run(python, "-m", "pytest", "-p", "no:cacheprovider", cwd=demo, env=env)
     first = _run(python, "-m", "pytest", "--rp-bts", "-p", "no:cacheprovider", cwd=demo, env=env)
@@ -51,15 +59,18 @@ def test_pip_install_then_demo(tmp_path: Path) -> None:
 
     second = _run(python, "-m", "pytest", "--rp-bts", "-p", "no:cacheprovider", cwd=demo, env=env)
     assert second.returncode == plain.returncode
-    again = json.loads(_run(bin_dir / "rp-bts", "issues", "list", "--json", cwd=demo,
-                            env=env).stdout)
+    again = json.loads(
+        _run(bin_dir / "rp-bts", "issues", "list", "--json", cwd=demo, env=env).stdout
+    )
     assert [i["key"] for i in again] == [i["key"] for i in issues]
     assert all(i["comments"] == 1 for i in again)
 
     shutil.rmtree(demo / ".rp-bts")
-    parallel = _run(python, "-m", "pytest", "--rp-bts", "-n", "2", "-p", "no:cacheprovider",
-                    cwd=demo, env=env)
+    parallel = _run(
+        python, "-m", "pytest", "--rp-bts", "-n", "2", "-p", "no:cacheprovider", cwd=demo, env=env
+    )
     assert parallel.returncode == plain.returncode, parallel.stdout[-3000:]
-    in_parallel = json.loads(_run(bin_dir / "rp-bts", "issues", "list", "--json", cwd=demo,
-                                  env=env).stdout)
+    in_parallel = json.loads(
+        _run(bin_dir / "rp-bts", "issues", "list", "--json", cwd=demo, env=env).stdout
+    )
     assert {i["fingerprint"] for i in in_parallel} == fingerprints

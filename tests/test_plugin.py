@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+
 from conftest import DEMO_FINGERPRINTS, all_files, by_nodeid, results_json, tracker_rows
 
 
@@ -14,8 +15,14 @@ def test_plugin_off_by_default_and_markers_registered(demo: pytest.Pytester) -> 
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert not (demo.path / ".rp-bts").exists()
     result = demo.runpytest("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.slid(job_id*", "@pytest.mark.rp_attributes(*",
-                                 "@pytest.mark.issue(issue_id*", "@pytest.mark.bts(*"])
+    result.stdout.fnmatch_lines(
+        [
+            "@pytest.mark.slid(job_id*",
+            "@pytest.mark.rp_attributes(*",
+            "@pytest.mark.issue(issue_id*",
+            "@pytest.mark.bts(*",
+        ]
+    )
 
 
 def test_files_one_issue_per_fingerprint_then_comments(demo: pytest.Pytester) -> None:
@@ -124,10 +131,14 @@ def test_known_issue_marker_links_with_status(pytester: pytest.Pytester) -> None
 
 
 @pytest.mark.parametrize(("policy", "expected"), [("new", 2), ("reopen", 1)])
-def test_closed_issue_follows_on_closed(pytester: pytest.Pytester, policy: str, expected: int) -> None:
+def test_closed_issue_follows_on_closed(
+    pytester: pytest.Pytester, policy: str, expected: int
+) -> None:
     pytester.makepyfile("def test_a():\n    assert 0\n")
-    pytester.makefile(".toml", **{"rp-bts": f'[[integrations]]\nkind = "local"\nname = "mine"\n'
-                                           f'on_closed = "{policy}"\n'})
+    pytester.makefile(
+        ".toml",
+        **{"rp-bts": f'[[integrations]]\nkind = "local"\nname = "mine"\non_closed = "{policy}"\n'},
+    )
     pytester.runpytest("--rp-bts")
     closed = pytester.run(sys.executable, "-m", "rp_bts_agent.cli", "issues", "close", "LOCAL-1")
     assert closed.ret == 0, closed.stderr.str()
@@ -155,20 +166,25 @@ def test_marker_errors_are_one_line_and_change_nothing(pytester: pytest.Pytester
     )
     result = pytester.runpytest("--rp-bts")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines([
-        "*test_a: @pytest.mark.slid: expected one job id; use @pytest.mark.slid(*",
-        "*test_b: @pytest.mark.bts: unknown argument 'colour'; use *",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_a: @pytest.mark.slid: expected one job id; use @pytest.mark.slid(*",
+            "*test_b: @pytest.mark.bts: unknown argument 'colour'; use *",
+        ]
+    )
     assert pytester.runpytest("--rp-bts", "--rp-bts-strict").ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_strict_turns_integration_errors_into_failure(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("import pytest\n@pytest.mark.bts('nowhere')\ndef test_a():\n    assert 0\n"
-                        "def test_b():\n    pass\n")
+    pytester.makepyfile(
+        "import pytest\n@pytest.mark.bts('nowhere')\ndef test_a():\n    assert 0\n"
+        "def test_b():\n    pass\n"
+    )
     lenient = pytester.runpytest("--rp-bts")
     assert lenient.ret == pytest.ExitCode.TESTS_FAILED
-    lenient.stdout.fnmatch_lines(["failed    - test_*::test_a: *no tracker integration named "
-                                  "'nowhere'*"])
+    lenient.stdout.fnmatch_lines(
+        ["failed    - test_*::test_a: *no tracker integration named 'nowhere'*"]
+    )
     pytester.makefile(".toml", **{"rp-bts": 'default_integration = "nowhere"\n'})
     assert pytester.runpytest("--rp-bts", "-k", "test_b").ret == pytest.ExitCode.OK
     strict = pytester.runpytest("--rp-bts", "--rp-bts-strict", "-k", "test_b")
@@ -197,13 +213,19 @@ def test_options_precedence_cli_env_ini(
     ("toml", "key"),
     [
         ('[[integrations]]\nkind = "jura"\nname = "x"\n', "kind"),
-        ('[[integrations]]\nkind = "local"\nname = "x"\n[[integrations]]\nkind = "local"\n'
-         'name = "x"\n', "name"),
-        ('[[integrations]]\nkind = "email"\nname = "m"\nhost = "h"\npassword = "${NOPE_NOT_SET}"\n',
-         "password"),
+        (
+            '[[integrations]]\nkind = "local"\nname = "x"\n[[integrations]]\nkind = "local"\n'
+            'name = "x"\n',
+            "name",
+        ),
+        (
+            '[[integrations]]\nkind = "email"\nname = "m"\nhost = "h"\n'
+            'password = "${NOPE_NOT_SET}"\n',
+            "password",
+        ),
         ('project = "shop\n', ""),
         ('projekt = "shop"\n', "projekt"),
-        ('launch = 42\n', "launch"),
+        ("launch = 42\n", "launch"),
     ],
     ids=["unknown-kind", "duplicate-name", "missing-var", "syntax", "unknown-key", "wrong-type"],
 )
@@ -224,10 +246,15 @@ def test_bad_config_is_one_line_and_tests_still_run(
 def test_secret_appears_nowhere(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "s3cr3t-Canary-Token-9f8e7d"
     monkeypatch.setenv("CANARY_TOKEN", secret)
-    pytester.makefile(".toml", **{"rp-bts": (
-        '[[integrations]]\nkind = "email"\nname = "mail"\nhost = "smtp.invalid"\n'
-        'password = "${CANARY_TOKEN}"\n'
-    )})
+    pytester.makefile(
+        ".toml",
+        **{
+            "rp-bts": (
+                '[[integrations]]\nkind = "email"\nname = "mail"\nhost = "smtp.invalid"\n'
+                'password = "${CANARY_TOKEN}"\n'
+            )
+        },
+    )
     pytester.makepyfile(
         """
         import logging, os
@@ -265,17 +292,29 @@ def test_conftest_hooks_change_fingerprint_route_and_fields(pytester: pytest.Pyt
                                        fields={**draft.fields, "team": integration.name})
         """
     )
-    pytester.makefile(".toml", **{"rp-bts": (
-        '[[integrations]]\nkind = "local"\nname = "first"\n'
-        '[[integrations]]\nkind = "local"\nname = "second"\npath = "second.db"\nproject_key = "TWO"\n'
-    )})
-    pytester.makepyfile("def test_a():\n    assert 0\ndef test_b():\n    assert 1 == 0\n"
-                        "def test_route_me():\n    raise KeyError('x')\n")
-    result = pytester.runpytest("--rp-bts", "-n", "2") if _has_xdist() else pytester.runpytest(
-        "--rp-bts")
+    pytester.makefile(
+        ".toml",
+        **{
+            "rp-bts": (
+                '[[integrations]]\nkind = "local"\nname = "first"\n'
+                '[[integrations]]\nkind = "local"\nname = "second"\npath = "second.db"\n'
+                'project_key = "TWO"\n'
+            )
+        },
+    )
+    pytester.makepyfile(
+        "def test_a():\n    assert 0\ndef test_b():\n    assert 1 == 0\n"
+        "def test_route_me():\n    raise KeyError('x')\n"
+    )
+    result = (
+        pytester.runpytest("--rp-bts", "-n", "2")
+        if _has_xdist()
+        else pytester.runpytest("--rp-bts")
+    )
     rows = tracker_rows(pytester.path, "SELECT fingerprint, summary, fields FROM issues")
     assert [(fp, s.startswith("[hooked] ")) for fp, s, _ in rows] == [
-        ("custom-AssertionError", True)]
+        ("custom-AssertionError", True)
+    ]
     assert json.loads(rows[0][2]) == {"team": "first"}
     result.stdout.fnmatch_lines(["created   ?second? TWO-1*test_route_me*"])
 
