@@ -17,7 +17,10 @@ _CI_JOB_URLS: Final = (
     ("CIRCLECI", "{CIRCLE_BUILD_URL}"),
     ("BUILDKITE", "{BUILDKITE_BUILD_URL}"),
     ("TRAVIS", "{TRAVIS_BUILD_WEB_URL}"),
-    ("TF_BUILD", "{SYSTEM_COLLECTIONURI}{SYSTEM_TEAMPROJECT}/_build/results?buildId={BUILD_BUILDID}"),
+    (
+        "TF_BUILD",
+        "{SYSTEM_COLLECTIONURI}{SYSTEM_TEAMPROJECT}/_build/results?buildId={BUILD_BUILDID}",
+    ),
 )
 _CI_BUILD_NUMBERS: Final = (
     "GITHUB_RUN_NUMBER",

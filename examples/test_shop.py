@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-
 from shop import cart_total, price
 
 log = logging.getLogger("shop")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-DEMO = '''
+DEMO = """
 import logging
 import pytest
 
@@ -49,7 +49,7 @@ def test_expected_failure():
 @pytest.mark.slid("job-123", data_center="eu-central-1")
 def test_sauce():
     assert "a" == "b"
-'''
+"""
 #: distinct fingerprints of DEMO: empty_cart, totals (3 params, one bug), key, broken, sauce.
 DEMO_FINGERPRINTS = 5
 
@@ -61,7 +61,9 @@ def demo(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
-def tracker_rows(root: Path, query: str = "SELECT key, fingerprint, status FROM issues") -> list[Any]:
+def tracker_rows(
+    root: Path, query: str = "SELECT key, fingerprint, status FROM issues"
+) -> list[Any]:
     db = root / ".rp-bts" / "tracker.db"
     if not db.exists():
         return []

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from rp_bts_agent._cli_issues import add_parser, tracker_path
 from rp_bts_agent.trackers.base import AttachmentFile, Body, CommentDraft, IssueDraft, Section
 from rp_bts_agent.trackers.local import LocalTracker

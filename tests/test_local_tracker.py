@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rp_bts_agent.config_types import Integration
 from rp_bts_agent.trackers.base import (
     AttachmentFile,
