@@ -15,7 +15,7 @@ from typing import Any
 
 import tomlkit
 from tomlkit.container import Container
-from tomlkit.items import AoT, Array, InlineTable, Item, Table
+from tomlkit.items import AoT, Array, Comment, InlineTable, Item, Null, Table, Whitespace
 
 from .config import Scope, check_section, parse_toml, read_config_file, resolve, section_of
 from .config_types import Config, ConfigError
@@ -99,9 +99,7 @@ def remove_integration(
     """Delete the integration called ``name``, with the comments inside its table."""
 
     def change(section: Section) -> list[str]:
-        integrations = section["integrations"]
-        integrations.remove(_find(section, name, file))
-        _drop_if_empty(section, "integrations")
+        _remove_table(section, _find(section, name, file))
         return [f"removed integration {name!r} from {file}"]
 
     return _edit(file, scope, change, global_file)
@@ -109,6 +107,8 @@ def remove_integration(
 
 def unlink(file: Path, kind: str, *, global_file: Path | None = None) -> list[str]:
     """List ``kind`` in ``unlinked``: the project uses its own integrations of that kind only."""
+
+    _refuse_global(file, global_file)
 
     def change(section: Section) -> list[str]:
         if kind in _unlinked(section):
@@ -124,12 +124,12 @@ def unlink(file: Path, kind: str, *, global_file: Path | None = None) -> list[st
 
 def reset(file: Path, kind: str, *, global_file: Path | None = None) -> list[str]:
     """Reset ``kind`` to global: delete the project's integrations of that kind and link it."""
+    _refuse_global(file, global_file)
 
     def change(section: Section) -> list[str]:
         doomed = [t for t in _tables(section) if t.get("kind") == kind]
         for table in doomed:
-            section["integrations"].remove(table)
-        _drop_if_empty(section, "integrations")
+            _remove_table(section, table)
         names = [str(t.get("name")) for t in doomed]
         if kind in _unlinked(section):
             unlinked = section["unlinked"]
@@ -144,6 +144,17 @@ def reset(file: Path, kind: str, *, global_file: Path | None = None) -> list[str
         return notes
 
     return _edit(file, "project", change, global_file)
+
+
+def _refuse_global(file: Path, global_file: Path | None) -> None:
+    """Unlinking is the project's choice; the global file has no ``unlinked``."""
+    global_path = default_global_file() if global_file is None else global_file
+    if Path(file).resolve() == global_path.resolve():
+        raise ConfigError(
+            file,
+            "unlinked",
+            "unlinked is a project setting; run this in a project, not on the global file",
+        )
 
 
 def _edit(file: Path, scope: Scope, change: Change, global_file: Path | None) -> list[str]:
@@ -229,6 +240,55 @@ def _find(section: Section, name: str, file: Path) -> Any:
             return table
     known = ", ".join(str(t.get("name")) for t in _tables(section)) or "none"
     raise ConfigError(file, f"integrations[{name!r}]", f"no such integration; {file} has: {known}")
+
+
+def _remove_table(section: Section, table: Any) -> None:
+    """Delete one integration with the comment above it, keeping the comment above the next.
+
+    tomlkit files a comment that precedes a table header under the element before it, so a plain
+    delete would take the next table's comment away and leave the deleted one's behind.
+    """
+    integrations = section["integrations"]
+    if not isinstance(integrations, AoT):
+        integrations.remove(table)  # an inline array: no comments between its tables
+        _drop_if_empty(section, "integrations")
+        return
+    index = next(i for i, t in enumerate(integrations) if t is table)
+    # the body holding this table's own comment, and where that body's part above the table ends
+    above = integrations[index - 1].value.body if index > 0 else _body(section)
+    end = len(above)
+    if index == 0:
+        end = next(i for i, (_, item) in enumerate(above) if item is integrations)
+    for i in range(end - len(_trivia_run(above[:end])), end):
+        above[i] = (None, Null())  # as tomlkit's own deletes do: indexes stay valid
+    own = [item for _, item in _trivia_run(table.value.body)]
+    del integrations[index]
+    if index < len(integrations):
+        following = integrations[index]
+        following.trivia.indent = "".join(i.as_string() for i in own) + following.trivia.indent
+    else:
+        home = integrations[index - 1].value if index > 0 else _container(section)
+        for item in own:
+            home.append(None, item)
+    _drop_if_empty(section, "integrations")
+
+
+def _trivia_run(body: list[tuple[Any, Item]]) -> list[tuple[Any, Item]]:
+    """The comments and blank lines that end ``body``."""
+    run: list[tuple[Any, Item]] = []
+    for key, item in reversed(body):
+        if key is not None or not isinstance(item, (Comment, Whitespace, Null)):
+            break
+        run.insert(0, (key, item))
+    return run
+
+
+def _container(section: Section) -> Container:
+    return section.value if isinstance(section, Table) else section
+
+
+def _body(section: Section) -> list[tuple[Any, Item]]:
+    return _container(section).body
 
 
 def _unlinked(section: Section) -> list[str]:
