@@ -31,7 +31,12 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 __all__ = [
     "INTEGRATION_KEYS",
+    "RULE_KEYS",
+    "TOP_KEYS",
     "ConfigFile",
+    "Entry",
+    "Env",
+    "Key",
     "Scope",
     "check_section",
     "load_config",
@@ -323,7 +328,7 @@ def read_config_file(path: Path, scope: Scope) -> ConfigFile | None:
 
 
 @final
-class _Env:
+class Env:
     """``${VAR}`` values: the environment first, then the env file (which never overrides)."""
 
     def __init__(self, environ: Mapping[str, str], env_file: Path | None) -> None:
@@ -331,7 +336,7 @@ class _Env:
         self._file = env_file
         self._values: Mapping[str, str | None] = {}
         self._mode = 0
-        if env_file is not None and env_file.is_file():
+        if env_file is not None:
             self._values = dotenv_values(env_file)
             self._mode = env_file.stat().st_mode
         self.warnings: list[str] = []
@@ -369,10 +374,10 @@ class _Unset:
 _UNSET: Final = _Unset()
 
 
-def _fill(value: Any, env: _Env | None, file: Path, loc: str) -> Any:
+def _fill(value: Any, env: Env | None, file: Path, loc: str) -> Any:
     """``${VAR}`` filled in every string, however deep; ``_UNSET`` when ``env`` is None."""
     if isinstance(value, str):
-        if "${" not in value or not _VAR.search(value):
+        if _VAR.search(value) is None:
             return value
         if env is None:
             return _UNSET
@@ -430,7 +435,7 @@ def _coerce(value: Any, key: Key, file: Path, loc: str) -> Any:
 
 
 def _values(
-    table: Mapping[str, Any], schema: Mapping[str, Key], file: Path, loc: str, env: _Env | None
+    table: Mapping[str, Any], schema: Mapping[str, Key], file: Path, loc: str, env: Env | None
 ) -> dict[str, Any]:
     """Every key of a table filled and typed; keys whose ``${VAR}`` is not filled are left out."""
     out: dict[str, Any] = {}
@@ -467,7 +472,7 @@ def _check_secrets(entry: Entry, source: ConfigFile, warnings: list[str]) -> Non
             )
 
 
-def _integration(entry: Entry, source: ConfigFile, env: _Env | None, root: Path) -> Integration:
+def _integration(entry: Entry, source: ConfigFile, env: Env | None, root: Path) -> Integration:
     schema = INTEGRATION_KEYS[entry.kind]
     values = {**_KIND_DEFAULTS.get(entry.kind, {})}
     values.update(_values(entry.table, schema, source.path, entry.loc, env))
@@ -486,7 +491,7 @@ def _integration(entry: Entry, source: ConfigFile, env: _Env | None, root: Path)
     return Integration(**fields, source=source.scope, file=str(source.path), extra=extra, refs=refs)
 
 
-def _rule(entry: Entry, source: ConfigFile, env: _Env | None) -> Rule:
+def _rule(entry: Entry, source: ConfigFile, env: Env | None) -> Rule:
     return Rule(**_values(entry.table, RULE_KEYS, source.path, entry.loc, env))
 
 
@@ -494,7 +499,7 @@ def resolve(
     root: Path,
     project: ConfigFile | None,
     global_: ConfigFile | None,
-    env: _Env | None,
+    env: Env | None,
 ) -> Config:
     """The project's view: each kind from global (linked) or from the project (unlinked).
 
@@ -588,7 +593,7 @@ def _scalars(top: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in top.items() if k in TOP_KEYS}
 
 
-def _rules(proj: ConfigFile, glob: ConfigFile, env: _Env | None) -> tuple[Rule, ...]:
+def _rules(proj: ConfigFile, glob: ConfigFile, env: Env | None) -> tuple[Rule, ...]:
     """Global rules, each replaced by a project rule of the same name; identical rules refused."""
     own = {e.table["name"] for e in proj.rules}
     entries = [(e, glob) for e in glob.rules if e.table["name"] not in own]
@@ -631,6 +636,8 @@ def load_config(
         global_file = default_global_file(environ)
     if env_file is None and (root / ".env").is_file():
         env_file = root / ".env"
+    elif env_file is not None and not env_file.is_file():
+        raise ConfigError(env_file, "", "file not found; check the path given for the env file")
     project = read_config_file(project_file, "project") if project_file else None
     global_ = read_config_file(global_file, "global")
-    return resolve(root, project, global_, _Env(environ, env_file))
+    return resolve(root, project, global_, Env(environ, env_file))

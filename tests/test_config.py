@@ -442,6 +442,13 @@ def test_variables_from_environment_and_env_file_environment_wins(root: Path) ->
     assert config.warnings == ()
 
 
+def test_explicit_env_file_must_exist(root: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(root, env_file=root / ".env.ci", global_file=root / "g.toml", environ={})
+    assert info.value.file == str(root / ".env.ci")
+    assert "file not found" in info.value.message
+
+
 def test_dot_env_beside_the_root_is_read_by_default(root: Path) -> None:
     write(root / "rp-bts.toml", '[[integrations]]\nkind = "rally"\nname = "R"\napi_key = "${K}"\n')
     write(root / ".env", "K=rally-key-123\n", 0o600)
