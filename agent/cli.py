@@ -18,6 +18,7 @@ from ._cli_common import load
 from .config_types import Config, ConfigError
 from .hooks import HookManager
 from .model import IssueRef, ResultsFormatError, RunResults, TestResult
+from .notify import notify
 from .pipeline import MODES, Agent, Options, Outcome, merge_runs
 from .redact import Redactor
 from .summary import issue_lines, plan_lines
@@ -91,7 +92,21 @@ def cmd_process(args: argparse.Namespace) -> int:
     if args.mode != "dry-run":
         _write(outcome.run, output, Redactor(config.secrets()))
         print(f"results: {output}")
+        if not args.no_notify:
+            _notify(config, outcome.run, _hooks(args))
     return _report(outcome, args.mode)
+
+
+def _notify(config: Config, run: RunResults, hooks: HookManager) -> None:
+    for notice in notify(config, run, hooks):
+        print(notice.describe())
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """Evaluate the notification rules on saved results (already filed) and send what applies."""
+    config = load(args)
+    _notify(config, merge_runs(_read(args.results)), _hooks(args))
+    return 0
 
 
 def _pick(run: RunResults, wanted: str) -> TestResult:
@@ -171,7 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--integration", help="integration failures go to by default")
     process.add_argument("--output", type=Path, help="merged results file to write")
     process.add_argument("--hooks", action="append", help=hooks_help)
+    process.add_argument("--no-notify", action="store_true", help="send no summary e-mail")
     process.set_defaults(func=cmd_process)
+
+    notify_cmd = sub.add_parser("notify", help="send run summaries by the notification rules")
+    notify_cmd.add_argument("results", nargs="+", type=Path, metavar="RESULTS")
+    notify_cmd.add_argument("--hooks", action="append", help=hooks_help)
+    notify_cmd.set_defaults(func=cmd_notify)
 
     post = sub.add_parser("post", help="file an issue for one failure of a results file")
     post.add_argument("results", type=Path, metavar="RESULTS")

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal
 
 RESULTS_FORMAT: Final = 1
 
@@ -150,10 +150,21 @@ class RunResults:
     results: tuple[TestResult, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": RESULTS_FORMAT, **_plain(self)}
+        return {
+            "format": RESULTS_FORMAT,
+            "launch": _plain(self.launch),
+            "results": [result_to_json(r) for r in self.results],
+        }
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=1, ensure_ascii=False)
+        """Compact JSON, one result per line: large runs stay fast to write and easy to diff."""
+        data = self.to_json()
+        results = data.pop("results")
+        head = json.dumps(data, ensure_ascii=False)[:-1]
+        lines = ",\n".join(
+            json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in results
+        )
+        return f'{head}, "results": [\n{lines}\n]}}\n'
 
     @classmethod
     def from_json(cls, data: Any, *, source: str = "<results>") -> RunResults:
@@ -185,8 +196,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: written for every result, as the brief fixes them; the other fields only when not empty.
+_ALWAYS: Final = ("nodeid", "outcome", "fingerprint", "attributes", "issues")
+_OPTIONAL: Final = tuple(
+    (f.name, f.default)
+    for f in dataclasses.fields(TestResult)
+    if f.name not in _ALWAYS and f.name != "route"
+)
+
+
 def result_to_json(result: TestResult) -> dict[str, Any]:
-    return cast(dict[str, Any], _plain(result))
+    """Passing tests make most of a large run: keep their rows short (one field per value set)."""
+    data: dict[str, Any] = {name: _plain(getattr(result, name)) for name in _ALWAYS}
+    for name, default in _OPTIONAL:
+        value = getattr(result, name)
+        if value != default:
+            data[name] = _plain(value)
+    if result.route is not None:
+        data["route"] = _plain(result.route)
+    return data
 
 
 def _attrs(items: Sequence[Mapping[str, Any]]) -> tuple[Attribute, ...]:

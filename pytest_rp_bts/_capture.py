@@ -138,7 +138,8 @@ class Capture:
         """Markers, attributes and attachments, read once per test at teardown."""
         data: dict[str, Any] = {}
         attributes: list[Attribute] = []
-        markers = [name for name in OUR_MARKERS if item.get_closest_marker(name) is not None]
+        keywords = item.keywords  # cheap lookups; markers are read only when one is there
+        markers = [name for name in OUR_MARKERS if name in keywords]
         if markers:
             try:
                 found = read_markers(item)
@@ -173,26 +174,29 @@ class Collector:
     """The controller half: merges phase reports from any worker into one result per test."""
 
     def __init__(self) -> None:
-        self.outcomes: dict[str, tuple[str, str, float]] = {}
+        #: nodeid -> [outcome, phase, duration]; mutable, as this runs three times per test
+        self.outcomes: dict[str, list[Any]] = {}
         self.extras: dict[str, dict[str, Any]] = {}
 
     def add(self, report: pytest.TestReport) -> None:
         nodeid = report.nodeid
-        outcome, phase, duration = self.outcomes.get(nodeid, ("passed", "call", 0.0))
-        duration += report.duration
-        when = report.when
-        xfail = hasattr(report, "wasxfail")
-        if report.failed:
-            if when == "call":
-                outcome, phase = "failed", "call"
-            elif outcome not in ("failed", "error"):
-                outcome, phase = "error", when
-        elif report.skipped:
-            outcome, phase = ("xfailed" if xfail else "skipped"), when
-        elif when == "call":
-            outcome = "xpassed" if xfail else "passed"
-        self.outcomes[nodeid] = (outcome, phase, duration)
-        extra = getattr(report, "rp_bts", None)
+        state = self.outcomes.get(nodeid)
+        if state is None:
+            state = self.outcomes[nodeid] = ["passed", "call", 0.0]
+        state[2] += report.duration
+        result = report.outcome
+        if result == "passed":
+            if report.when == "call" and hasattr(report, "wasxfail"):
+                state[0] = "xpassed"
+        elif result == "failed":
+            if report.when == "call":
+                state[0], state[1] = "failed", "call"
+            elif state[0] not in ("failed", "error"):
+                state[0], state[1] = "error", report.when
+        else:
+            state[0] = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+            state[1] = report.when
+        extra = report.__dict__.get("rp_bts")
         if isinstance(extra, Mapping):
             merged = self.extras.setdefault(nodeid, {})
             for key, value in extra.items():
@@ -203,9 +207,9 @@ class Collector:
         for nodeid, (outcome, phase, duration) in self.outcomes.items():
             extra = self.extras.get(nodeid)
             if extra is None:
-                out.append(TestResult(nodeid, outcome, phase, duration))  # type: ignore[arg-type]
+                out.append(TestResult(nodeid, outcome, phase, duration))
                 continue
-            data = {
+            data: dict[str, Any] = {
                 **extra,
                 "nodeid": nodeid,
                 "outcome": outcome,

@@ -23,6 +23,7 @@ from rp_bts_agent.config import load_config
 from rp_bts_agent.config_types import Config, ConfigError
 from rp_bts_agent.hooks import HookManager, has_hooks
 from rp_bts_agent.model import Launch, RunResults
+from rp_bts_agent.notify import Notice, notify
 from rp_bts_agent.pipeline import Agent, Options, Outcome
 from rp_bts_agent.redact import Redactor
 from rp_bts_agent.summary import issue_lines, plan_lines
@@ -55,6 +56,7 @@ class RpBtsSession:
         self.collector = Collector()
         self.problems: list[str] = []
         self.outcome: Outcome | None = None
+        self.notices: list[Notice] = []
         self.results_path: Path | None = None
         self.agent_config: Config | None = None
         self.redactor = Redactor(())
@@ -197,6 +199,8 @@ class RpBtsSession:
                 agent.progress = progress.update
                 self.outcome = agent.run(run)
             run = self.outcome.run
+            if self.settings.notify and self.settings.mode != "dry-run":
+                self.notices = notify(cfg, run, self.hooks)
         else:
             run = RunResults(run.launch, run.results)
         self._write_results(run)
@@ -233,6 +237,8 @@ class RpBtsSession:
                     tr.write_line(self.redactor.redact(line))
                 if not any(r.issues for r in outcome.run.results):
                     tr.write_line("no failures to file")
+        for notice in self.notices:
+            tr.write_line(notice.describe())
         if self.results_path is not None:
             tr.write_line(f"results: {self.results_path}")
 
