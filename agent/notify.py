@@ -22,6 +22,7 @@ from .content import one_line
 from .hooks import HookManager
 from .model import RunResults, TestResult
 from .sauce import job_page_url
+from .summary import display_path
 
 log = logging.getLogger("rp_bts_agent")
 
@@ -61,11 +62,11 @@ class Notice:
     path: str = ""
     error: str = ""
 
-    def describe(self) -> str:
+    def describe(self, start: Path | None = None) -> str:
         to = ", ".join(self.recipients) or "nobody"
         if self.error:
             return f"mail      '{self.rule}' to {to} not sent: {self.error}"
-        return f"mail      '{self.rule}' to {to}: written to {self.path}"
+        return f"mail      '{self.rule}' to {to}: written to {display_path(self.path, start)}"
 
 
 def _linked(result: TestResult) -> bool:

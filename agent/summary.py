@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from .model import IssueRef, TestResult
 from .pipeline import PlannedAction
@@ -37,3 +38,11 @@ def issue_lines(results: Iterable[TestResult]) -> list[str]:
 
 def plan_lines(plan: Sequence[PlannedAction]) -> list[str]:
     return [f"would {action.describe()}" for action in plan] or ["nothing to file"]
+
+
+def display_path(path: str | Path, start: Path | None) -> str:
+    """A path as the user would type it from where the run was started."""
+    path = Path(path)
+    if start is not None and path.is_relative_to(start):
+        return str(path.relative_to(start))
+    return str(path)

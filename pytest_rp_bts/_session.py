@@ -26,7 +26,7 @@ from rp_bts_agent.model import Launch, RunResults
 from rp_bts_agent.notify import Notice, notify
 from rp_bts_agent.pipeline import Agent, Options, Outcome
 from rp_bts_agent.redact import Redactor
-from rp_bts_agent.summary import issue_lines, plan_lines
+from rp_bts_agent.summary import display_path, issue_lines, plan_lines
 
 from ._capture import Capture, Collector
 from ._fixture import ATTACHMENT_DIR
@@ -238,9 +238,9 @@ class RpBtsSession:
                 if not any(r.issues for r in outcome.run.results):
                     tr.write_line("no failures to file")
         for notice in self.notices:
-            tr.write_line(notice.describe())
+            tr.write_line(notice.describe(tr.startpath))
         if self.results_path is not None:
-            tr.write_line(f"results: {self.results_path}")
+            tr.write_line(f"results: {display_path(self.results_path, tr.startpath)}")
 
 
 class XdistHooks:
