@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from . import __version__, _cli_integrations, _cli_issues
 from ._cli_common import load
 from .config_types import Config, ConfigError
+from .files import write_atomic
 from .hooks import HookManager
 from .model import IssueRef, ResultsFormatError, RunResults, TestResult
 from .notify import notify
@@ -68,10 +68,7 @@ def _read(paths: Sequence[Path]) -> list[RunResults]:
 
 
 def _write(run: RunResults, path: Path, redactor: Redactor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(redactor.redact(run.dumps()), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, redactor.redact(run.dumps()))
 
 
 def _report(outcome: Outcome, mode: str) -> int:

@@ -21,11 +21,13 @@ import pytest
 from rp_bts_agent import environment
 from rp_bts_agent.config import load_config
 from rp_bts_agent.config_types import Config, ConfigError
+from rp_bts_agent.files import write_atomic
 from rp_bts_agent.hooks import HookManager, has_hooks
 from rp_bts_agent.model import Launch, RunResults
 from rp_bts_agent.notify import Notice, notify
 from rp_bts_agent.pipeline import Agent, Options, Outcome
 from rp_bts_agent.redact import Redactor
+from rp_bts_agent.report import render as render_report
 from rp_bts_agent.summary import display_path, issue_lines, plan_lines
 
 from ._capture import Capture, Collector
@@ -213,11 +215,12 @@ class RpBtsSession:
             targets.append(self.root / RESULTS_DEFAULT)
         for path in targets:
             assert path is not None
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            write_atomic(path, text)
         self.results_path = targets[0] if targets else None
+        report = self.settings.report
+        if report is not None:
+            html = render_report(run, report.parent.resolve())
+            write_atomic(report, self.redactor.redact(html))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.is_controller:
@@ -241,6 +244,8 @@ class RpBtsSession:
             tr.write_line(notice.describe(tr.startpath))
         if self.results_path is not None:
             tr.write_line(f"results: {display_path(self.results_path, tr.startpath)}")
+        if self.settings.report is not None:
+            tr.write_line(f"report: {display_path(self.settings.report, tr.startpath)}")
 
 
 class XdistHooks:
