@@ -98,7 +98,6 @@ class Capture:
         self.rootdir = rootdir
         self.hooks = hooks
         self.include_params = include_params
-        self.marker_errors: list[str] = []
 
     def failure(
         self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
@@ -144,7 +143,7 @@ class Capture:
             try:
                 found = read_markers(item)
             except MarkerError as exc:
-                self.marker_errors.append(f"{item.nodeid}: {exc}")
+                data["problems"] = [f"{item.nodeid}: {exc}"]
             else:
                 attributes += found.attributes
                 if found.known:
@@ -177,6 +176,8 @@ class Collector:
         #: nodeid -> [outcome, phase, duration]; mutable, as this runs three times per test
         self.outcomes: dict[str, list[Any]] = {}
         self.extras: dict[str, dict[str, Any]] = {}
+        #: one-line errors found on the workers (wrong marker arguments)
+        self.problems: list[str] = []
 
     def add(self, report: pytest.TestReport) -> None:
         nodeid = report.nodeid
@@ -198,6 +199,7 @@ class Collector:
             state[1] = report.when
         extra = report.__dict__.get("rp_bts")
         if isinstance(extra, Mapping):
+            self.problems += extra.get("problems", ())
             merged = self.extras.setdefault(nodeid, {})
             for key, value in extra.items():
                 merged.setdefault(key, value)  # the first failing phase tells the story

@@ -336,3 +336,16 @@ def test_progress_line_when_agent_is_slow(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_a():\n    assert 0\ndef test_b():\n    assert 1 == 0, 'b'\n")
     result = pytester.runpytest("--rp-bts")
     result.stdout.fnmatch_lines(["rp-bts: filing issues... */2 actions done, *s"])
+
+
+def test_without_terminal_reporter(demo: pytest.Pytester) -> None:
+    result = demo.runpytest("--rp-bts", "-p", "no:terminal")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert len(tracker_rows(demo.path)) == DEMO_FINGERPRINTS
+
+
+def test_marker_errors_reach_the_controller_under_xdist(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("import pytest\n@pytest.mark.issue()\ndef test_a():\n    pass\n")
+    result = pytester.runpytest_subprocess("--rp-bts", "-n", "2")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*test_a: @pytest.mark.issue: expected one issue id*"])
