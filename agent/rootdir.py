@@ -12,8 +12,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import platformdirs
-
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -99,4 +97,6 @@ def default_global_file(env: Mapping[str, str] | None = None) -> Path:
     override = env.get(GLOBAL_ENV)
     if override:
         return Path(override).expanduser()
+    import platformdirs  # only when the default is needed: it costs every run's start-up
+
     return Path(platformdirs.user_config_dir("rp-bts")) / "config.toml"

@@ -98,6 +98,7 @@ class Capture:
         self.rootdir = rootdir
         self.hooks = hooks
         self.include_params = include_params
+        self._inherited: dict[object, frozenset[str]] = {}
 
     def failure(
         self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
@@ -133,12 +134,23 @@ class Capture:
         data["fingerprint"] = str(chosen) if chosen else default
         return data
 
+    def _markers_of(self, item: pytest.Item) -> list[str]:
+        """Which of our markers apply; what the parents carry is looked up once per parent."""
+        parent = item.parent
+        inherited = self._inherited.get(parent)
+        if inherited is None:
+            keywords = parent.keywords if parent is not None else {}
+            inherited = self._inherited[parent] = frozenset(
+                name for name in OUR_MARKERS if name in keywords
+            )
+        own = {mark.name for mark in item.own_markers}
+        return [name for name in OUR_MARKERS if name in own or name in inherited]
+
     def extras(self, item: pytest.Item) -> dict[str, Any]:
         """Markers, attributes and attachments, read once per test at teardown."""
         data: dict[str, Any] = {}
         attributes: list[Attribute] = []
-        keywords = item.keywords  # cheap lookups; markers are read only when one is there
-        markers = [name for name in OUR_MARKERS if name in keywords]
+        markers = self._markers_of(item)
         if markers:
             try:
                 found = read_markers(item)

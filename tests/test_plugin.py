@@ -349,3 +349,38 @@ def test_marker_errors_reach_the_controller_under_xdist(pytester: pytest.Pyteste
     result = pytester.runpytest_subprocess("--rp-bts", "-n", "2")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*test_a: @pytest.mark.issue: expected one issue id*"])
+
+
+def test_hostile_output_is_capped_and_filed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import sys
+
+        class Nasty(Exception):
+            def __str__(self):
+                raise RuntimeError("no str for you")
+
+        def test_nasty_exception():
+            raise Nasty()
+
+        def test_huge_message():
+            print("\\x00\\x1b[31mbinary \\udcff and emoji \\U0001F4A5" * 10)
+            raise ValueError("x" * 10_000_000)
+
+        def test_markup(rp_bts):
+            rp_bts.attribute("note", "{code}[~admin]<b>h</b>\\r\\nX-Header: 1")
+            assert "{panel}[~everyone]" == "<script>"
+        """
+    )
+    result = pytester.runpytest("--rp-bts")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "INTERNALERROR" not in result.stdout.str()
+    rows = tracker_rows(pytester.path, "SELECT summary, length(description) FROM issues")
+    assert len(rows) == 3
+    summaries = sorted(s for s, _ in rows)
+    assert summaries[0].startswith("test_huge_message: ValueError: xxx")
+    assert all(len(s) <= 255 and "\n" not in s for s, _ in rows)
+    assert max(size for _, size in rows) < 100_000
+    assert "test_nasty_exception: test_plugin" in summaries[2] or "Nasty" in summaries[2]
+    results = pytester.path / ".rp-bts" / "results.json"
+    assert results.stat().st_size < 1_000_000
