@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .config import load_config
 from .config_types import Config
-from .rootdir import find_root
+from .rootdir import default_env_file, find_root
 
 
 def project_root(args: argparse.Namespace) -> Path:
@@ -18,12 +18,9 @@ def project_root(args: argparse.Namespace) -> Path:
 
 def load(args: argparse.Namespace) -> Config:
     root = project_root(args)
-    env_file = getattr(args, "env_file", None)
-    if env_file is None and (root / ".env").is_file():
-        env_file = root / ".env"
     return load_config(
         root,
         project_file=getattr(args, "config", None),
         global_file=getattr(args, "global_config", None),
-        env_file=env_file,
+        env_file=getattr(args, "env_file", None) or default_env_file(root),
     )

@@ -13,11 +13,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import INTEGRATION_KEYS, Scope, load_config, read_config_file
+from ._cli_common import load, project_root
+from .config import INTEGRATION_KEYS, Scope, read_config_file
 from .config_edit import add_integration, edit_integration, remove_integration, reset, unlink
 from .config_types import KINDS, SECRET_KEYS, ConfigError, Integration
 from .redact import MASK, Redactor, redact_url_credentials
-from .rootdir import default_global_file, find_root, project_config_file
+from .rootdir import default_global_file, project_config_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -115,11 +116,6 @@ def _guarded(command: Command) -> Command:
     return run
 
 
-def _root(args: argparse.Namespace) -> Path:
-    root = getattr(args, "root", None)
-    return Path(root) if root is not None else find_root(Path.cwd())
-
-
 def _global_file(args: argparse.Namespace) -> Path:
     path = getattr(args, "global_config", None)
     return Path(path) if path else default_global_file()
@@ -129,7 +125,7 @@ def _project_file(args: argparse.Namespace) -> Path:
     path = getattr(args, "config", None)
     if path:
         return Path(path)
-    root = _root(args)
+    root = project_root(args)
     return project_config_file(root) or root / "rp-bts.toml"
 
 
@@ -202,12 +198,7 @@ def _reset(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    config = load_config(
-        _root(args),
-        project_file=Path(args.config) if getattr(args, "config", None) else None,
-        global_file=_global_file(args),
-        env_file=Path(args.env_file) if getattr(args, "env_file", None) else None,
-    )
+    config = load(args)
     redactor = Redactor(config.secrets())
     rows = [redactor.redact_obj(describe(i)) for i in config.integrations]
     for warning in config.warnings:

@@ -161,6 +161,8 @@ TOP_KEYS: Final[Mapping[str, Key]] = {
     "owner": _STR,
     "unlinked": Key("strs", KINDS),
     "default_integration": _STR,
+    # parametrized tests failing alike share one issue unless this keeps their ids apart
+    "fingerprint_params": Key("bool"),
 }
 
 _INTEGRATION_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Integration))
@@ -571,6 +573,9 @@ def resolve(
         owner=pick("owner"),
         unlinked=unlinked,
         default_integration=default or "",
+        fingerprint_params=bool(
+            top["project"].get("fingerprint_params", top["global"].get("fingerprint_params"))
+        ),
         integrations=tuple(integrations),
         rules=rules,
         project_file=str(project.path) if project else "",

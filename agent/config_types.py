@@ -113,6 +113,8 @@ class Config:
     owner: str = ""
     unlinked: tuple[str, ...] = ()
     default_integration: str = ""
+    #: keep parameter ids in the fingerprint (one issue per parameter set)
+    fingerprint_params: bool = False
     integrations: tuple[Integration, ...] = ()
     rules: tuple[Rule, ...] = ()
     project_file: str = ""

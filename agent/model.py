@@ -191,21 +191,38 @@ def _plain(value: Any) -> Any:
 
 
 #: written for every result, as the brief fixes them; the other fields only when not empty.
-_ALWAYS: Final = ("nodeid", "outcome", "fingerprint", "attributes", "issues")
 _OPTIONAL: Final = tuple(
     (f.name, f.default)
     for f in dataclasses.fields(TestResult)
-    if f.name not in _ALWAYS and f.name != "route"
+    if f.name not in ("nodeid", "outcome", "fingerprint", "attributes", "issues", "route")
 )
 
 
+def _record(value: Attribute | Attachment | KnownIssue | IssueRef) -> dict[str, Any]:
+    """A flat record as a dict: no recursion, as this runs for every test of a large run."""
+    return {name: getattr(value, name) for name in value.__slots__}
+
+
 def result_to_json(result: TestResult) -> dict[str, Any]:
-    """Passing tests make most of a large run: keep their rows short (one field per value set)."""
-    data: dict[str, Any] = {name: _plain(getattr(result, name)) for name in _ALWAYS}
+    """Passing tests make most of a large run: keep their rows short (fields set, not defaults).
+
+    ``nodeid``, ``outcome``, ``fingerprint``, ``attributes`` and ``issues`` are always written.
+    """
+    data: dict[str, Any] = {
+        "nodeid": result.nodeid,
+        "outcome": result.outcome,
+        "fingerprint": result.fingerprint,
+        "attributes": [_record(a) for a in result.attributes],
+        "issues": [_record(i) for i in result.issues],
+    }
     for name, default in _OPTIONAL:
         value = getattr(result, name)
         if value != default:
-            data[name] = _plain(value)
+            data[name] = (
+                [v if isinstance(v, str) else _record(v) for v in value]
+                if isinstance(value, tuple)
+                else value
+            )
     if result.route is not None:
         data["route"] = _plain(result.route)
     return data

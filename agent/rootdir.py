@@ -100,3 +100,9 @@ def default_global_file(env: Mapping[str, str] | None = None) -> Path:
     import platformdirs  # only when the default is needed: it costs every run's start-up
 
     return Path(platformdirs.user_config_dir("rp-bts")) / "config.toml"
+
+
+def default_env_file(root: Path) -> Path | None:
+    """``.env`` beside the rootdir, when there is one (python-dotenv's usual place)."""
+    candidate = root / ".env"
+    return candidate if candidate.is_file() else None

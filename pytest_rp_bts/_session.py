@@ -26,6 +26,7 @@ from rp_bts_agent.hooks import HookManager, has_hooks
 from rp_bts_agent.model import Launch, RunResults
 from rp_bts_agent.pipeline import Agent, Options, Outcome
 from rp_bts_agent.redact import Redactor
+from rp_bts_agent.rootdir import default_env_file
 from rp_bts_agent.summary import display_path, issue_lines, plan_lines
 
 from ._capture import Capture, Collector
@@ -55,9 +56,17 @@ class RpBtsSession:
         self.hooks = HookManager()
         for plugin in config.pluginmanager.get_plugins():
             self._adopt(plugin)
-        self.capture = Capture(self.root, self.hooks)
+        self.capture = Capture(
+            self.root,
+            self.hooks,
+            include_params=bool(self.workerinput.get("rp_bts_fingerprint_params"))
+            if self.workerinput
+            else False,
+        )
         self.collector = Collector()
+        #: errors (they fail the run under --rp-bts-strict) and warnings (they never do)
         self.problems: list[str] = []
+        self.warnings: list[str] = []
         self.outcome: Outcome | None = None
         self.notices: list[Notice] = []
         self.fallback: ReportLog | None = None
@@ -67,7 +76,8 @@ class RpBtsSession:
         self.results_path: Path | None = None
         self.agent_config: Config | None = None
         self.redactor = Redactor(())
-        if self.settings.mode != "dry-run":
+        if self.settings.mode != "dry-run" or self.settings.results is not None:
+            # a dry-run that records results (a CI shard) keeps attachments for `rp-bts process`
             config.stash[ATTACHMENT_DIR] = self.root / ".rp-bts" / "runs" / self.run_id
         if self.workerinput is None:
             self._load_config()
@@ -87,20 +97,18 @@ class RpBtsSession:
 
     def _load_config(self) -> None:
         try:
-            env_file = self.settings.env_file
-            if env_file is None and (self.root / ".env").is_file():
-                env_file = self.root / ".env"
             self.agent_config = load_config(
                 self.root,
                 project_file=self.settings.config,
                 global_file=self.settings.global_config,
-                env_file=env_file,
+                env_file=self.settings.env_file or default_env_file(self.root),
             )
         except ConfigError as exc:
             self.problems.append(str(exc))
             return
         self.redactor = Redactor(self.agent_config.secrets())
-        self.problems += [f"rp-bts warning: {w}" for w in self.agent_config.warnings]
+        self.capture.include_params = self.agent_config.fingerprint_params
+        self.warnings = [f"rp-bts warning: {w}" for w in self.agent_config.warnings]
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -117,7 +125,7 @@ class RpBtsSession:
         else:
             where = "local tracker under .rp-bts/"
         lines = [f"rp-bts: launch '{self.launch_name()}', mode {self.settings.mode}, {where}"]
-        return lines + [self.redactor.redact(p) for p in self.problems]
+        return lines + [self.redactor.redact(p) for p in self.problems + self.warnings]
 
     def launch_name(self) -> str:
         cfg = self.agent_config
@@ -140,7 +148,8 @@ class RpBtsSession:
                 report.rp_bts = data  # type: ignore[attr-defined]
         except Exception as exc:  # never an INTERNALERROR because of us
             log.exception("rp-bts: capturing %s failed", item.nodeid)
-            self.problems.append(f"rp-bts: capturing {item.nodeid} failed: {exc!r}")
+            problem = f"rp-bts: capturing {item.nodeid} failed: {exc!r}"
+            report.rp_bts = {"problems": [problem]}  # type: ignore[attr-defined]
         return report
 
     def _reports(self) -> list[pytest.TestReport]:
@@ -257,6 +266,8 @@ class RpBtsSession:
         tr.section("rp-bts")
         for problem in self.problems:
             tr.write_line(self.redactor.redact(problem), red=True)
+        for warning in self.warnings:
+            tr.write_line(self.redactor.redact(warning), yellow=True)
         outcome = self.outcome
         if outcome is not None:
             if self.settings.mode == "dry-run":
@@ -295,3 +306,4 @@ class XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["rp_bts_run_id"] = self.session.run_id
+        node.workerinput["rp_bts_fingerprint_params"] = self.session.capture.include_params

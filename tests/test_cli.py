@@ -16,7 +16,7 @@ def _shards(demo: pytest.Pytester) -> tuple[Path, Path]:
     a, b = demo.path / "shard-a.json", demo.path / "shard-b.json"
     demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={a}", "-k", "totals")
     demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={b}", "-k", "not totals")
-    assert not (demo.path / ".rp-bts").exists()
+    assert not (demo.path / ".rp-bts" / "tracker.db").exists()  # recorded, not filed
     return a, b
 
 
@@ -34,6 +34,8 @@ def test_process_merges_shards_and_files_once(
     assert all(r["issues"] for r in data["results"] if r["outcome"] in ("failed", "error"))
     out = capsys.readouterr().out
     assert out.count("created ") == DEMO_FINGERPRINTS
+    # a shard's attachment, written while it only recorded, reaches the issue
+    assert ("cart.txt",) in tracker_rows(demo.path, "SELECT name FROM attachments")
 
     # the same shards again: nothing new is filed; each issue gets the run's one comment
     assert main(["--root", root, "process", str(a), str(b), "--output", str(merged)]) == 0

@@ -384,3 +384,11 @@ def test_hostile_output_is_capped_and_filed(pytester: pytest.Pytester) -> None:
     assert "test_nasty_exception: test_plugin" in summaries[2] or "Nasty" in summaries[2]
     results = pytester.path / ".rp-bts" / "results.json"
     assert results.stat().st_size < 1_000_000
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_fingerprint_params_keeps_parameters_apart(demo: pytest.Pytester, xdist: bool) -> None:
+    demo.makefile(".toml", **{"rp-bts": "fingerprint_params = true\n"})
+    args = ["--rp-bts", "-k", "totals", *(["-n", "2"] if xdist else [])]
+    (demo.runpytest_subprocess if xdist else demo.runpytest)(*args)
+    assert len(tracker_rows(demo.path)) == 3
