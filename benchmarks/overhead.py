@@ -9,6 +9,11 @@ bytecode and CPU frequency drift hit both sides alike. Prints a table to paste i
     python benchmarks/overhead.py               # 50 files x 100 tests, 5 rounds
     python benchmarks/overhead.py --xdist       # the same with -n 2
     python benchmarks/overhead.py --rounds 9 --check   # exit 1 when over the goal
+    python benchmarks/overhead.py --instructions        # instruction counts (valgrind)
+
+Wall time on a shared 2-core machine varies by 10% from run to run, more than the plugin costs;
+the paired median is the wall-time figure, and ``--instructions`` counts the CPU instructions of
+one run of each side with callgrind, which gives the same figure on a busy machine.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -69,12 +75,47 @@ def run_once(cmd: list[str], root: Path, env: dict[str, str], expected: int) -> 
     return elapsed
 
 
+def instructions(cmd: list[str], root: Path, env: dict[str, str], expected: int) -> int:
+    """CPU instructions of one run, counted by valgrind's callgrind: the same on a busy machine."""
+    out = root / "callgrind.out"
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or found is None or f"{expected} passed" not in proc.stdout:
+        sys.exit(f"callgrind run failed (exit {proc.returncode}): {proc.stderr[-1500:]}")
+    return int(found.group(1))
+
+
+def report_instructions(counts: dict[bool, int], expected: int) -> int:
+    ratio = counts[True] / counts[False]
+    print(f"pytest-rp-bts {_version('pytest-rp-bts')}: {expected:,} passing tests, instructions")
+    print()
+    print(f"| off (`-p no:rp_bts`) | {counts[False]:,} |")
+    print(f"| on (`--rp-bts`)      | {counts[True]:,} |")
+    print(f"| ratio on/off         | {ratio:.3f} |")
+    print()
+    extra = (counts[True] - counts[False]) / expected
+    print(f"{extra:,.0f} extra instructions per test, start-up included (goal: ratio <= {GOAL})")
+    return 0
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5, help="timed runs of each (default 5)")
     parser.add_argument("--files", type=int, default=50, help="test modules (default 50)")
     parser.add_argument("--tests", type=int, default=100, help="tests per module (default 100)")
     parser.add_argument("--xdist", action="store_true", help="run both sides with -n 2")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count CPU instructions with valgrind (one run each; immune to a busy machine)",
+    )
     parser.add_argument(
         "--check", action="store_true", help=f"exit 1 when the median ratio exceeds {GOAL}"
     )
@@ -112,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         # Untimed warm-up: writes the assertion-rewritten bytecode, fills the OS caches.
         run_once(command(False, 0), root, env, expected)
         run_once(command(True, 0), root, env, expected)
+        if args.instructions:
+            return report_instructions(
+                {on: instructions(command(on, 1), root, env, expected) for on in (False, True)},
+                expected,
+            )
         times: dict[bool, list[float]] = {False: [], True: []}
         for run in range(1, args.rounds + 1):
             order = (True, False) if run % 2 else (False, True)

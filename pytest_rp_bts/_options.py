@@ -105,35 +105,22 @@ class Settings:
     strict: bool
 
 
+_ACTIONS: Final = {"bool": "store_true", "list": "append", "str": "store"}
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("rp-bts", "bug-tracker integrations (pytest-rp-bts)")
     for spec in SPECS:
-        if spec.kind == "bool":
-            group.addoption(
-                spec.flag,
-                action="store_true",
-                dest=spec.dest,
-                default=None,
-                help=f"{spec.help} [env {spec.env}]",
-            )
-        elif spec.kind == "list":
-            group.addoption(
-                spec.flag,
-                action="append",
-                dest=spec.dest,
-                default=None,
-                type=spec.check,
-                help=f"{spec.help} [env {spec.env}]",
-            )
-        else:
-            group.addoption(
-                spec.flag,
-                action="store",
-                dest=spec.dest,
-                default=None,
-                type=spec.check,
-                help=f"{spec.help} [env {spec.env}]",
-            )
+        typed = {} if spec.kind == "bool" else {"type": spec.check}
+        # default None: "not given", so the environment and the ini file can still decide
+        group.addoption(
+            spec.flag,
+            action=_ACTIONS[spec.kind],
+            dest=spec.dest,
+            default=None,
+            help=f"{spec.help} [env {spec.env}]",
+            **typed,
+        )
         ini_type: Literal["linelist", "string"] = "linelist" if spec.kind == "list" else "string"
         parser.addini(spec.dest, spec.help, type=ini_type)
 

@@ -21,7 +21,7 @@ import pytest
 from rp_bts_agent import environment
 from rp_bts_agent.config import load_config
 from rp_bts_agent.config_types import Config, ConfigError
-from rp_bts_agent.files import write_atomic
+from rp_bts_agent.files import prune_runs, write_atomic
 from rp_bts_agent.hooks import HookManager, has_hooks
 from rp_bts_agent.model import Launch, RunResults
 from rp_bts_agent.pipeline import Agent, Options, Outcome
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rp_bts_agent")
 RESULTS_DEFAULT = Path(".rp-bts") / "results.json"
+#: run folders (attachments written by tests, spooled failure details) kept under .rp-bts/runs
+KEEP_RUNS = 20
 
 
 def new_run_id() -> str:
@@ -238,9 +240,9 @@ class RpBtsSession:
                 from rp_bts_agent.notify import notify  # jinja2 and email only when needed
 
                 self.notices = notify(cfg, run, self.hooks)
-        else:
-            run = RunResults(run.launch, run.results)
         self._write_results(run)
+        if self.settings.mode != "dry-run":
+            prune_runs(self.root / ".rp-bts" / "runs", KEEP_RUNS)
 
     def _write_results(self, run: RunResults) -> None:
         """Written even when the config is broken: ``rp-bts process`` can file it later."""

@@ -392,3 +392,15 @@ def test_fingerprint_params_keeps_parameters_apart(demo: pytest.Pytester, xdist:
     args = ["--rp-bts", "-k", "totals", *(["-n", "2"] if xdist else [])]
     (demo.runpytest_subprocess if xdist else demo.runpytest)(*args)
     assert len(tracker_rows(demo.path)) == 3
+
+
+def test_old_run_folders_are_pruned(pytester: pytest.Pytester) -> None:
+    runs = pytester.path / ".rp-bts" / "runs"
+    for day in range(1, 26):
+        (runs / f"200001{day:02d}-000000-old").mkdir(parents=True)
+    pytester.makepyfile("def test_a():\n    assert 0\n")
+    pytester.runpytest("--rp-bts")
+    kept = sorted(p.name for p in runs.iterdir())
+    assert len(kept) == 20
+    assert kept[0] == "20000107-000000-old"
+    assert not kept[-1].endswith("-old")  # this run's folder
