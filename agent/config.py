@@ -8,7 +8,6 @@ one table per kind, so the loader and the editor (``config_edit``) validate with
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -18,8 +17,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, final
-
-from dotenv import dotenv_values
 
 from .config_types import KINDS, SECRET_KEYS, Config, ConfigError, Integration, Rule
 from .rootdir import default_global_file, project_config_file
@@ -245,6 +242,8 @@ def section_of(data: Mapping[str, Any], path: Path) -> tuple[Mapping[str, Any], 
 
 
 def _unknown(key: str, allowed: Iterable[str], where: str) -> str:
+    import difflib  # only to suggest a fix for a typo: not on every run's start-up
+
     close = difflib.get_close_matches(key, list(allowed), n=1)
     fix = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(sorted(allowed))}"
     return f"unknown key {key!r} {where}; {fix}"
@@ -339,6 +338,8 @@ class Env:
         self._values: Mapping[str, str | None] = {}
         self._mode = 0
         if env_file is not None:
+            from dotenv import dotenv_values  # only when there is an env file to read
+
             self._values = dotenv_values(env_file)
             self._mode = env_file.stat().st_mode
         self.warnings: list[str] = []

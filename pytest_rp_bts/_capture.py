@@ -8,13 +8,13 @@ Pytest's own report serialization carries the dict across xdist's wire.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
 
-from rp_bts_agent import fingerprint as fp
 from rp_bts_agent.hooks import HookManager
 from rp_bts_agent.model import (
     Attachment,
@@ -26,6 +26,8 @@ from rp_bts_agent.model import (
 )
 
 from ._markers import MarkerError, read_markers
+
+log = logging.getLogger("rp_bts_agent")
 
 #: caps on what one result carries: a test that prints 100 MB must not flood the controller.
 TEXT_TAIL: Final = 64 * 1024
@@ -100,10 +102,35 @@ class Capture:
         self.include_params = include_params
         self._inherited: dict[object, frozenset[str]] = {}
 
+    def annotate(
+        self,
+        item: pytest.Item,
+        report: pytest.TestReport,
+        excinfo: pytest.ExceptionInfo[BaseException] | None,
+        *,
+        teardown: bool,
+    ) -> None:
+        """Add what rp-bts knows of this phase to the report (``report.rp_bts``, plain data)."""
+        try:
+            data: dict[str, Any] = dict(report.__dict__.get("rp_bts") or {})
+            if report.failed:
+                data.update(self.failure(item, excinfo, report))
+            if teardown:
+                data.update(self.extras(item))
+        except Exception as exc:  # never an INTERNALERROR because of us
+            log.exception("rp-bts: capturing %s failed", item.nodeid)
+            data = {"problems": [f"rp-bts: capturing {item.nodeid} failed: {exc!r}"]}
+        if data:
+            report.rp_bts = data  # type: ignore[attr-defined]
+
     def failure(
-        self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
+        self,
+        item: pytest.Item,
+        excinfo: pytest.ExceptionInfo[BaseException] | None,
+        report: pytest.TestReport,
     ) -> dict[str, Any]:
-        excinfo = call.excinfo
+        from rp_bts_agent import fingerprint as fp  # its patterns compile on the first failure
+
         if excinfo is not None:
             exc_type = exception_type(excinfo.type)
             message = clip(_safe_str(excinfo.value), MESSAGE_CAP)
@@ -211,10 +238,13 @@ class Collector:
             state[1] = report.when
         extra = report.__dict__.get("rp_bts")
         if isinstance(extra, Mapping):
-            self.problems += extra.get("problems", ())
-            merged = self.extras.setdefault(nodeid, {})
-            for key, value in extra.items():
-                merged.setdefault(key, value)  # the first failing phase tells the story
+            self.merge(nodeid, extra)
+
+    def merge(self, nodeid: str, extra: Mapping[str, Any]) -> None:
+        self.problems += extra.get("problems", ())
+        merged = self.extras.setdefault(nodeid, {})
+        for key, value in extra.items():
+            merged.setdefault(key, value)  # the first failing phase tells the story
 
     def results(self) -> list[TestResult]:
         out = []

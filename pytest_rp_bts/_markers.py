@@ -1,4 +1,4 @@
-"""The plugin's markers: their documentation and the checks of their arguments.
+"""The checks of the plugin's markers' arguments (their documentation is in ``plugin.py``).
 
 A wrong argument is reported as one line naming the test and the fix; the marker is ignored and
 the test still runs, because a typo in a marker must not cost a test run.
@@ -8,20 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import pytest
 
 from rp_bts_agent.model import Attribute, KnownIssue, Route
-
-MARKERS: Final = (
-    "slid(job_id, data_center=None): the Sauce Labs job this test ran in (attribute SLID)",
-    "rp_attributes(*attributes, **kv): attributes of this test's result, as 'key:value' "
-    "strings or key=value arguments",
-    "issue(issue_id, integration=None, url=None): a known issue; its failures are linked, "
-    "never filed",
-    "bts(integration=None, issue_type=None, fields=None): where this test's failures are filed",
-)
 
 
 class MarkerError(ValueError):

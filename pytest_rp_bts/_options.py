@@ -14,8 +14,6 @@ from typing import Any, Final, Literal
 
 import pytest
 
-from rp_bts_agent.model import Attribute
-
 _TRUE: Final = frozenset(("1", "true", "yes", "on"))
 _FALSE: Final = frozenset(("0", "false", "no", "off", ""))
 MODES: Final = ("post", "link", "dry-run")
@@ -98,7 +96,8 @@ class Settings:
     env_file: Path | None
     integration: str
     launch: str
-    attributes: tuple[Attribute, ...]
+    #: ``KEY:VALUE`` strings, parsed by the agent
+    attributes: tuple[str, ...]
     results: Path | None
     report: Path | None
     notify: bool
@@ -162,7 +161,7 @@ def resolve(config: pytest.Config, environ: Mapping[str, str]) -> Settings:
         env_file=_path(raw["rp_bts_env_file"], base),
         integration=raw["rp_bts_integration"] or "",
         launch=raw["rp_bts_launch"] or "",
-        attributes=tuple(Attribute.parse(a) for a in raw["rp_bts_attribute"] or ()),
+        attributes=tuple(raw["rp_bts_attribute"] or ()),
         results=_path(raw["rp_bts_results"], base),
         report=_path(raw["rp_bts_report"], base),
         notify=not raw["rp_bts_no_notify"],

@@ -23,7 +23,7 @@ from rp_bts_agent.config import load_config
 from rp_bts_agent.config_types import Config, ConfigError
 from rp_bts_agent.files import prune_runs, write_atomic
 from rp_bts_agent.hooks import HookManager, has_hooks
-from rp_bts_agent.model import Launch, RunResults
+from rp_bts_agent.model import Attribute, Launch, RunResults
 from rp_bts_agent.pipeline import Agent, Options, Outcome
 from rp_bts_agent.redact import Redactor
 from rp_bts_agent.rootdir import default_env_file
@@ -133,26 +133,16 @@ class RpBtsSession:
         cfg = self.agent_config
         return self.settings.launch or (cfg.launch if cfg else "") or "pytest"
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if report.outcome == "passed" and call.when != "teardown":
-            return report  # the common case: nothing to add
-        try:
-            data: dict[str, Any] = {}
-            if report.failed:
-                data.update(self.capture.failure(item, call, report))
-            if call.when == "teardown":
-                data.update(self.capture.extras(item))
-            if data:
-                report.rp_bts = data  # type: ignore[attr-defined]
-        except Exception as exc:  # never an INTERNALERROR because of us
-            log.exception("rp-bts: capturing %s failed", item.nodeid)
-            problem = f"rp-bts: capturing {item.nodeid} failed: {exc!r}"
-            report.rp_bts = {"problems": [problem]}  # type: ignore[attr-defined]
-        return report
+    def pytest_exception_interact(
+        self, node: pytest.Item | pytest.Collector, call: pytest.CallInfo[Any], report: Any
+    ) -> None:
+        """A failure in this process, while its exception still exists: take its fingerprint.
+
+        Called only for failures, so a passing test costs no hook call at all; on xdist workers
+        :class:`WorkerCapture` does this instead, before the report travels.
+        """
+        if self.is_controller and isinstance(node, pytest.Item) and report.when is not None:
+            self.capture.annotate(node, report, call.excinfo, teardown=False)
 
     def _reports(self) -> list[pytest.TestReport]:
         """Every test report of the run, from the terminal reporter's own record.
@@ -188,7 +178,7 @@ class RpBtsSession:
         if not self.is_controller:
             return
         try:
-            self._finish()
+            self._finish(session)
         except Exception as exc:  # contained: the verdict belongs to the tests
             log.exception("rp-bts: agent failed")
             self.problems.append(f"rp-bts: agent failed: {self.redactor.redact(repr(exc))}")
@@ -207,17 +197,29 @@ class RpBtsSession:
             owner=(cfg.owner if cfg else "") or environment.ci_user(os.environ),
             start=self.started,
             end=time.time(),
-            attributes=self.settings.attributes,
+            attributes=tuple(Attribute.parse(a) for a in self.settings.attributes),
             mode=self.settings.mode,
             environment=environment.describe(os.environ),
         )
 
-    def _finish(self) -> None:
+    def _collect(self, session: pytest.Session) -> None:
+        """Merge the reports; in this process's own tests, read markers and fixture data once."""
+        items = {item.nodeid: item for item in session.items}  # empty on an xdist controller
         for report in self._reports():
+            item = items.get(report.nodeid)
+            if item is not None and report.failed and "rp_bts" not in report.__dict__:
+                self.capture.annotate(item, report, None, teardown=False)  # e.g. strict XPASS
             if self.redactor and (report.failed or report.sections):
                 self._scrub(report)
             self.collector.add(report)
+        for nodeid in list(self.collector.outcomes):
+            item = items.get(nodeid)
+            if item is not None:
+                self.collector.merge(nodeid, self.capture.extras(item))
         self.problems += self.collector.problems
+
+    def _finish(self, session: pytest.Session) -> None:
+        self._collect(session)
         run = RunResults(self._launch(), tuple(self.collector.results()))
         cfg = self.agent_config
         if cfg is not None:
@@ -298,6 +300,23 @@ class ReportLog:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.outcome in ("passed", "failed", "skipped"):
             self.reports.append(report)
+
+
+class WorkerCapture:
+    """On an xdist worker: annotate each report before it travels to the controller."""
+
+    def __init__(self, capture: Capture) -> None:
+        self.capture = capture
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        teardown = call.when == "teardown"
+        if report.outcome != "passed" or teardown:
+            self.capture.annotate(item, report, call.excinfo, teardown=teardown)
+        return report
 
 
 class XdistHooks:

@@ -8,12 +8,23 @@ with the plugin off); the agent is imported and the session object registered on
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from ._fixture import RpBts
-from ._markers import MARKERS
 from ._options import add_options, resolve
+
+if TYPE_CHECKING:
+    from ._fixture import RpBts
+
+MARKERS: Final = (
+    "slid(job_id, data_center=None): the Sauce Labs job this test ran in (attribute SLID)",
+    "rp_attributes(*attributes, **kv): attributes of this test's result, as 'key:value' "
+    "strings or key=value arguments",
+    "issue(issue_id, integration=None, url=None): a known issue; its failures are linked, "
+    "never filed",
+    "bts(integration=None, issue_type=None, fields=None): where this test's failures are filed",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,10 +38,12 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = resolve(config, os.environ)
     if not settings.enabled:
         return
-    from ._session import RpBtsSession, XdistHooks
+    from ._session import RpBtsSession, WorkerCapture, XdistHooks
 
     session = RpBtsSession(config, settings)
     config.pluginmanager.register(session, "rp_bts_session")
+    if not session.is_controller:
+        config.pluginmanager.register(WorkerCapture(session.capture), "rp_bts_worker")
     if config.pluginmanager.hasplugin("xdist") and session.is_controller:
         config.pluginmanager.register(XdistHooks(session), "rp_bts_xdist")
 
@@ -38,4 +51,6 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def rp_bts(request: pytest.FixtureRequest) -> RpBts:
     """Add attributes, a Sauce Labs job id or attachments to the current test's result."""
+    from ._fixture import RpBts  # imported on first use: the plugin loads light when it is off
+
     return RpBts(request.node)

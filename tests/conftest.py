@@ -46,12 +46,17 @@ def test_uses_broken(broken):
 def test_expected_failure():
     assert False
 
+@pytest.mark.xfail(strict=True)
+def test_unexpected_pass():
+    pass
+
 @pytest.mark.slid("job-123", data_center="eu-central-1")
 def test_sauce():
     assert "a" == "b"
 """
-#: distinct fingerprints of DEMO: empty_cart, totals (3 params, one bug), key, broken, sauce.
-DEMO_FINGERPRINTS = 5
+#: distinct fingerprints of DEMO: empty_cart, totals (3 params, one bug), key, broken,
+#: the strict XPASS (a failure with no exception), sauce.
+DEMO_FINGERPRINTS = 6
 
 
 @pytest.fixture

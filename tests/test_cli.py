@@ -30,7 +30,7 @@ def test_process_merges_shards_and_files_once(
     rows = tracker_rows(demo.path)
     assert len(rows) == DEMO_FINGERPRINTS
     data = results_json(merged)
-    assert len(data["results"]) == 9
+    assert len(data["results"]) == 10
     assert all(r["issues"] for r in data["results"] if r["outcome"] in ("failed", "error"))
     out = capsys.readouterr().out
     assert out.count("created ") == DEMO_FINGERPRINTS

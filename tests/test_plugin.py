@@ -42,6 +42,9 @@ def test_files_one_issue_per_fingerprint_then_comments(demo: pytest.Pytester) ->
     assert data["test_uses_broken"]["outcome"] == "error"
     assert data["test_uses_broken"]["phase"] == "setup"
     assert data["test_expected_failure"]["outcome"] == "xfailed"
+    assert data["test_unexpected_pass"]["outcome"] == "failed"
+    assert data["test_unexpected_pass"]["exc_type"] == "Failed"
+    assert data["test_unexpected_pass"]["fingerprint"].startswith("rpbts1-")
     assert data["test_totals[items0]"]["log"].strip().endswith("totals for [1]")
     assert {"key": "SLID", "value": "job-123"} in data["test_sauce"]["attributes"]
     assert data["test_key"]["attachments"][0]["name"] == "cart.txt"
@@ -239,7 +242,7 @@ def test_bad_config_is_one_line_and_tests_still_run(
     errors = [line for line in result.outlines if "rp-bts config error" in line]
     assert len(set(errors)) == 1, result.outlines
     assert "rp-bts.toml" in errors[0] and key in errors[0]
-    result.stdout.fnmatch_lines(["*6 failed, 1 passed, 1 xfailed, 1 error*"])
+    result.stdout.fnmatch_lines(["*7 failed, 1 passed, 1 xfailed, 1 error*"])
     assert results_json(demo.path / ".rp-bts" / "results.json")["results"]
 
 
