@@ -17,6 +17,7 @@ from ._cli_common import load, project_root
 from .config import INTEGRATION_KEYS, Scope, read_config_file
 from .config_edit import add_integration, edit_integration, remove_integration, reset, unlink
 from .config_types import KINDS, SECRET_KEYS, ConfigError, Integration
+from .connection import CheckOptions, check
 from .redact import MASK, Redactor, redact_url_credentials
 from .rootdir import default_global_file, project_config_file
 
@@ -60,6 +61,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cmd = commands.add_parser("unlink", help="use the project's own integrations of a kind")
     cmd.add_argument("kind", choices=KINDS)
     cmd.set_defaults(func=_guarded(_unlink))
+
+    cmd = commands.add_parser("test", help="check that an integration works, with hints")
+    cmd.add_argument("name")
+    cmd.add_argument("--to", default="", metavar="ADDRESS", help="e-mail: send a test message")
+    cmd.set_defaults(func=_guarded(_test))
 
     cmd = commands.add_parser(
         "reset", help="delete the project's integrations of a kind: use global"
@@ -195,6 +201,25 @@ def _reset(args: argparse.Namespace) -> int:
             print("nothing changed")
             return 1
     return _say(reset(file, args.kind, global_file=_global_file(args)))
+
+
+def _test(args: argparse.Namespace) -> int:
+    """ReportPortal's test connection: one verdict line, then what to fix, one hint a line."""
+    config = load(args)
+    integration = config.integration(args.name)
+    if integration is None:
+        known = ", ".join(i.name for i in config.integrations) or "none"
+        raise ConfigError(
+            config.project_file or "",
+            "",
+            f"no integration named {args.name!r} (configured: {known})",
+        )
+    result = check(integration, CheckOptions(to=args.to))
+    redactor = Redactor(config.secrets())
+    print(redactor.redact(f"{'ok' if result.ok else 'FAILED'}: {result.summary}"))
+    for line in (*result.details, *(f"hint: {h}" for h in result.hints)):
+        print(redactor.redact(line))
+    return 0 if result.ok else 1
 
 
 def _list(args: argparse.Namespace) -> int:

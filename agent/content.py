@@ -13,7 +13,7 @@ from typing import Final
 
 from .config_types import Integration
 from .model import Launch, TestResult
-from .sauce import job_page_url
+from .sauce import job_links
 from .trackers.base import AttachmentFile, Body, CommentDraft, IssueDraft, Section
 
 SUMMARY_LIMIT: Final = 255
@@ -54,12 +54,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 def sauce_links(results: Sequence[TestResult]) -> list[str]:
-    links = []
-    for result in results:
-        job = result.attribute("SLID")
-        if job:
-            links.append(f"{result.nodeid}: {job_page_url(job, result.attribute('SLDC'))}")
-    return links
+    return [f"{r.nodeid}: {link.title}: {link.url}" for r in results for link in job_links(r)]
 
 
 def _sections(
@@ -145,6 +140,7 @@ def issue_draft(
         fields=fields,
         attachments=_attachments(results, include, spool),
         relates_to=relates_to,
+        links=tuple({link.key: link for r in results for link in job_links(r)}.values()),
     )
 
 

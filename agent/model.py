@@ -60,6 +60,15 @@ class Attachment:
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """A web page about a result (a Sauce Labs job, its video); ``key`` is stable, for dedup."""
+
+    title: str
+    url: str
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class KnownIssue:
     """From the ``issue`` marker: the failure is already tracked, so link it, never file it."""
 

@@ -21,7 +21,7 @@ from .config_types import Config, Rule
 from .content import one_line
 from .hooks import HookManager
 from .model import RunResults, TestResult
-from .sauce import job_page_url
+from .sauce import job_links
 from .summary import display_path
 
 log = logging.getLogger("rp_bts_agent")
@@ -43,9 +43,9 @@ _HTML: Final = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefi
 {% for f in failures %}<tr style="border-top:1px solid #ddd"><td>{{ f.nodeid }}</td>
 <td>{{ f.outcome }}</td><td>{% for i in f.issues %}{% if i.url.startswith("http") %}
 <a href="{{ i.url }}">{{ i.key }}</a>{% else %}{{ i.key }}{% endif %} ({{ i.action }}{% if i.status
-%}, {{ i.status }}{% endif %}) {% endfor %}{% if f.sauce %}
-<a href="{{ f.sauce }}">Sauce Labs job</a>
-{% endif %}</td></tr>
+%}, {{ i.status }}{% endif %}) {% endfor %}{% for link in f.links %}
+<a href="{{ link.url }}">{{ link.title }}</a>{% endfor %}
+</td></tr>
 {% endfor %}</table>{% endif %}
 {% if attributes %}<p>Launch attributes: {{ attributes }}</p>{% endif %}
 {% if ci_job %}<p><a href="{{ ci_job }}">CI job</a></p>{% endif %}
@@ -149,9 +149,7 @@ def message(rule: Rule, run: RunResults, to: Sequence[str], sender: str) -> Emai
             "nodeid": r.nodeid,
             "outcome": r.outcome,
             "issues": r.issues,
-            "sauce": job_page_url(r.attribute("SLID") or "", r.attribute("SLDC"))
-            if r.attribute("SLID")
-            else "",
+            "links": job_links(r),
         }
         for r in failures
     ]

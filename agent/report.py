@@ -14,7 +14,7 @@ from typing import Final
 import jinja2
 
 from .model import RunResults, TestResult
-from .sauce import job_page_url
+from .sauce import job_links
 
 #: per failure; the results JSON and the issues carry the whole text.
 FAILURE_TEXT_LIMIT: Final = 8_000
@@ -44,7 +44,8 @@ background:#eef;margin-right:4px}
 {% for a in r.attachments %}
 <div>attachment: <a href="{{ a.href }}">{{ a.name }}</a></div>
 {% endfor %}
-{% if r.sauce %}<div><a href="{{ r.sauce }}">Sauce Labs job</a></div>{% endif %}</td>
+{% for link in r.links %}<div><a href="{{ link.url }}">{{ link.title }}</a></div>{% endfor %}
+</td>
 <td class="o {{ r.outcome }}">{{ r.outcome }}</td><td>{{ "%.2f"|format(r.duration) }} s</td>
 <td>{% for i in r.issues %}<span class="badge">{% if i.url.startswith("http") %}
 <a href="{{ i.url }}">{{ i.key or "-" }}</a>{% else %}{{ i.key or "-" }}{% endif %}
@@ -59,7 +60,6 @@ def _row(result: TestResult, base: Path) -> dict[str, object]:
     failure = result.longrepr or result.message
     if len(failure) > FAILURE_TEXT_LIMIT:
         failure = failure[:FAILURE_TEXT_LIMIT] + f"\n[... {len(failure)} characters in all]"
-    job = result.attribute("SLID")
     return {
         "nodeid": result.nodeid,
         "outcome": result.outcome,
@@ -67,7 +67,7 @@ def _row(result: TestResult, base: Path) -> dict[str, object]:
         "exc_type": result.exc_type,
         "failure": failure if result.failing else "",
         "issues": result.issues,
-        "sauce": job_page_url(job, result.attribute("SLDC")) if job else "",
+        "links": job_links(result),
         "attachments": [
             {"name": a.name, "href": Path(os.path.relpath(a.path, base)).as_posix()}
             for a in result.attachments

@@ -78,3 +78,22 @@ def test_post_then_link_one_result(
     assert main(["--root", root, "post", str(results), "test_passes", "--include", "x"]) == 2
     assert main(["--root", root, "link", str(results), "test_sauce", "LOCAL-99"]) == 2
     assert "LOCAL-99" in capsys.readouterr().err
+
+
+def test_integrations_test_local_and_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RP_BTS_GLOBAL_CONFIG", str(tmp_path / "none.toml"))
+    (tmp_path / "rp-bts.toml").write_text('[[integrations]]\nkind = "local"\nname = "L"\n')
+    root = str(tmp_path)
+    assert main(["--root", root, "integrations", "test", "L"]) == 0
+    assert capsys.readouterr().out.startswith("ok: local tracker ")
+    assert main(["--root", root, "integrations", "test", "Nope"]) == 2
+    assert "no integration named 'Nope' (configured: L)" in capsys.readouterr().err
+    (tmp_path / "rp-bts.toml").write_text(
+        '[[integrations]]\nkind = "local"\nname = "L"\npath = "file-not-dir/t.db"\n'
+    )
+    (tmp_path / "file-not-dir").write_text("a file where a folder should be")
+    assert main(["--root", root, "integrations", "test", "L"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAILED: cannot open ") and "hint: check that the folder" in out

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from ..model import Link
+
 
 class TrackerError(Exception):
     """A tracker refused or failed a call. ``retryable`` says whether a later replay may succeed."""
@@ -62,6 +64,8 @@ class IssueDraft:
     attachments: tuple[AttachmentFile, ...] = ()
     #: key of an earlier, closed issue for the same failure; the new issue is linked to it.
     relates_to: str = ""
+    #: web pages about the failure (Sauce Labs job, video); Jira makes them remote links
+    links: tuple[Link, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

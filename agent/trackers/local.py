@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
+from ..connection import CheckOptions, CheckResult
 from .base import AttachmentFile, CommentDraft, IssueDraft, RemoteIssue, TrackerError
 
 if TYPE_CHECKING:
@@ -673,3 +674,16 @@ if TYPE_CHECKING:
 
     def _conforms(tracker: LocalTracker) -> Tracker:
         return tracker
+
+
+def check_connection(integration: Integration, options: CheckOptions) -> CheckResult:
+    """The local tracker works when its database can be opened (or created) for writing."""
+    tracker = LocalTracker.from_integration(integration)
+    try:
+        count = len(tracker.list_issues("all"))
+    except TrackerError as exc:
+        hint = "check that the folder exists and is writable"
+        return CheckResult(False, f"cannot open {tracker.path}: {exc}", (hint,))
+    finally:
+        tracker.close()
+    return CheckResult(True, f"local tracker {tracker.path}: {count} issue(s)")
