@@ -16,6 +16,7 @@ from . import __version__, _cli_integrations, _cli_issues
 from ._cli_common import load
 from .config_types import Config, ConfigError
 from .files import write_atomic
+from .flush import flush
 from .hooks import HookManager
 from .model import IssueRef, ResultsFormatError, RunResults, TestResult
 from .notify import notify
@@ -97,6 +98,14 @@ def cmd_process(args: argparse.Namespace) -> int:
 def _notify(config: Config, run: RunResults, hooks: HookManager) -> None:
     for notice in notify(config, run, hooks):
         print(notice.describe())
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    """Send what earlier runs could not; each kind with pending work says what it did."""
+    lines = flush(load(args))
+    for line in lines or ["nothing pending"]:
+        print(line)
+    return 1 if any(line.startswith("failed") for line in lines) else 0
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
@@ -185,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--hooks", action="append", help=hooks_help)
     process.add_argument("--no-notify", action="store_true", help="send no summary e-mail")
     process.set_defaults(func=cmd_process)
+
+    flush_cmd = sub.add_parser("flush", help="send what earlier runs could not")
+    flush_cmd.set_defaults(func=cmd_flush)
 
     notify_cmd = sub.add_parser("notify", help="send run summaries by the notification rules")
     notify_cmd.add_argument("results", nargs="+", type=Path, metavar="RESULTS")
