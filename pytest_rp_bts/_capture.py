@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -111,17 +111,25 @@ class Capture:
         teardown: bool,
     ) -> None:
         """Add what rp-bts knows of this phase to the report (``report.rp_bts``, plain data)."""
-        try:
-            data: dict[str, Any] = dict(report.__dict__.get("rp_bts") or {})
-            if report.failed:
-                data.update(self.failure(item, excinfo, report))
-            if teardown:
-                data.update(self.extras(item))
-        except Exception as exc:  # never an INTERNALERROR because of us
-            log.exception("rp-bts: capturing %s failed", item.nodeid)
-            data = {"problems": [f"rp-bts: capturing {item.nodeid} failed: {exc!r}"]}
+        data: dict[str, Any] = dict(report.__dict__.get("rp_bts") or {})
+        if report.failed:
+            data.update(self._guarded(item, lambda: self.failure(item, excinfo, report)))
+        if teardown:
+            data.update(self.extras_safely(item))
         if data:
             report.rp_bts = data  # type: ignore[attr-defined]
+
+    def extras_safely(self, item: pytest.Item) -> dict[str, Any]:
+        return self._guarded(item, lambda: self.extras(item))
+
+    @staticmethod
+    def _guarded(item: pytest.Item, capture: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Never an INTERNALERROR because of us: a capture bug becomes a one-line problem."""
+        try:
+            return capture()
+        except Exception as exc:
+            log.exception("rp-bts: capturing %s failed", item.nodeid)
+            return {"problems": [f"rp-bts: capturing {item.nodeid} failed: {exc!r}"]}
 
     def failure(
         self,

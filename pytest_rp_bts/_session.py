@@ -215,7 +215,7 @@ class RpBtsSession:
         for nodeid in list(self.collector.outcomes):
             item = items.get(nodeid)
             if item is not None:
-                self.collector.merge(nodeid, self.capture.extras(item))
+                self.collector.merge(nodeid, self.capture.extras_safely(item))
         self.problems += self.collector.problems
 
     def _finish(self, session: pytest.Session) -> None:

@@ -407,3 +407,17 @@ def test_old_run_folders_are_pruned(pytester: pytest.Pytester) -> None:
     assert len(kept) == 20
     assert kept[0] == "20000107-000000-old"
     assert not kept[-1].endswith("-old")  # this run's folder
+
+
+def test_a_raising_hook_is_one_line_and_changes_no_verdict(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "def rp_bts_fingerprint(result, default):\n    raise RuntimeError('hook bug')\n"
+    )
+    pytester.makepyfile("def test_a():\n    assert 0\ndef test_b():\n    pass\n")
+    result = pytester.runpytest("--rp-bts")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "INTERNALERROR" not in result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["rp-bts: capturing test_*::test_a failed: RuntimeError('hook bug')"]
+    )
+    assert pytester.runpytest("--rp-bts", "-k", "test_b").ret == pytest.ExitCode.OK
