@@ -35,6 +35,7 @@ Checker = Callable[[Integration, CheckOptions], CheckResult]
 #: kind -> "module:function" taking (integration, options) and returning a CheckResult.
 _CHECKERS: Final[dict[str, str]] = {
     "local": "rp_bts_agent.trackers.local:check_connection",
+    "email": "rp_bts_agent.smtp:check_connection",
 }
 
 

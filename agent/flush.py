@@ -15,7 +15,9 @@ from .config_types import Config
 Flusher = Callable[[Config], list[str]]
 
 #: name -> "module:function" taking the resolved config and returning one line per item handled.
-_FLUSHERS: Final[dict[str, str]] = {}
+_FLUSHERS: Final[dict[str, str]] = {
+    "mail": "rp_bts_agent.smtp:flush_pending",
+}
 
 
 def flush(config: Config) -> list[str]:

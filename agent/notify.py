@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -21,7 +21,10 @@ from .config_types import Config, Rule
 from .content import one_line
 from .hooks import HookManager
 from .model import RunResults, TestResult
+from .redact import Redactor
+from .report import printable, render_capped, web_url
 from .sauce import job_links
+from .smtp import SendError, keep_pending, send
 from .summary import display_path
 
 log = logging.getLogger("rp_bts_agent")
@@ -30,27 +33,46 @@ OWNER: Final = "OWNER"
 #: send cases ``more_N``: the share of tests with an issue must exceed N percent.
 _SHARE: Final = {"more_10": 0.10, "more_20": 0.20, "more_50": 0.50}
 _LINKED: Final = frozenset(("created", "commented", "linked", "known"))
-DEFAULT_SENDER: Final = "rp-bts <rp-bts@localhost>"
+DEFAULT_SENDER: Final = "rp-bts <rp-bts@localhost>"  # the same as smtp.DEFAULT_SENDER
 
-_HTML: Final = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
-    """<!doctype html>
-<html><body style="font-family:Arial,sans-serif;font-size:14px;color:#222">
-<h2 style="margin:0 0 8px">{{ subject }}</h2>
-<p>{{ totals }}</p>
-{% if failures %}<table style="border-collapse:collapse" cellpadding="4">
-<tr style="background:#eee"><th align="left">Test</th><th align="left">Outcome</th>
-<th align="left">Issues</th></tr>
-{% for f in failures %}<tr style="border-top:1px solid #ddd"><td>{{ f.nodeid }}</td>
-<td>{{ f.outcome }}</td><td>{% for i in f.issues %}{% if i.url.startswith("http") %}
-<a href="{{ i.url }}">{{ i.key }}</a>{% else %}{{ i.key }}{% endif %} ({{ i.action }}{% if i.status
-%}, {{ i.status }}{% endif %}) {% endfor %}{% for link in f.links %}
-<a href="{{ link.url }}">{{ link.title }}</a>{% endfor %}
-</td></tr>
-{% endfor %}</table>{% endif %}
-{% if attributes %}<p>Launch attributes: {{ attributes }}</p>{% endif %}
-{% if ci_job %}<p><a href="{{ ci_job }}">CI job</a></p>{% endif %}
-</body></html>"""
+_ENV: Final = jinja2.Environment(
+    autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
 )
+_ENV.filters["web"] = web_url
+_HTML: Final = _ENV.from_string(
+    """<!doctype html>
+<html><head><meta charset="utf-8"><title>{{ subject }}</title></head>
+<body style="margin:0;padding:16px;font-family:Arial,Helvetica,sans-serif;font-size:14px;
+color:#222222">
+<h2 style="margin:0 0 8px;font-size:18px">{{ subject }}</h2>
+<p style="margin:0 0 12px">{{ totals }}</p>
+{% if failures %}
+<table style="border-collapse:collapse" cellpadding="4" cellspacing="0">
+<tr style="background:#eeeeee"><th align="left">Test</th><th align="left">Outcome</th>
+<th align="left">Issues</th><th align="left">Links</th></tr>
+{% for f in failures %}
+<tr><td style="border-top:1px solid #dddddd;font-family:monospace">{{ f.nodeid }}
+{% if f.message %}<br><span style="color:#666666">{{ f.message }}</span>{% endif %}</td>
+<td style="border-top:1px solid #dddddd;color:#b00000">{{ f.outcome }}</td>
+<td style="border-top:1px solid #dddddd">{% for i in f.issues %}
+{% if i.url|web %}<a href="{{ i.url|web }}">{{ i.key or "-" }}</a>
+{% else %}{{ i.key or "-" }}{% endif %}
+ ({{ i.action }}{% if i.status %}, {{ i.status }}{% endif %})<br>
+{% else %}<span style="color:#b00000">to investigate</span>{% endfor %}</td>
+<td style="border-top:1px solid #dddddd">{% for link in f.links %}
+{% if link.url|web %}<a href="{{ link.url|web }}">{{ link.title }}</a><br>{% endif %}
+{% endfor %}</td></tr>
+{% endfor %}
+</table>
+{% if more %}<p>... and {{ more }} more failures (see the attached report).</p>{% endif %}
+{% endif %}
+{% if attributes %}<p>Launch attributes: {{ attributes }}</p>{% endif %}
+{% if ci_job|web %}<p><a href="{{ ci_job|web }}">CI job</a></p>{% endif %}
+</body></html>
+"""
+)
+#: failures listed in the message body; the rest are counted.
+MAIL_FAILURES: Final = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +83,18 @@ class Notice:
     recipients: tuple[str, ...]
     path: str = ""
     error: str = ""
+    #: the e-mail integration that sent it
+    sent_via: str = ""
 
     def describe(self, start: Path | None = None) -> str:
         to = ", ".join(self.recipients) or "nobody"
         if self.error:
-            return f"mail      '{self.rule}' to {to} not sent: {self.error}"
+            kept = f"; kept for `rp-bts flush` in {display_path(self.path, start)}"
+            return f"mail      '{self.rule}' to {to} not sent: {self.error}" + (
+                kept if self.path else ""
+            )
+        if self.sent_via:
+            return f"mail      '{self.rule}' to {to}: sent via '{self.sent_via}'"
         return f"mail      '{self.rule}' to {to}: written to {display_path(self.path, start)}"
 
 
@@ -112,7 +141,7 @@ def subject(run: RunResults) -> str:
     number = launch.environment.get("ci_build") or launch.run_id
     project = f"[{launch.project}] " if launch.project else ""
     text = f"{project}launch '{launch.name}' #{number} finished: {failed} failed of "
-    return one_line(text + str(len(run.results)), 250)
+    return one_line(printable(text + str(len(run.results))), 250)
 
 
 def _counts(run: RunResults) -> str:
@@ -122,16 +151,50 @@ def _counts(run: RunResults) -> str:
     return ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no tests"
 
 
-def message(rule: Rule, run: RunResults, to: Sequence[str], sender: str) -> EmailMessage:
-    """Text and HTML; every value from tests is escaped (HTML) or flattened (headers)."""
-    title = subject(run)
+def _first_line(result: TestResult) -> str:
+    text = result.message.strip() or result.exc_type
+    return one_line(printable(text.splitlines()[0] if text else ""), 300)
+
+
+def message(
+    rule: Rule,
+    run: RunResults,
+    to: Sequence[str],
+    sender: str,
+    *,
+    config: Config | None = None,
+    redact: Callable[[str], str] = str,
+) -> EmailMessage:
+    """Text and HTML, and the report attached (capped); values from tests are escaped (HTML),
+    flattened (headers) and made printable; ``redact`` masks secrets in every part.
+    """
+    title = redact(subject(run))
     failures = [r for r in run.results if r.failing]
+    shown, more = failures[:MAIL_FAILURES], max(len(failures) - MAIL_FAILURES, 0)
     lines = [title, "", _counts(run), ""]
-    for result in failures:
-        refs = ", ".join(f"{i.key or '-'} ({i.action})" for i in result.issues) or "no issue"
-        lines.append(f"- {result.nodeid}: {result.outcome}; {refs}")
-    attrs = ", ".join(str(a) for a in run.launch.attributes)
-    ci_job = run.launch.environment.get("ci_job", "")
+    rows = []
+    for result in shown:
+        links = job_links(result, config)
+        refs = "; ".join(
+            f"{i.key or '-'} ({i.action}{', ' + i.status if i.status else ''})"
+            + (f" {i.url}" if i.url else "")
+            for i in result.issues
+        )
+        lines.append(f"- {printable(result.nodeid)}: {result.outcome}; {refs or 'to investigate'}")
+        lines += [f"    {link.title}: {link.url}" for link in links]
+        rows.append(
+            {
+                "nodeid": printable(result.nodeid),
+                "message": _first_line(result),
+                "outcome": result.outcome,
+                "issues": result.issues,
+                "links": links,
+            }
+        )
+    if more:
+        lines.append(f"... and {more} more failures (see the attached report)")
+    attrs = printable(", ".join(str(a) for a in run.launch.attributes))
+    ci_job = printable(run.launch.environment.get("ci_job", ""))
     if attrs:
         lines += ["", f"Launch attributes: {attrs}"]
     if ci_job:
@@ -142,21 +205,21 @@ def message(rule: Rule, run: RunResults, to: Sequence[str], sender: str) -> Emai
     msg["To"] = ", ".join(one_line(a, 200) for a in to)
     msg["Date"] = formatdate(localtime=True)
     msg["Message-ID"] = make_msgid("rp-bts")
-    msg["X-RP-BTS-Rule"] = one_line(rule.name, 200)
-    msg.set_content("\n".join(lines) + "\n")
-    rows = [
-        {
-            "nodeid": r.nodeid,
-            "outcome": r.outcome,
-            "issues": r.issues,
-            "links": job_links(r),
-        }
-        for r in failures
-    ]
+    msg["X-RP-BTS-Rule"] = one_line(printable(rule.name), 200)
+    msg.set_content(redact("\n".join(lines) + "\n"))
     html = _HTML.render(
-        subject=title, totals=_counts(run), failures=rows, attributes=attrs, ci_job=ci_job
+        subject=title,
+        totals=_counts(run),
+        failures=rows,
+        more=more,
+        attributes=attrs,
+        ci_job=ci_job,
     )
-    msg.add_alternative(html, subtype="html")
+    msg.add_alternative(redact(html), subtype="html")
+    report = redact(render_capped(run, config=config))
+    msg.add_attachment(
+        report.encode("utf-8"), maintype="text", subtype="html", filename="rp-bts-report.html"
+    )
     return msg
 
 
@@ -165,11 +228,17 @@ def _slug(text: str) -> str:
 
 
 def notify(config: Config, run: RunResults, hooks: HookManager) -> list[Notice]:
-    """Evaluate every rule and deliver its message; errors are notices, never exceptions."""
+    """Evaluate every rule and deliver its message; errors are notices, never exceptions.
+
+    With an e-mail integration the message goes through the first one (a failure keeps it for
+    ``rp-bts flush``); without, it is written as an ``.eml`` under ``.rp-bts/outbox/``.
+    """
     notices = []
     outbox = Path(config.root) / ".rp-bts" / "outbox"
     mail = config.of_kind("email")
-    sender = mail[0].sender if mail and mail[0].sender else DEFAULT_SENDER
+    server = mail[0] if mail else None
+    sender = server.sender if server is not None and server.sender else DEFAULT_SENDER
+    redactor = Redactor(config.secrets())
     for rule in config.rules:
         if not rule_applies(rule, run):
             continue
@@ -177,17 +246,29 @@ def notify(config: Config, run: RunResults, hooks: HookManager) -> list[Notice]:
         if not to:
             notices.append(Notice(rule.name, (), error="no recipients (OWNER is not known)"))
             continue
-        msg = message(rule, run, to, sender)
+        msg = message(rule, run, to, sender, config=config, redact=redactor.redact)
         verdicts = hooks.hook.rp_bts_email(message=msg, launch=run.launch, rule_name=rule.name)
         if any(v is False for v in verdicts):
             notices.append(Notice(rule.name, to, error="dropped by an rp_bts_email hook"))
             continue
+        name = f"{run.launch.run_id}-{_slug(rule.name)}"
         try:
-            outbox.mkdir(parents=True, exist_ok=True)
-            path = outbox / f"{run.launch.run_id}-{_slug(rule.name)}.eml"
-            path.write_bytes(msg.as_bytes())
-        except OSError as exc:
-            notices.append(Notice(rule.name, to, error=f"cannot write the message: {exc}"))
-            continue
-        notices.append(Notice(rule.name, to, path=str(path)))
+            if server is None:
+                outbox.mkdir(parents=True, exist_ok=True)
+                path = outbox / f"{name}.eml"
+                path.write_bytes(msg.as_bytes())
+                notices.append(Notice(rule.name, to, path=str(path)))
+                continue
+            try:
+                send(server, msg)
+            except SendError as exc:
+                kept = keep_pending(config.root, msg, name)
+                notices.append(
+                    Notice(rule.name, to, path=str(kept), error=redactor.redact(str(exc)))
+                )
+                continue
+            notices.append(Notice(rule.name, to, sent_via=server.name))
+        except (OSError, ValueError) as exc:
+            error = redactor.redact(one_line(f"cannot write the message: {exc}", 300))
+            notices.append(Notice(rule.name, to, error=error))
     return notices

@@ -1,0 +1,259 @@
+"""The e-mail server integration (kind ``email``): send over SMTP, keep what could not go.
+
+Security ``none``, ``starttls`` or ``ssl`` (implicit TLS); certificates are verified unless
+``verify_tls = false``, against ``ca_file`` when one is given. Connecting waits at most
+:data:`CONNECT_TIMEOUT`, each reply at most :data:`READ_TIMEOUT`. Every failure becomes one
+:class:`SendError` line without the password; the message then waits under
+``.rp-bts/outbox/pending/`` for ``rp-bts flush``.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import smtplib
+import socket
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Final
+
+from .config_types import Config, Integration
+from .connection import CheckOptions, CheckResult
+from .redact import Redactor
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "READ_TIMEOUT",
+    "SendError",
+    "check_connection",
+    "flush_pending",
+    "keep_pending",
+    "pending_dir",
+    "probe_message",
+    "send",
+    "tls_context",
+]
+
+CONNECT_TIMEOUT: Final = 5.0
+READ_TIMEOUT: Final = 20.0
+DEFAULT_SENDER: Final = "rp-bts <rp-bts@localhost>"
+_SAFE_NAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class SendError(Exception):
+    """One line saying why a message was not sent, and what to change; never a credential."""
+
+
+def tls_context(integration: Integration) -> ssl.SSLContext:
+    """Verified by default (system CAs, or ``ca_file``); ``verify_tls = false`` turns it off."""
+    context = ssl.create_default_context(cafile=integration.ca_file or None)
+    if not integration.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class _Timeouts:
+    """The connect timeout for the TCP (and implicit TLS) set-up, the read timeout after it."""
+
+    _host: str  # smtplib's: the name STARTTLS verifies the certificate against
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        sock.settimeout(READ_TIMEOUT)
+        return sock
+
+
+class _SMTP(_Timeouts, smtplib.SMTP):
+    pass
+
+
+class _SMTPSSL(_Timeouts, smtplib.SMTP_SSL):
+    pass
+
+
+def _where(integration: Integration) -> str:
+    return f"{integration.host}:{integration.port}"
+
+
+def _open(integration: Integration) -> smtplib.SMTP:
+    """Connected, TLS set up as configured, logged in when ``auth = true``."""
+    if not integration.host:
+        raise SendError(f"e-mail integration {integration.name!r} has no host; set `host`")
+    security = integration.security
+    client: smtplib.SMTP
+    if security == "ssl":
+        client = _SMTPSSL(timeout=CONNECT_TIMEOUT, context=tls_context(integration))
+    else:
+        client = _SMTP(timeout=CONNECT_TIMEOUT)
+    # smtplib sets it only when the constructor connects (which would leak a socket on error)
+    client._host = integration.host
+    try:
+        client.connect(integration.host, integration.port)
+        client.ehlo()
+        if security == "starttls":
+            if not client.has_extn("starttls"):
+                raise SendError(
+                    f"{_where(integration)} does not offer STARTTLS; "
+                    "set security = 'ssl' or 'none' to match the server"
+                )
+            client.starttls(context=tls_context(integration))
+            client.ehlo()
+        if integration.smtp_auth:
+            if not client.has_extn("auth"):
+                raise SendError(
+                    f"{_where(integration)} offers no AUTH"
+                    + (" before TLS; set security = 'starttls'" if security == "none" else "")
+                )
+            client.login(integration.username, integration.password)
+    except BaseException:
+        _close(client)
+        raise
+    return client
+
+
+def _close(client: smtplib.SMTP) -> None:
+    try:
+        client.quit()
+    except (smtplib.SMTPException, OSError):
+        client.close()
+
+
+def _explain(integration: Integration, exc: BaseException) -> str:
+    where = _where(integration)
+    if isinstance(exc, SendError):
+        return str(exc)
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return (
+            f"{where} refused the login of {integration.username!r} ({exc.smtp_code}); "
+            "check username and password"
+        )
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        refused = ", ".join(sorted(exc.recipients))
+        return f"{where} refused the recipients {refused}"
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return f"{where} refused the sender {exc.sender!r} ({exc.smtp_code}); check `sender`"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        raw = exc.smtp_error
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return f"{where} answered {exc.smtp_code} {text}".strip()
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"TLS certificate of {where} not trusted ({exc.verify_message}); "
+            "set ca_file to your CA bundle"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS with {where} failed ({exc.reason or exc}); check `security` and `port`"
+    if isinstance(exc, (socket.timeout, TimeoutError)) or "timed out" in str(exc):
+        return f"{where} did not answer in time; check host, port and firewall"
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return f"{where} closed the connection; check `security` and `port`"
+    if isinstance(exc, OSError):
+        return f"cannot reach {where} ({exc.strerror or exc}); check host and port"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _one_line(integration: Integration, exc: BaseException) -> str:
+    text = " ".join(_explain(integration, exc).split())
+    return Redactor(integration.secrets()).redact(text)
+
+
+def send(integration: Integration, message: EmailMessage) -> None:
+    """Deliver ``message`` to its To / Cc / Bcc addresses; :class:`SendError` when it cannot."""
+    try:
+        client = _open(integration)
+        try:
+            client.send_message(message)
+        finally:
+            _close(client)
+    except (SendError, smtplib.SMTPException, OSError, ValueError) as exc:
+        raise SendError(_one_line(integration, exc)) from None
+
+
+def pending_dir(root: str | Path) -> Path:
+    return Path(root) / ".rp-bts" / "outbox" / "pending"
+
+
+def keep_pending(root: str | Path, message: EmailMessage, name: str) -> Path:
+    """Keep a message that could not be sent, for ``rp-bts flush``; never overwrites another."""
+    folder = pending_dir(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = _SAFE_NAME.sub("-", name).strip("-")[:80] or "message"
+    path = folder / f"{stem}.eml"
+    number = 1
+    while path.exists():
+        number += 1
+        path = folder / f"{stem}-{number}.eml"
+    tmp = folder / f".{path.name}.tmp"
+    tmp.write_bytes(message.as_bytes())
+    tmp.replace(path)
+    return path
+
+
+def _read(path: Path) -> EmailMessage:
+    parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def flush_pending(config: Config) -> list[str]:
+    """Send every kept message through the first e-mail integration; a sent one is removed."""
+    folder = pending_dir(config.root)
+    paths = sorted(folder.glob("*.eml")) if folder.is_dir() else []
+    if not paths:
+        return []
+    mail = config.of_kind("email")
+    if not mail:
+        return [f"failed: mail {p.name}: no e-mail integration configured" for p in paths]
+    integration = mail[0]
+    lines = []
+    for path in paths:
+        try:
+            message = _read(path)
+            send(integration, message)
+        except SendError as exc:
+            lines.append(f"failed: mail {path.name}: {exc}")
+            continue
+        except (OSError, ValueError) as exc:
+            lines.append(f"failed: mail {path.name}: cannot read it ({exc})")
+            continue
+        path.unlink(missing_ok=True)
+        lines.append(f"sent: mail {path.name} to {message['To']} via {integration.name!r}")
+    return lines
+
+
+def probe_message(integration: Integration, to: str) -> EmailMessage:
+    message = EmailMessage()
+    message["Subject"] = f"rp-bts: test message from the e-mail integration {integration.name!r}"
+    message["From"] = integration.sender or DEFAULT_SENDER
+    message["To"] = to
+    message["Date"] = formatdate(localtime=True)
+    message["Message-ID"] = make_msgid("rp-bts")
+    message.set_content(
+        f"This is a test message from rp-bts.\n\nServer: {_where(integration)} "
+        f"({integration.security})\nIntegration: {integration.name}\n"
+    )
+    return message
+
+
+def check_connection(integration: Integration, options: CheckOptions) -> CheckResult:
+    """ReportPortal sends a test message when the integration is saved; without ``--to``, log in."""
+    where = f"{_where(integration)} ({integration.security})"
+    try:
+        if options.to:
+            send(integration, probe_message(integration, options.to.strip()))
+            return CheckResult(True, f"sent a test message to {options.to.strip()} via {where}")
+        try:
+            client = _open(integration)
+        except (SendError, smtplib.SMTPException, OSError, ValueError) as exc:
+            raise SendError(_one_line(integration, exc)) from None
+        _close(client)
+    except SendError as exc:
+        return CheckResult(False, str(exc), ("add --to ADDRESS to send a test message",))
+    login = f", logged in as {integration.username!r}" if integration.smtp_auth else ""
+    return CheckResult(
+        True, f"connected to {where}{login}", ("add --to ADDRESS to send a test message",)
+    )
