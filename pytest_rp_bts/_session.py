@@ -81,8 +81,8 @@ class RpBtsSession:
         if self.settings.mode != "dry-run" or self.settings.results is not None:
             # a dry-run that records results (a CI shard) keeps attachments for `rp-bts process`
             config.stash[ATTACHMENT_DIR] = self.root / ".rp-bts" / "runs" / self.run_id
-        if self.workerinput is None:
-            self._load_config()
+        if self.workerinput is None or self.workerinput.get("rp_bts_sauce"):
+            self._load_config()  # on workers only for Sauce Labs job updates, sent as tests end
 
     @property
     def is_controller(self) -> bool:
@@ -205,11 +205,13 @@ class RpBtsSession:
     def _collect(self, session: pytest.Session) -> None:
         """Merge the reports; in this process's own tests, read markers and fixture data once."""
         items = {item.nodeid: item for item in session.items}  # empty on an xdist controller
+        scrub = bool(self.redactor)
         for report in self._reports():
-            item = items.get(report.nodeid)
-            if item is not None and report.failed and "rp_bts" not in report.__dict__:
-                self.capture.annotate(item, report, None, teardown=False)  # e.g. strict XPASS
-            if self.redactor and (report.failed or report.sections):
+            failed = report.outcome == "failed"
+            if failed and "rp_bts" not in report.__dict__ and report.nodeid in items:
+                # a failure without an exception (strict XPASS): no exception_interact call
+                self.capture.annotate(items[report.nodeid], report, None, teardown=False)
+            if scrub and (failed or report.sections):
                 self._scrub(report)
             self.collector.add(report)
         for nodeid in list(self.collector.outcomes):
@@ -328,3 +330,5 @@ class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["rp_bts_run_id"] = self.session.run_id
         node.workerinput["rp_bts_fingerprint_params"] = self.session.capture.include_params
+        cfg = self.session.agent_config
+        node.workerinput["rp_bts_sauce"] = bool(cfg and cfg.of_kind("sauce"))
