@@ -34,6 +34,7 @@ Checker = Callable[[Integration, CheckOptions], CheckResult]
 
 #: kind -> "module:function" taking (integration, options) and returning a CheckResult.
 _CHECKERS: Final[dict[str, str]] = {
+    "jira": "rp_bts_agent.trackers.jira:check_connection",
     "local": "rp_bts_agent.trackers.local:check_connection",
     "email": "rp_bts_agent.smtp:check_connection",
 }

@@ -14,6 +14,7 @@ from .base import Tracker, TrackerError
 
 #: kind -> "module:factory"; the factory takes (integration, read_only) and returns a Tracker.
 _REGISTRY: Final = {
+    "jira": "rp_bts_agent.trackers.jira:JiraTracker.from_integration",
     "local": "rp_bts_agent.trackers.local:LocalTracker.from_integration",
 }
 

@@ -1,0 +1,649 @@
+"""A stateful Jira REST server on 127.0.0.1 that checks every request against Atlassian's contract.
+
+Each request is validated with openapi-core against ``shared/contracts/jira-platform-v2.json``
+(loaded once per test session) before it is served; a violation is recorded, and the fixture
+fails the test at teardown. Everything else is a small, honest Jira: projects, issue types,
+create metadata, issues with labels and workflow statuses, comments, attachments (multipart,
+XSRF header), remote links (upsert on ``globalId``), issue links, transitions, and two flavours:
+Cloud (``/search/jql``; the old ``/search`` answers 410) and Data Center (``/search`` only).
+
+Test modules import its fixtures (``jira``, ``make_jira``, ``jira_contract``) by their
+function names: ``from jira_server import jira_fixture``.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import itertools
+import json
+import re
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "jira-platform-v2.json"
+#: the spec's own server: requests are validated path-only, as if sent there.
+SPEC_BASE = "https://your-domain.atlassian.net"
+
+USER = "qa@example.com"
+PASSWORD = "api-token-123"
+DC_USER = "qa"
+PAT = "pat-token-456"
+
+STATUSES: dict[str, dict[str, Any]] = {
+    "To Do": {"id": "1", "key": "new", "name": "To Do"},
+    "In Progress": {"id": "4", "key": "indeterminate", "name": "In Progress"},
+    "Done": {"id": "3", "key": "done", "name": "Done"},
+}
+TRANSITIONS = {"11": "To Do", "21": "In Progress", "31": "Done"}
+ISSUE_TYPES = [
+    {"id": "10001", "name": "Bug", "subtask": False, "description": "A problem"},
+    {"id": "10002", "name": "Task", "subtask": False, "description": "A task"},
+]
+LINK_TYPES = [
+    {"id": "10003", "name": "Relates", "inward": "relates to", "outward": "relates to"},
+    {"id": "10000", "name": "Blocks", "inward": "is blocked by", "outward": "blocks"},
+]
+PRIORITIES = ["Highest", "High", "Medium", "Low"]
+COMPONENTS = ["Checkout", "Cart"]
+
+
+def _field(
+    fid: str, name: str, required: bool, schema: dict[str, Any], **kw: Any
+) -> dict[str, Any]:
+    return {"fieldId": fid, "key": fid, "name": name, "required": required, "schema": schema, **kw}
+
+
+FIELDS = [
+    _field("summary", "Summary", True, {"type": "string", "system": "summary"}),
+    _field("issuetype", "Issue Type", True, {"type": "issuetype", "system": "issuetype"}),
+    _field("project", "Project", True, {"type": "project", "system": "project"}),
+    _field("description", "Description", False, {"type": "string", "system": "description"}),
+    _field("labels", "Labels", False, {"type": "array", "items": "string", "system": "labels"}),
+    _field(
+        "priority",
+        "Priority",
+        False,
+        {"type": "priority", "system": "priority"},
+        allowedValues=[{"id": str(i + 1), "name": n} for i, n in enumerate(PRIORITIES)],
+    ),
+    _field(
+        "components",
+        "Components",
+        False,
+        {"type": "array", "items": "component", "system": "components"},
+        allowedValues=[{"id": str(100 + i), "name": n} for i, n in enumerate(COMPONENTS)],
+    ),
+    _field(
+        "customfield_10050",
+        "Environment name",
+        False,
+        {"type": "string", "custom": "textfield", "customId": 10050},
+    ),
+]
+
+
+_SPEC: Any = None
+_SPEC_LOCK = threading.Lock()
+#: every violation of the session, for the session-level assertion.
+ALL_VIOLATIONS: list[str] = []
+
+
+def contract() -> Any:
+    """The OpenAPI object, loaded once (a few seconds).
+
+    Two edits, both for validation only: the OAuth2 scheme (which openapi-core cannot check and
+    warns about) becomes an HTTP bearer scheme, which is how Data Center accepts personal
+    access tokens; Cloud's Basic scheme is kept as it is.
+    """
+    global _SPEC
+    with _SPEC_LOCK:
+        if _SPEC is None:
+            from openapi_core import OpenAPI
+
+            spec = json.loads(CONTRACT.read_text(encoding="utf-8"))
+            spec["components"]["securitySchemes"] = {
+                "basicAuth": {"type": "http", "scheme": "basic"},
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+            }
+            for item in spec["paths"].values():
+                for operation in item.values():
+                    if isinstance(operation, dict) and "security" in operation:
+                        operation["security"] = [
+                            {"bearerAuth": []} if "OAuth2" in req else req
+                            for req in operation["security"]
+                        ]
+            _SPEC = OpenAPI.from_dict(spec)
+        return _SPEC
+
+
+def validate(method: str, path_qs: str, headers: dict[str, str], body: bytes) -> str | None:
+    """The violation text for a request, or ``None`` when the contract accepts it."""
+    from openapi_core.contrib.requests import RequestsOpenAPIRequest
+
+    spec = contract()
+    keep = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
+    prepared = requests.Request(method, SPEC_BASE + path_qs, headers=keep, data=body).prepare()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            spec.validate_request(RequestsOpenAPIRequest(prepared))
+    except Exception as exc:
+        cause = exc.__cause__ or exc.__context__
+        return f"{method} {path_qs}: {type(exc).__name__}: {exc}" + (f" ({cause})" if cause else "")
+    return None
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class JiraState:
+    """What the server knows; tests read and change it directly."""
+
+    def __init__(self, flavour: str = "cloud", context: str = "") -> None:
+        self.flavour = flavour
+        self.context = context.rstrip("/")
+        self.base_url = ""
+        self.lock = threading.RLock()
+        self.projects = {"SHOP": {"id": "10000", "key": "SHOP", "name": "Online Shop"}}
+        self.users = {USER: PASSWORD} if flavour == "cloud" else {DC_USER: PASSWORD}
+        self.tokens = {PAT} if flavour == "dc" else set()
+        self.captcha = False
+        self.can_create = True
+        self.issues: dict[str, dict[str, Any]] = {}
+        self.comments: dict[str, list[dict[str, Any]]] = {}
+        self.attachments: dict[str, list[dict[str, Any]]] = {}
+        self.remote_links: dict[str, list[dict[str, Any]]] = {}
+        self.links: list[dict[str, str]] = []
+        self.requests: list[tuple[str, str]] = []
+        self.violations: list[str] = []
+        #: replies served before anything else, one per request (429, 503, ...)
+        self.inject: list[Reply] = []
+        self._ids = itertools.count(10100)
+
+    @property
+    def cloud(self) -> bool:
+        return self.flavour == "cloud"
+
+    def url(self) -> str:
+        return self.base_url + self.context
+
+    # -- helpers for tests -------------------------------------------------------------------
+
+    def by_label(self, label: str) -> list[dict[str, Any]]:
+        return [i for i in self.issues.values() if label in i["fields"]["labels"]]
+
+    def set_status(self, key: str, name: str) -> None:
+        self.issues[key]["fields"]["status"] = self._status(name)
+
+    def _status(self, name: str) -> dict[str, Any]:
+        s = STATUSES[name]
+        return {
+            "id": s["id"],
+            "name": name,
+            "statusCategory": {"key": s["key"], "name": s["name"]},
+        }
+
+    # -- the API -----------------------------------------------------------------------------
+
+    def _auth(self, headers: dict[str, str]) -> Reply | None:
+        if self.captcha:
+            return Reply(
+                403,
+                {"errorMessages": ["CAPTCHA_CHALLENGE"]},
+                {
+                    "X-Seraph-LoginReason": "AUTHENTICATION_DENIED",
+                    "X-Authentication-Denied-Reason": "CAPTCHA_CHALLENGE; login-url="
+                    + self.url()
+                    + "/login.jsp",
+                },
+            )
+        auth = headers.get("authorization", "")
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(value).decode().partition(":")
+            except ValueError:
+                user = password = ""
+            if self.users.get(user) == password:
+                return None
+        elif scheme.lower() == "bearer" and value in self.tokens:
+            return None
+        return Reply(
+            401,
+            {"errorMessages": ["You are not authenticated."]},
+            {"X-Seraph-LoginReason": "AUTHENTICATED_FAILED", "WWW-Authenticate": "Basic"},
+        )
+
+    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Reply:
+        q = {k: v[-1] for k, v in query.items()}
+        parts = path.split("/")[4:]  # "", "rest", "api", "2", ...
+        route = "/".join(parts)
+        with self.lock:
+            if route == "serverInfo":
+                return Reply(200, self._server_info())
+            if route == "myself":
+                return Reply(200, self._myself())
+            if route == "project" and method == "GET":
+                return Reply(200, list(self.projects.values()))
+            if parts[0] == "project" and len(parts) == 2:
+                project = self._project(parts[1])
+                if project is None:
+                    return self._not_found(f"No project could be found with key '{parts[1]}'.")
+                return Reply(200, {**project, "issueTypes": ISSUE_TYPES})
+            if route == "mypermissions":
+                have = self.can_create
+                return Reply(
+                    200,
+                    {
+                        "permissions": {
+                            "CREATE_ISSUES": {"key": "CREATE_ISSUES", "havePermission": have}
+                        }
+                    },
+                )
+            if route == "issueLinkType":
+                return Reply(200, {"issueLinkTypes": LINK_TYPES})
+            if route == "issueLink" and method == "POST":
+                return self._link(body)
+            if parts[:2] == ["issue", "createmeta"]:
+                return self._createmeta(parts[2:])
+            if route == "issue" and method == "POST":
+                return self._create(body)
+            if route == "search/jql":
+                if not self.cloud:
+                    return self._not_found("null for uri")
+                return self._search(q, jql_page=True)
+            if route == "search":
+                if self.cloud:
+                    return Reply(
+                        410,
+                        {"errorMessages": ["The requested API has been removed. Use /search/jql."]},
+                    )
+                return self._search(q, jql_page=False)
+            if parts[0] == "issue" and len(parts) >= 2:
+                issue = self.issues.get(parts[1].upper())
+                if issue is None:
+                    return self._not_found(
+                        "Issue does not exist or you do not have permission to see it."
+                    )
+                return self._issue_call(method, issue, parts[2:], q, body)
+        return self._not_found(f"no route for {method} {path}")
+
+    def _not_found(self, message: str) -> Reply:
+        return Reply(404, {"errorMessages": [message], "errors": {}})
+
+    def _server_info(self) -> dict[str, Any]:
+        if self.cloud:
+            return {
+                "baseUrl": self.url(),
+                "deploymentType": "Cloud",
+                "version": "1001.0.0-SNAPSHOT",
+                "versionNumbers": [1001, 0, 0],
+                "buildNumber": 100290,
+                "serverTitle": "Jira",
+            }
+        return {
+            "baseUrl": self.url(),
+            "deploymentType": "Server",
+            "version": "9.12.4",
+            "versionNumbers": [9, 12, 4],
+            "buildNumber": 9120004,
+            "serverTitle": "Jira DC",
+        }
+
+    def _myself(self) -> dict[str, Any]:
+        if self.cloud:
+            return {
+                "accountId": "5b10a2844c20165700ede21g",
+                "emailAddress": USER,
+                "displayName": "QA",
+            }
+        return {"name": DC_USER, "key": DC_USER, "emailAddress": USER, "displayName": "QA"}
+
+    def _project(self, key_or_id: str) -> dict[str, Any] | None:
+        for project in self.projects.values():
+            if key_or_id in (project["key"], project["id"]):
+                return project
+        return None
+
+    def _createmeta(self, rest: list[str]) -> Reply:
+        if not rest or self._project(rest[0]) is None:
+            return self._not_found("project not found")
+        if len(rest) == 2:  # .../issuetypes
+            items = ISSUE_TYPES
+            key = "issueTypes" if self.cloud else "values"
+        else:
+            if rest[2] not in {t["id"] for t in ISSUE_TYPES}:
+                return self._not_found("issue type not found")
+            items, key = FIELDS, ("fields" if self.cloud else "values")
+        return Reply(200, {key: items, "maxResults": 50, "startAt": 0, "total": len(items)})
+
+    def _create(self, body: Any) -> Reply:
+        fields = dict(body.get("fields", {}))
+        errors: dict[str, str] = {}
+        project = self._project(
+            str(fields.get("project", {}).get("key") or fields.get("project", {}).get("id", ""))
+        )
+        if project is None:
+            errors["project"] = "valid project is required"
+        elif not self.can_create:
+            errors["project"] = "You do not have permission to create issues in this project."
+        itype = fields.get("issuetype", {})
+        types = [
+            t for t in ISSUE_TYPES if itype.get("name") == t["name"] or itype.get("id") == t["id"]
+        ]
+        if not types:
+            errors["issuetype"] = "valid issue type is required"
+        if not str(fields.get("summary", "")).strip():
+            errors["summary"] = "You must specify a summary of the issue."
+        elif len(fields["summary"]) > 255 or "\n" in fields["summary"]:
+            errors["summary"] = "Summary must be less than 255 characters and one line."
+        known = {f["fieldId"] for f in FIELDS}
+        for name in fields:
+            if name not in known:
+                errors[name] = (
+                    f"Field '{name}' cannot be set. It is not on the appropriate screen,"
+                    " or unknown."
+                )
+        if "priority" in fields and fields["priority"].get("name") not in PRIORITIES:
+            errors["priority"] = "Specify the Priority (name) in the string format"
+        for comp in fields.get("components", []):
+            if comp.get("name") not in COMPONENTS:
+                errors["components"] = f"Component name '{comp.get('name')}' is not valid"
+        for label in fields.get("labels", []):
+            if " " in label or len(label) > 255:
+                errors["labels"] = "The label must not contain spaces."
+        if errors:
+            return Reply(400, {"errorMessages": [], "errors": errors})
+        assert project is not None
+        number = sum(1 for k in self.issues if k.startswith(project["key"] + "-")) + 1
+        key = f"{project['key']}-{number}"
+        issue_id = str(next(self._ids))
+        fields["project"] = project
+        fields["issuetype"] = types[0]
+        fields.setdefault("labels", [])
+        fields.setdefault("description", "")
+        fields["status"] = self._status("To Do")
+        fields["created"] = f"2026-01-01T00:00:{len(self.issues):02d}.000+0000"
+        self.issues[key] = {"id": issue_id, "key": key, "fields": fields}
+        return Reply(
+            201, {"id": issue_id, "key": key, "self": f"{self.url()}/rest/api/2/issue/{issue_id}"}
+        )
+
+    def _issue_json(self, issue: dict[str, Any]) -> dict[str, Any]:
+        out = copy.deepcopy(issue)
+        out["self"] = f"{self.url()}/rest/api/2/issue/{issue['id']}"
+        out["fields"]["comment"] = {"comments": self.comments.get(issue["key"], [])}
+        out["fields"]["attachment"] = self.attachments.get(issue["key"], [])
+        return out
+
+    def _search(self, q: dict[str, str], *, jql_page: bool) -> Reply:
+        jql = q.get("jql", "")
+        found = list(self.issues.values())
+        m = re.search(r"labels\s+in\s*\(([^)]*)\)", jql, re.I)
+        if m:
+            wanted = set(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1)))
+            found = [i for i in found if wanted & set(i["fields"]["labels"])]
+        m = re.search(r'project\s*=\s*"?([A-Za-z0-9_]+)"?', jql, re.I)
+        if m:
+            found = [i for i in found if i["fields"]["project"]["key"] == m.group(1)]
+        if re.search(r"order\s+by\s+created\s+desc", jql, re.I):
+            found.sort(key=lambda i: i["fields"]["created"], reverse=True)
+        issues = [self._issue_json(i) for i in found[: int(q.get("maxResults", "50"))]]
+        if jql_page:
+            return Reply(200, {"issues": issues, "isLast": True})
+        return Reply(200, {"issues": issues, "startAt": 0, "maxResults": 50, "total": len(found)})
+
+    def _issue_call(
+        self, method: str, issue: dict[str, Any], rest: list[str], q: dict[str, str], body: Any
+    ) -> Reply:
+        key = issue["key"]
+        what = rest[0] if rest else ""
+        if what == "" and method == "GET":
+            return Reply(200, self._issue_json(issue))
+        if what == "comment":
+            comments = self.comments.setdefault(key, [])
+            if method == "GET":
+                return Reply(
+                    200,
+                    {
+                        "comments": comments,
+                        "startAt": 0,
+                        "maxResults": 5000,
+                        "total": len(comments),
+                    },
+                )
+            comment = {"id": str(next(self._ids)), "body": body["body"]}
+            comments.append(comment)
+            return Reply(201, comment)
+        if what == "attachments":
+            return Reply(200, body)  # filled in by the handler from the multipart body
+        if what == "remotelink":
+            links = self.remote_links.setdefault(key, [])
+            if method == "GET":
+                return Reply(
+                    200,
+                    [x for x in links if "globalId" not in q or x.get("globalId") == q["globalId"]],
+                )
+            for link in links:
+                if body.get("globalId") and link.get("globalId") == body["globalId"]:
+                    link.update(body)
+                    return Reply(200, {"id": link["id"], "self": ""})
+            link = {"id": int(next(self._ids)), **body}
+            links.append(link)
+            return Reply(201, {"id": link["id"], "self": ""})
+        if what == "transitions":
+            if method == "GET":
+                current = issue["fields"]["status"]["name"]
+                return Reply(
+                    200,
+                    {
+                        "transitions": [
+                            {"id": tid, "name": name, "to": self._status(name)}
+                            for tid, name in TRANSITIONS.items()
+                            if name != current
+                        ]
+                    },
+                )
+            tid = str(body.get("transition", {}).get("id", ""))
+            if tid not in TRANSITIONS:
+                return Reply(
+                    400,
+                    {
+                        "errorMessages": [f"Transition id '{tid}' is not valid for this issue."],
+                        "errors": {},
+                    },
+                )
+            self.set_status(key, TRANSITIONS[tid])
+            return Reply(204)
+        return self._not_found(f"no route for {method} issue/{key}/{'/'.join(rest)}")
+
+    def _link(self, body: Any) -> Reply:
+        name = body.get("type", {}).get("name")
+        if name not in {t["name"] for t in LINK_TYPES}:
+            return Reply(404, {"errorMessages": [f"No issue link type with name '{name}' found."]})
+        inward, outward = body["inwardIssue"]["key"], body["outwardIssue"]["key"]
+        if inward not in self.issues or outward not in self.issues:
+            return self._not_found("Issue does not exist")
+        self.links.append({"type": name, "inward": inward, "outward": outward})
+        return Reply(201)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _serve(self) -> None:
+        state = self.server.state
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        split = urlsplit(self.path)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        path = split.path
+        with state.lock:
+            state.requests.append((self.command, self.path))
+            injected = state.inject.pop(0) if state.inject else None
+        if state.context:
+            if not path.startswith(state.context + "/"):
+                self._reply(Reply(404, "<html>Not Found</html>"))
+                return
+            path = path[len(state.context) :]
+        if not path.startswith("/rest/api/2/"):
+            self._reply(Reply(404, "<html>Not Found</html>"))
+            return
+        violation = validate(
+            self.command, path + (f"?{split.query}" if split.query else ""), dict(self.headers), raw
+        )
+        if violation:
+            with state.lock:
+                state.violations.append(violation)
+                ALL_VIOLATIONS.append(violation)
+        if injected is not None:
+            self._reply(injected)
+            return
+        denied = state._auth(headers)
+        if denied is not None:
+            self._reply(denied)
+            return
+        body: Any = None
+        if path.endswith("/attachments") and self.command == "POST":
+            body = self._attachments(path, headers, raw)
+            if isinstance(body, Reply):
+                self._reply(body)
+                return
+        elif raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                self._reply(Reply(400, {"errorMessages": ["Unexpected character"]}))
+                return
+        self._reply(state.handle(self.command, path, parse_qs(split.query), body))
+
+    def _attachments(self, path: str, headers: dict[str, str], raw: bytes) -> Any:
+        from requests_toolbelt.multipart.decoder import MultipartDecoder
+
+        state = self.server.state
+        if headers.get("x-atlassian-token") != "no-check":
+            return Reply(403, {"errorMessages": ["XSRF check failed"]})
+        key = path.split("/")[5].upper()
+        if key not in state.issues:
+            return Reply(404, {"errorMessages": ["Issue does not exist"]})
+        added = []
+        for part in MultipartDecoder(raw, headers.get("content-type", "")).parts:
+            disposition = part.headers.get(b"Content-Disposition", b"").decode()
+            name = re.search(r'filename="([^"]*)"', disposition)
+            if 'name="file"' not in disposition or name is None:
+                return Reply(400, {"errorMessages": ["expected a part named file"]})
+            item = {
+                "id": str(next(state._ids)),
+                "filename": name.group(1),
+                "size": len(part.content),
+                "mimeType": part.headers.get(b"Content-Type", b"").decode(),
+                "content": part.content,
+            }
+            with state.lock:
+                state.attachments.setdefault(key, []).append(item)
+            added.append({k: v for k, v in item.items() if k != "content"})
+        return added
+
+    def _reply(self, reply: Reply) -> None:
+        if reply.body is None:
+            data = b""
+        elif isinstance(reply.body, str):
+            data = reply.body.encode()
+        else:
+            data = json.dumps(reply.body, default=lambda b: None).encode()
+        self.send_response(reply.status)
+        if data:
+            html = isinstance(reply.body, str)
+            self.send_header("Content-Type", "text/html" if html else "application/json")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, state: JiraState) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.state = state
+        state.base_url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@dataclass
+class RunningJira:
+    state: JiraState
+    server: _Server
+
+    @property
+    def url(self) -> str:
+        return self.state.url()
+
+
+def start(flavour: str = "cloud", context: str = "") -> RunningJira:
+    state = JiraState(flavour, context)
+    server = _Server(state)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return RunningJira(state, server)
+
+
+def stop(running: RunningJira) -> None:
+    running.server.shutdown()
+    running.server.server_close()
+
+
+@pytest.fixture(scope="session", name="jira_contract")
+def jira_contract_fixture() -> Iterator[Any]:
+    """Loads the contract once; at the end of the session, asserts zero violations overall."""
+    yield contract()
+    assert ALL_VIOLATIONS == [], "Jira contract violations:\n" + "\n".join(ALL_VIOLATIONS)
+
+
+@pytest.fixture(params=["cloud", "dc"], name="jira")
+def jira_fixture(request: pytest.FixtureRequest, jira_contract: Any) -> Iterator[RunningJira]:
+    """A fresh Jira of each flavour; the test fails if any request broke the contract."""
+    running = start(request.param)
+    yield running
+    stop(running)
+    if running.state.violations:
+        pytest.fail("Jira contract violations:\n" + "\n".join(running.state.violations))
+
+
+@pytest.fixture(name="make_jira")
+def make_jira_fixture(jira_contract: Any) -> Iterator[Any]:
+    """A factory for servers with a given flavour and context path, checked the same way."""
+    started: list[RunningJira] = []
+
+    def factory(flavour: str = "cloud", context: str = "") -> RunningJira:
+        running = start(flavour, context)
+        started.append(running)
+        return running
+
+    yield factory
+    violations = []
+    for running in started:
+        stop(running)
+        violations += running.state.violations
+    if violations:
+        pytest.fail("Jira contract violations:\n" + "\n".join(violations))

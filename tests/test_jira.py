@@ -1,0 +1,263 @@
+"""The Jira tracker against the contract-checking test server, Cloud and Data Center."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from jira_server import (  # noqa: F401
+    DC_USER,
+    PASSWORD,
+    PAT,
+    USER,
+    Reply,
+    RunningJira,
+    jira_contract_fixture,
+    jira_fixture,
+    make_jira_fixture,
+)
+
+from rp_bts_agent.config_types import Integration
+from rp_bts_agent.model import Link
+from rp_bts_agent.trackers import jira as jira_module
+from rp_bts_agent.trackers import open_tracker
+from rp_bts_agent.trackers._jira_markup import escape, noformat, render
+from rp_bts_agent.trackers.base import Body, CommentDraft, IssueDraft, Section, TrackerError
+from rp_bts_agent.trackers.jira import JiraTracker, parse_key
+
+
+def integration(server: RunningJira, **kw: Any) -> Integration:
+    cloud = server.state.cloud
+    values: dict[str, Any] = {
+        "kind": "jira",
+        "name": "Shop bugs",
+        "url": server.url,
+        "project_key": "SHOP",
+        "auth": "basic",
+        "username": USER if cloud else DC_USER,
+        "password": PASSWORD,
+        "issue_type": "Bug",
+    }
+    values.update(kw)
+    return Integration(**values)
+
+
+def draft(fingerprint: str = "rpbts1-abc", **kw: Any) -> IssueDraft:
+    body = Body(
+        (
+            Section("", "1 test(s) failed *bold* [~admin] {code}x{code}"),
+            Section("Failure", "Traceback\n{noformat}\nh1. boom | cell", True),
+        )
+    )
+    values: dict[str, Any] = {
+        "summary": "test_a: AssertionError",
+        "body": body,
+        "fingerprint": fingerprint,
+        "labels": (fingerprint,),
+    }
+    values.update(kw)
+    return IssueDraft(**values)
+
+
+@pytest.fixture
+def tracker(jira: RunningJira) -> Any:
+    t = open_tracker(integration(jira))
+    yield t
+    t.close()
+
+
+# -- markup ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "{code}x{code}",
+        "[~admin]",
+        "[click|http://evil]",
+        "*bold* _it_ -strike- +u+ ^sup^ ~sub~ ??cite??",
+        "|a|b|",
+        "!image.png!",
+        "h1. heading",
+        "bq. quote",
+        "# item",
+        "(y) :D &#123;",
+        "\\\\ line break",
+    ],
+)
+def test_escape_leaves_no_markup(hostile: str) -> None:
+    out = re.sub(r"&#[0-9]+;|&amp;", "", escape(hostile))
+    for char in "{}[]|*_-+^~!#()\\?":
+        assert char not in out
+    assert "h1." not in out and "bq." not in out and ":D" not in out
+    assert escape("&#123;") == "&amp;&#35;123;"  # a test's own entity stays text
+
+
+def test_noformat_cannot_be_closed_from_inside() -> None:
+    out = noformat("a\n{noformat}\n{NoFormat}\nb")
+    assert out.count("{noformat}") == 2 and out.startswith("{noformat}\n")
+    assert out.lower().count("{noformat}") == 2
+
+
+def test_render_stays_under_jira_limit() -> None:
+    body = Body((Section("Failure", "x\n" * 100_000, True), Section("Note", "[~a]" * 20_000)))
+    text = render(body)
+    assert len(text) <= 32_000
+    assert text.count("{noformat}") % 2 == 0
+
+
+def test_parse_key() -> None:
+    assert parse_key("SHOP-17") == parse_key("shop-17") == "SHOP-17"
+    assert parse_key("https://jira.example.com/jira/browse/SHOP-17") == "SHOP-17"
+    with pytest.raises(TrackerError):
+        parse_key("nothing here")
+
+
+# -- the tracker against the server ----------------------------------------------------------
+
+
+def test_create_find_comment_once(jira: RunningJira, tracker: JiraTracker, tmp_path: Path) -> None:
+    log = tmp_path / "cart.txt"
+    log.write_bytes(b"cart contents")
+    created = tracker.create(
+        draft(
+            fields={"priority": "High", "components": ["Checkout"], "Environment name": "ci"},
+            attachments=(jira_module.AttachmentFile("cart.txt", str(log), "text/plain"),),
+            links=(Link("Sauce Labs job", "https://app.saucelabs.com/tests/j1", "sauce:j1"),),
+        )
+    )
+    assert created.key == "SHOP-1" and created.status == "To Do" and not created.closed
+    assert created.url == f"{jira.url}/browse/SHOP-1"
+    issue = jira.state.issues["SHOP-1"]["fields"]
+    assert issue["labels"] == ["rpbts1-abc"]
+    assert issue["priority"] == {"name": "High"}
+    assert issue["components"] == [{"name": "Checkout"}]
+    assert issue["customfield_10050"] == "ci"
+    assert issue["issuetype"]["name"] == "Bug"
+    description = issue["description"]
+    assert "[~admin]" not in description and "{code}" not in description
+    assert description.count("{noformat}") == 2 and "h1. boom | cell" in description
+    (attachment,) = jira.state.attachments["SHOP-1"]
+    assert (attachment["filename"], attachment["content"]) == ("cart.txt", b"cart contents")
+    (remote,) = jira.state.remote_links["SHOP-1"]
+    assert remote["globalId"] == "rp-bts:sauce:j1"
+
+    found = tracker.find(["rpbts1-abc", "rpbts1-other"])
+    assert list(found) == ["rpbts1-abc"] and found["rpbts1-abc"].key == "SHOP-1"
+    searches = [p for _, p in jira.state.requests if "/search" in p]
+    assert len(searches) == 2  # create re-checks, find is one call
+    assert all(("/search/jql?" in p) == jira.state.cloud for p in searches)
+
+    comment = CommentDraft(Body((Section("", "again {panel}"),)), run_id="run-1")
+    assert tracker.comment("SHOP-1", comment) is True
+    assert tracker.comment("SHOP-1", comment) is False
+    assert tracker.comment("SHOP-1", CommentDraft(comment.body, run_id="run-2")) is True
+    bodies = [c["body"] for c in jira.state.comments["SHOP-1"]]
+    assert len(bodies) == 2 and "{panel}" not in bodies[0]
+
+
+def test_find_prefers_open_then_newest(jira: RunningJira, tracker: JiraTracker) -> None:
+    old = tracker.create(draft())
+    jira.state.set_status(old.key, "Done")
+    assert tracker.find(["rpbts1-abc"])["rpbts1-abc"].closed
+    new = tracker.create(draft(relates_to=old.key))
+    assert jira.state.links == [{"type": "Relates", "inward": new.key, "outward": old.key}]
+    jira.state.set_status(new.key, "In Progress")
+    found = tracker.find(["rpbts1-abc"])["rpbts1-abc"]
+    assert (found.key, found.status, found.closed) == (new.key, "In Progress", False)
+
+
+def test_create_is_idempotent_on_open_fingerprint(jira: RunningJira, tracker: JiraTracker) -> None:
+    first = tracker.create(draft())
+    second = tracker.create(draft())
+    assert second.existed and second.key == first.key
+    assert len(jira.state.issues) == 1
+
+
+def test_reopen_and_get(jira: RunningJira, tracker: JiraTracker) -> None:
+    created = tracker.create(draft())
+    jira.state.set_status(created.key, "Done")
+    assert tracker.get(created.url).closed
+    reopened = tracker.reopen(created.key)
+    assert not reopened.closed and reopened.status != "Done"
+    assert tracker.get(created.key).status == reopened.status
+
+
+def test_field_errors_listed_field_by_field(jira: RunningJira, tracker: JiraTracker) -> None:
+    with pytest.raises(TrackerError) as info:
+        tracker.create(draft(fields={"priority": "Urgentest", "colour": "red"}))
+    text = str(info.value)
+    assert "HTTP 400" in text and "field 'priority'" in text and "field 'colour'" in text
+    assert not info.value.retryable
+
+
+def test_unknown_issue_type_lists_the_types(jira: RunningJira) -> None:
+    t = JiraTracker(integration(jira, issue_type="Epic"))
+    with pytest.raises(TrackerError, match="Bug, Task"):
+        t.create(draft())
+    t.close()
+
+
+def test_wrong_password_is_not_retried_and_hides_secret(jira: RunningJira) -> None:
+    t = JiraTracker(integration(jira, password="wrong-secret-xyz"))
+    with pytest.raises(TrackerError) as info:
+        t.find(["x"])
+    t.close()
+    assert "HTTP 401" in str(info.value) and "wrong-secret-xyz" not in str(info.value)
+    assert not info.value.retryable
+    assert len(jira.state.requests) == 1
+
+
+def test_429_and_503_retried_after_retry_after(
+    jira: RunningJira, tracker: JiraTracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jira_module, "BACKOFF", 0.0)
+    tracker.find(["x"])  # connect first
+    jira.state.inject += [
+        Reply(429, {"errorMessages": ["slow down"]}, {"Retry-After": "0"}),
+        Reply(503, None, {"Retry-After": "0"}),
+    ]
+    tracker.create(draft())
+    assert len(jira.state.issues) == 1
+    jira.state.inject += [Reply(503, None, {"Retry-After": "0"})] * 5
+    with pytest.raises(TrackerError) as info:
+        tracker.find(["x"])
+    assert info.value.retryable and "HTTP 503" in str(info.value)
+    jira.state.inject.clear()
+
+
+def test_pat_on_data_center(make_jira: Any) -> None:
+    server = make_jira("dc")
+    t = JiraTracker(integration(server, auth="pat", token=PAT, username="", password=""))
+    assert t.create(draft()).key == "SHOP-1"
+    t.close()
+    assert any(True for _ in server.state.issues)
+
+
+def test_read_only_writes_nothing(jira: RunningJira) -> None:
+    t = JiraTracker(integration(jira), read_only=True)
+    assert t.find(["x"]) == {}
+    with pytest.raises(TrackerError, match="read-only"):
+        t.create(draft())
+    t.close()
+
+
+# -- single calls with responses ---------------------------------------------------------------
+
+
+@responses.activate
+def test_connection_refused_is_retryable() -> None:
+    i = Integration(
+        kind="jira",
+        name="j",
+        url="https://jira.invalid",
+        project_key="S",
+        username="u",
+        password="p",
+    )
+    with pytest.raises(TrackerError) as info:
+        JiraTracker(i).find(["x"])
+    assert info.value.retryable and "cannot connect" in str(info.value)
