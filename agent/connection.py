@@ -36,6 +36,7 @@ Checker = Callable[[Integration, CheckOptions], CheckResult]
 _CHECKERS: Final[dict[str, str]] = {
     "jira": "rp_bts_agent.trackers.jira:check_connection",
     "local": "rp_bts_agent.trackers.local:check_connection",
+    "sauce": "rp_bts_agent.sauce:check_connection",
     "email": "rp_bts_agent.smtp:check_connection",
 }
 

@@ -1,14 +1,37 @@
-"""Sauce Labs links for results that carry an ``SLID`` attribute."""
+"""Sauce Labs: job links, job updates, the connection test and the replay of unsent updates.
+
+Links carry the job's auth token (HMAC-MD5 keyed with ``username:access_key`` over the job id,
+as Sauce Labs documents for shareable links), never the access key. Job updates are sent from
+the process that ran the test; one that fails is one line, changes no verdict and is kept as a
+JSON line under ``.rp-bts/outbox/`` for ``rp-bts flush``.
+
+Never imports pytest, and no tracker module: the plugin side lives in ``pytest_rp_bts._sauce``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+import hashlib
+import hmac
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote, urlsplit
 
 from .model import Link
 
 if TYPE_CHECKING:
-    from .config_types import Config
+    import requests
+
+    from .config_types import Config, Integration
+    from .connection import CheckOptions, CheckResult
     from .model import TestResult
+
+log = logging.getLogger("rp_bts_agent")
 
 #: the web app of each data centre; ``SLDC`` on a result picks one.
 APP_URLS: Final = {
@@ -16,22 +39,484 @@ APP_URLS: Final = {
     "eu-central-1": "https://app.eu-central-1.saucelabs.com",
     "us-east-4": "https://app.us-east-4.saucelabs.com",
 }
+#: the REST API of each data centre (docs.saucelabs.com/dev/api, "API Base URL").
+API_URLS: Final = {
+    "us-west-1": "https://api.us-west-1.saucelabs.com",
+    "eu-central-1": "https://api.eu-central-1.saucelabs.com",
+    "us-east-4": "https://api.us-east-4.saucelabs.com",
+}
+#: where a job's saved files are served to holders of the job's auth token.
+ASSET_URLS: Final = {
+    "us-west-1": "https://assets.saucelabs.com",
+    "eu-central-1": "https://assets.eu-central-1.saucelabs.com",
+    "us-east-4": "https://assets.us-east-4.saucelabs.com",
+}
 DEFAULT_DATA_CENTER: Final = "us-west-1"
+#: the assets linked from issues, mails and the report, with their titles.
+LINKED_ASSETS: Final = (("video.mp4", "Sauce Labs video"), ("log.json", "Sauce Labs log"))
+#: (connect, read) seconds: a Sauce Labs that does not answer costs the run one connect timeout.
+TIMEOUT: Final = (5.0, 20.0)
+OUTBOX_PREFIX: Final = "sauce-"
 
 
-def job_page_url(job_id: str, data_center: str | None = None) -> str:
+def auth_token(username: str, access_key: str, job_id: str) -> str:
+    """The job's auth token: HMAC-MD5, key ``username:access_key``, message the job id."""
+    key = f"{username}:{access_key}".encode()
+    return hmac.new(key, job_id.encode(), hashlib.md5).hexdigest()
+
+
+def data_center_of(result: TestResult, integration: Integration | None = None) -> str:
+    center = result.attribute("SLDC") or (integration.data_center if integration else "")
+    return center if center in APP_URLS else DEFAULT_DATA_CENTER
+
+
+def job_page_url(job_id: str, data_center: str | None = None, token: str = "") -> str:
     """The job's page (video, logs, screenshots) in the right data centre's web app."""
     app = APP_URLS.get(data_center or DEFAULT_DATA_CENTER, APP_URLS[DEFAULT_DATA_CENTER])
-    return f"{app}/tests/{job_id}"
+    url = f"{app}/tests/{quote(job_id, safe='')}"
+    return f"{url}?auth={token}" if token else url
+
+
+def asset_url(job_id: str, name: str, data_center: str | None, token: str) -> str:
+    base = ASSET_URLS.get(data_center or DEFAULT_DATA_CENTER, ASSET_URLS[DEFAULT_DATA_CENTER])
+    return f"{base}/jobs/{quote(job_id, safe='')}/{name}?auth={token}"
+
+
+def integration_for(config: Config | None, data_center: str | None) -> Integration | None:
+    """The Sauce Labs integration of a result: the one in its data centre, else the first."""
+    if config is None:
+        return None
+    candidates = [i for i in config.of_kind("sauce") if i.username and i.access_key]
+    for integration in candidates:
+        if data_center and integration.data_center == data_center and not integration.api_url:
+            return integration
+    return candidates[0] if candidates else None
 
 
 def job_links(result: TestResult, config: Config | None = None) -> tuple[Link, ...]:
     """The Sauce Labs pages of a result with an ``SLID`` attribute, for issues, mails, reports.
 
-    ``config`` gives the Sauce Labs integration, whose credentials sign asset links.
+    ``config`` gives the Sauce Labs integration, whose credentials sign the links (the page
+    then opens without a login, and the video and log links work at all).
     """
     job = result.attribute("SLID")
     if not job:
         return ()
-    url = job_page_url(job, result.attribute("SLDC"))
-    return (Link("Sauce Labs job", url, key=f"saucelabs-job-{job}"),)
+    integration = integration_for(config, result.attribute("SLDC"))
+    center = data_center_of(result, integration)
+    token = auth_token(integration.username, integration.access_key, job) if integration else ""
+    links = [Link("Sauce Labs job", job_page_url(job, center, token), key=f"saucelabs-job-{job}")]
+    if token:
+        links += [
+            Link(title, asset_url(job, name, center, token), key=f"saucelabs-{name}-{job}")
+            for name, title in LINKED_ASSETS
+        ]
+    return tuple(links)
+
+
+# -- the REST client ---------------------------------------------------------------------------
+
+
+class SauceError(Exception):
+    """A Sauce Labs request that failed; the message is one line without credentials."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def api_base(integration: Integration, data_center: str | None = None) -> str:
+    if integration.api_url:
+        return integration.api_url.rstrip("/")
+    center = data_center if data_center in API_URLS else integration.data_center
+    return API_URLS.get(center or DEFAULT_DATA_CENTER, API_URLS[DEFAULT_DATA_CENTER])
+
+
+def _session(integration: Integration) -> requests.Session:
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = requests.Session()
+    session.auth = (integration.username, integration.access_key)
+    session.verify = integration.ca_file or integration.verify_tls
+    session.headers["User-Agent"] = "rp-bts"
+    retry = Retry(
+        total=3,
+        connect=0,  # a data centre that does not answer costs one connect timeout, not four
+        read=0,
+        backoff_factor=0.5,
+        status_forcelist=(429, 502, 503, 504),
+        allowed_methods=frozenset(("GET", "PUT")),  # a job update is idempotent
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+class SauceClient:
+    """The few REST calls rp-bts makes, against one data centre (or ``api_url``)."""
+
+    def __init__(self, integration: Integration, data_center: str | None = None) -> None:
+        self.integration = integration
+        self.base = api_base(integration, data_center)
+        self._http = _session(integration)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SauceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        import requests
+
+        try:
+            response = self._http.request(
+                method, self.base + path, json=body, timeout=TIMEOUT, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            host = urlsplit(self.base).netloc
+            raise SauceError(f"{host} did not answer ({type(exc).__name__})") from None
+        if response.status_code >= 400:
+            raise SauceError(
+                f"{method} {path} answered HTTP {response.status_code}", response.status_code
+            )
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError:
+            raise SauceError(f"{method} {path} answered with no JSON") from None
+
+    def _user(self) -> str:
+        return quote(self.integration.username, safe="")
+
+    def whoami(self) -> Any:
+        return self._call("GET", "/rest/v1/whoami")
+
+    def get_job(self, job_id: str) -> Any:
+        return self._call("GET", f"/rest/v1/{self._user()}/jobs/{quote(job_id, safe='')}")
+
+    def update_job(self, job_id: str, body: Mapping[str, Any]) -> Any:
+        return self._call("PUT", f"/rest/v1/{self._user()}/jobs/{quote(job_id, safe='')}", body)
+
+    def get_rdc_job(self, job_id: str) -> Any:
+        return self._call("GET", f"/v1/rdc/jobs/{quote(job_id, safe='')}")
+
+    def update_rdc_job(self, job_id: str, body: Mapping[str, Any]) -> Any:
+        return self._call("PUT", f"/v1/rdc/jobs/{quote(job_id, safe='')}", body)
+
+    def assets(self, job_id: str) -> Any:
+        return self._call("GET", f"/rest/v1/{self._user()}/jobs/{quote(job_id, safe='')}/assets")
+
+
+# -- job updates -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobUpdate:
+    """What one finished test says about its job; ``passed`` is None for a skipped test."""
+
+    job_id: str
+    name: str
+    build: str = ""
+    tags: tuple[str, ...] = ()
+    passed: bool | None = None
+    data_center: str = ""
+    integration: str = ""
+    #: stable for one test of one run: a replay sends the same update, never a different one.
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def body(self, *, keep_failed: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": self.name}
+        if self.build:
+            body["build"] = self.build
+        if self.tags:
+            body["tags"] = list(self.tags)
+        if self.passed is not None and not (self.passed and keep_failed):
+            body["passed"] = self.passed
+        return body
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobUpdate:
+        data = json.loads(text)
+        data["tags"] = tuple(data.get("tags") or ())
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def build_name(launch: str, ci_build: str) -> str:
+    return f"{launch} #{ci_build}" if ci_build else launch
+
+
+def _already_failed(job: Any) -> bool:
+    if not isinstance(job, Mapping):
+        return False
+    if job.get("passed") is False:
+        return True
+    return str(job.get("status", "")).lower() in ("failed", "error")
+
+
+def send_update(client: SauceClient, update: JobUpdate) -> str:
+    """Read the job, then update it; a job already marked failed never becomes passed.
+
+    A job the virtual-device API does not know is looked up as a real-device (RDC) job.
+    """
+    try:
+        job = client.get_job(update.job_id)
+        rdc = False
+    except SauceError as exc:
+        if exc.status != 404:
+            raise
+        job = client.get_rdc_job(update.job_id)  # a 404 here too: no such job anywhere
+        rdc = True
+    body = update.body(keep_failed=_already_failed(job))
+    if rdc:
+        # the RDC update takes a name and a verdict only
+        client.update_rdc_job(update.job_id, {k: body[k] for k in ("name", "passed") if k in body})
+    else:
+        client.update_job(update.job_id, body)
+    verdict = {True: "passed", False: "failed", None: "no verdict"}[body.get("passed")]
+    if update.passed and "passed" not in body:
+        verdict = "kept failed"
+    return f"sauce: job {update.job_id} updated ({verdict}{', real device' if rdc else ''})"
+
+
+def outbox_dir(root: str | Path) -> Path:
+    return Path(root) / ".rp-bts" / "outbox"
+
+
+def keep(root: str | Path, updates: Iterable[JobUpdate], tag: str) -> Path | None:
+    """Append updates that could not be sent to this process's outbox file (JSON lines)."""
+    lines = [u.to_json() + "\n" for u in updates]
+    if not lines:
+        return None
+    folder = outbox_dir(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{OUTBOX_PREFIX}{tag}.jsonl"
+    with path.open("a", encoding="utf-8") as out:
+        out.writelines(lines)
+    return path
+
+
+class Updater:
+    """Sends job updates as tests end, one client per (integration, data centre).
+
+    After a data centre fails to answer, its later updates go straight to the outbox: a Sauce
+    Labs outage costs the run one timeout, not one per test.
+    """
+
+    def __init__(self, config: Config, tag: str) -> None:
+        self.config = config
+        self.tag = tag
+        self._clients: dict[tuple[str, str], SauceClient] = {}
+        self._down: set[tuple[str, str]] = set()
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    def send(self, update: JobUpdate) -> str | None:
+        """Send one update; returns a one-line problem when it was kept for later, else None."""
+        integration = integration_for(self.config, update.data_center or None)
+        if integration is None:
+            return None
+        update = _with_integration(update, integration)
+        slot = (integration.name, update.data_center)
+        if slot in self._down:
+            keep(self.config.root, [update], self.tag)
+            return None  # already said once
+        client = self._clients.get(slot)
+        if client is None:
+            client = self._clients[slot] = SauceClient(integration, update.data_center or None)
+        try:
+            log.info("%s", send_update(client, update))
+        except SauceError as exc:
+            if exc.status == 0:
+                self._down.add(slot)
+            keep(self.config.root, [update], self.tag)
+            return (
+                f"rp-bts: Sauce Labs job {update.job_id} not updated: {exc}; "
+                "kept for `rp-bts flush`"
+            )
+        except Exception as exc:  # contained: the verdict belongs to the tests
+            log.exception("rp-bts: Sauce Labs update failed")
+            keep(self.config.root, [update], self.tag)
+            return f"rp-bts: Sauce Labs job {update.job_id} not updated: {type(exc).__name__}"
+        return None
+
+
+def _with_integration(update: JobUpdate, integration: Integration) -> JobUpdate:
+    from dataclasses import replace
+
+    return replace(update, integration=integration.name)
+
+
+def flush_pending(config: Config) -> list[str]:
+    """``rp-bts flush``: send the kept updates; those that fail again stay, nothing is sent twice.
+
+    Each outbox file is claimed by renaming it first, so two flushes never send one update twice.
+    """
+    folder = outbox_dir(config.root)
+    if not folder.is_dir():
+        return []
+    lines: list[str] = []
+    pending: dict[str, JobUpdate] = {}
+    claimed: list[Path] = []
+    for path in sorted(folder.glob(f"{OUTBOX_PREFIX}*.jsonl")):
+        claim = path.with_name(f"{path.name}.{os.getpid()}.flushing")
+        try:
+            path.rename(claim)
+        except OSError:
+            continue  # another flush took it
+        claimed.append(claim)
+        for raw in claim.read_text(encoding="utf-8").splitlines():
+            if raw.strip():
+                try:
+                    update = JobUpdate.from_json(raw)
+                except (ValueError, TypeError):
+                    lines.append(f"sauce: skipped an unreadable line in {path.name}")
+                    continue
+                pending[update.key] = update  # the last word for one test wins
+    failed: list[JobUpdate] = []
+    clients: dict[tuple[str, str], SauceClient] = {}
+    try:
+        for update in pending.values():
+            integration = config.integration(update.integration)
+            if integration is None or integration.kind != "sauce":
+                integration = integration_for(config, update.data_center or None)
+            if integration is None:
+                lines.append(f"sauce: job {update.job_id}: no Sauce Labs integration; kept")
+                failed.append(update)
+                continue
+            slot = (integration.name, update.data_center)
+            if slot not in clients:
+                clients[slot] = SauceClient(integration, update.data_center or None)
+            try:
+                lines.append(send_update(clients[slot], update))
+            except SauceError as exc:
+                lines.append(f"sauce: job {update.job_id}: {exc}; kept")
+                failed.append(update)
+    finally:
+        for client in clients.values():
+            client.close()
+        keep(config.root, failed, f"flush-{uuid.uuid4().hex[:8]}")
+        for claim in claimed:
+            claim.unlink(missing_ok=True)
+    return lines
+
+
+# -- the connection test -----------------------------------------------------------------------
+
+
+def check_connection(integration: Integration, options: CheckOptions) -> CheckResult:
+    """Ask Sauce Labs who we are; when the data centre refuses, try the others for a hint."""
+    from .connection import CheckResult
+
+    if not integration.username or not integration.access_key:
+        return CheckResult(
+            False,
+            f"{integration.name}: username and access_key are required",
+            hints=('set username = "${SAUCE_USERNAME}" and access_key = "${SAUCE_ACCESS_KEY}"',),
+        )
+    where = api_base(integration)
+    try:
+        with SauceClient(integration) as client:
+            client.whoami()
+    except SauceError as exc:
+        first = exc
+    else:
+        return CheckResult(
+            True, f"{integration.name}: connected to {where} as {integration.username}"
+        )
+    summary = f"{integration.name}: {where}: {first}"
+    if first.status not in (401, 403, 404):
+        return CheckResult(False, summary, hints=("check the network, api_url and TLS settings",))
+    others = _answering_data_centers(integration)
+    if others:
+        center = others[0]
+        return CheckResult(
+            False,
+            summary,
+            hints=(
+                f"the account answers in data centre {center}: "
+                f'set data_center = "{center}"'
+                + (" and remove api_url" if integration.api_url else ""),
+            ),
+        )
+    return CheckResult(
+        False,
+        summary,
+        hints=("check username and access_key (Sauce Labs: Account > User Settings)",),
+    )
+
+
+def _answering_data_centers(integration: Integration) -> list[str]:
+    from dataclasses import replace
+
+    found = []
+    for center in API_URLS:
+        if center == integration.data_center and not integration.api_url:
+            continue
+        other = replace(integration, data_center=center, api_url="")
+        try:
+            with SauceClient(other) as client:
+                client.whoami()
+        except SauceError:
+            continue
+        found.append(center)
+    return found
+
+
+# -- WebDriver detection (no selenium import: duck typing) -------------------------------------
+
+
+def remote_url(driver: object) -> str:
+    """The URL a Selenium / Appium WebDriver talks to, or ''."""
+    executor = getattr(driver, "command_executor", None)
+    if isinstance(executor, str):
+        return executor
+    for holder, name in (
+        (executor, "_url"),
+        (getattr(executor, "_client_config", None), "remote_server_addr"),
+    ):
+        value = getattr(holder, name, None)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def sauce_session(driver: object) -> tuple[str, str] | None:
+    """``(job id, data centre)`` of a WebDriver whose remote is Sauce Labs, else None."""
+    session_id = getattr(driver, "session_id", None)
+    host = (urlsplit(remote_url(driver)).hostname or "").lower()
+    if not session_id or not (host == "saucelabs.com" or host.endswith(".saucelabs.com")):
+        return None
+    center = next((c for c in APP_URLS if f".{c}." in f".{host}"), DEFAULT_DATA_CENTER)
+    return str(session_id), center
+
+
+__all__: Sequence[str] = [
+    "API_URLS",
+    "APP_URLS",
+    "JobUpdate",
+    "SauceClient",
+    "SauceError",
+    "Updater",
+    "auth_token",
+    "check_connection",
+    "flush_pending",
+    "job_links",
+    "job_page_url",
+    "sauce_session",
+]
