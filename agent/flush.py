@@ -17,6 +17,7 @@ Flusher = Callable[[Config], list[str]]
 #: name -> "module:function" taking the resolved config and returning one line per item handled.
 _FLUSHERS: Final[dict[str, str]] = {
     "mail": "rp_bts_agent.smtp:flush_pending",
+    "sauce": "rp_bts_agent.sauce:flush_pending",
 }
 
 
