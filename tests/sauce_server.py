@@ -119,6 +119,8 @@ class SauceLabs:
         self.requests: list[tuple[str, str, str, Any]] = []
         #: HTTP status answered to every job update while set (an outage of the update API)
         self.fail_updates = 0
+        #: how many requests are answered 429 with ``Retry-After: 1`` before any is served
+        self.throttle = 0
         self.lock = threading.Lock()
         self.url = ""
 
@@ -163,13 +165,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _reply(self, status: int, payload: Any = None, raw: bytes | None = None) -> None:
+    def _reply(
+        self, status: int, payload: Any = None, raw: bytes | None = None, retry_after: str = ""
+    ) -> None:
         data = (
             raw if raw is not None else json.dumps(payload if payload is not None else {}).encode()
         )
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if retry_after:
+            self.send_header("Retry-After", retry_after)
         self.end_headers()
         self.wfile.write(data)
 
@@ -212,6 +218,11 @@ class _Handler(BaseHTTPRequestHandler):
         if problems:
             state.violations += problems
             return self._reply(400, {"message": "; ".join(problems)})
+        with state.lock:
+            throttled = state.throttle > 0
+            state.throttle -= int(throttled)
+        if throttled:
+            return self._reply(429, {"message": "slow down"}, retry_after="1")
         dc = state.centers[center]
         user = self._user(dc)
         if user is None:

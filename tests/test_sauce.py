@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,28 @@ def test_update_never_turns_a_failed_job_into_passed(centers: SauceLabs) -> None
     )
     assert centers.job("bad")["passed"] is False and centers.job("bad")["name"] == "t.py::test_b"
     assert centers.job("dev")["passed"] is False and centers.job("dev")["name"] == "t.py::test_c"
+
+
+def test_429_is_retried_after_retry_after(centers: SauceLabs) -> None:
+    centers.add_account(USER, KEY)
+    centers.add_job("j1", USER)
+    centers.throttle = 1
+    started = time.monotonic()
+    with sauce.SauceClient(integration()) as client:
+        assert client.get_job("j1")["id"] == "j1"
+    assert time.monotonic() - started >= 0.9
+    assert [r[2] for r in centers.requests] == [f"/rest/v1/{USER}/jobs/j1"] * 2
+
+
+def test_tls_settings_reach_the_session(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    with sauce.SauceClient(integration(ca_file=str(ca))) as client:
+        assert client._http.verify == str(ca)
+    with sauce.SauceClient(integration(verify_tls=False)) as client:
+        assert client._http.verify is False
+    with sauce.SauceClient(integration(data_center="us-east-4")) as client:
+        assert client._http.verify is True
+        assert client.base == "https://api.us-east-4.saucelabs.com"
 
 
 def _fields(update: sauce.JobUpdate) -> dict[str, Any]:
