@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import jinja2
+from markupsafe import Markup, escape
 
 from .model import RunResults, TestResult
 from .sauce import job_links
@@ -29,7 +30,7 @@ FAILURE_TEXT_LIMIT: Final = 8_000
 #: the failure texts of one report, shared among the failures (about 10 MB for 20,000 tests).
 FAILURE_TEXT_BUDGET: Final = 5_000_000
 #: a failure's text is never cut below this, however many failures share the budget.
-FAILURE_TEXT_FLOOR: Final = 200
+FAILURE_TEXT_FLOOR: Final = 100
 TARGET_BYTES: Final = 10_000_000
 #: images up to this size are shown inline; the inline images of a report share a budget.
 INLINE_IMAGE_LIMIT: Final = 256_000
@@ -84,7 +85,7 @@ background:#eef;margin-right:4px}.n{font-family:monospace}img{max-width:320px;di
 {% for r in rows %}
 <tr><td class="n">{{ r.nodeid }}
 {% if r.failure %}<details><summary>{{ r.exc_type or "failure" }}</summary>
-<pre>{{ r.failure }}</pre></details>{% endif %}
+{{- "" }}<pre>{{ r.failure }}</pre></details>{% endif %}
 {% for a in r.attachments %}
 {% if a.data %}<div>attachment: {{ a.name }}<img alt="{{ a.name }}" src="{{ a.data }}"></div>
 {% elif a.href %}<div>attachment: <a href="{{ a.href }}">{{ a.name }}</a></div>
@@ -92,11 +93,13 @@ background:#eef;margin-right:4px}.n{font-family:monospace}img{max-width:320px;di
 {% endfor %}
 {% for link in r.links %}{% if link.url|web %}
 <div><a href="{{ link.url|web }}">{{ link.title }}</a></div>{% endif %}{% endfor %}
-</td>
-<td class="o {{ r.outcome }}">{{ r.outcome }}</td><td>{{ "%.2f"|format(r.duration) }} s</td>
-<td>{% for i in r.issues %}<span class="badge">{% if i.url|web %}
-<a href="{{ i.url|web }}">{{ i.key or "-" }}</a>{% else %}{{ i.key or "-" }}{% endif %}
- {{ i.action }}{% if i.status %}, {{ i.status }}{% endif %}</span>{% endfor %}</td></tr>
+</td><td class="o {{ r.outcome }}">{{ r.outcome }}</td>
+{{- "" }}<td>{{ "%.2f"|format(r.duration) }} s</td><td>
+{%- for i in r.issues %}<span class="badge">
+{%- if i.url|web %}<a href="{{ i.url|web }}">{{ i.key or "-" }}</a>
+{%- else %}{{ i.key or "-" }}{% endif %}
+ {{ i.action }}{% if i.status %}, {{ i.status }}{% endif %}</span>{% endfor -%}
+</td></tr>
 {% endfor %}
 </table></body></html>
 """
@@ -104,20 +107,29 @@ background:#eef;margin-right:4px}.n{font-family:monospace}img{max-width:320px;di
 
 
 class _Budget:
-    """What is left to spend on failure texts and inline images."""
+    """What is left to spend on failure texts (escaped characters) and inline images."""
 
     __slots__ = ("images", "text_limit")
 
-    def __init__(self, failures: int) -> None:
-        share = FAILURE_TEXT_BUDGET // max(failures, 1)
+    def __init__(self, failures: int, text_budget: int) -> None:
+        share = text_budget // max(failures, 1)
         self.text_limit = max(FAILURE_TEXT_FLOOR, min(FAILURE_TEXT_LIMIT, share))
         self.images = INLINE_IMAGE_BUDGET
 
 
-def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[... {len(text)} characters in all]"
+def _clip_escaped(text: str, limit: int) -> Markup:
+    """``text`` escaped, cut at ``limit`` escaped characters (quotes and brackets grow 4-5 times
+    when escaped, so the cut is measured after it), never inside an entity.
+    """
+    # escaping never shortens: cut the raw text first, so a huge one is not escaped whole
+    escaped = str(escape(printable(text[:limit])))
+    if len(escaped) <= limit and len(text) <= limit:
+        return Markup(escaped)
+    cut = escaped[:limit]
+    amp = cut.rfind("&")
+    if amp > cut.rfind(";"):
+        cut = cut[:amp]
+    return Markup(cut) + escape(f"\n[... {len(text)} characters in all]")
 
 
 def _attachment(
@@ -142,7 +154,7 @@ def _attachment(
 def _row(
     result: TestResult, base: Path | None, budget: _Budget, config: Config | None
 ) -> dict[str, object]:
-    failure = printable(_clip(result.longrepr or result.message, budget.text_limit))
+    failure = _clip_escaped(result.longrepr or result.message, budget.text_limit)
     return {
         "nodeid": printable(result.nodeid),
         "outcome": result.outcome,
@@ -188,17 +200,26 @@ def render(
         omitted.append(f"{len(failing) - len(shown)} more failures not shown")
     if not passed and others:
         omitted.append(f"{len(others)} other tests not shown")
-    budget = _Budget(len(shown))
-    rows = [_row(r, base, budget, config) for r in (shown + others if passed else shown)]
-    return _TEMPLATE.render(
-        title=printable(f"{launch.project + ': ' if launch.project else ''}launch '{launch.name}'"),
-        totals=", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "no tests",
-        duration=_duration(run),
-        attributes=printable(", ".join(str(a) for a in launch.attributes)),
-        ci_job=launch.environment.get("ci_job", ""),
-        omitted=" and ".join(omitted) + ("; the full report is with the run" if omitted else ""),
-        rows=rows,
-    )
+    listed = shown + others if passed else shown
+    text_budget = FAILURE_TEXT_BUDGET
+    while True:
+        budget = _Budget(len(shown), text_budget)
+        html = _TEMPLATE.render(
+            title=printable(
+                f"{launch.project + ': ' if launch.project else ''}launch '{launch.name}'"
+            ),
+            totals=", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "no tests",
+            duration=_duration(run),
+            attributes=printable(", ".join(str(a) for a in launch.attributes)),
+            ci_job=launch.environment.get("ci_job", ""),
+            omitted=" and ".join(omitted)
+            + ("; the full report is with the run" if omitted else ""),
+            rows=[_row(r, base, budget, config) for r in listed],
+        )
+        # many failures with long texts: spend less on each text until the report fits
+        if len(html) <= TARGET_BYTES or budget.text_limit <= FAILURE_TEXT_FLOOR:
+            return html
+        text_budget //= 2
 
 
 def render_capped(

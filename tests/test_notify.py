@@ -129,3 +129,18 @@ def test_eml_written_with_hook_and_escaping(pytester: pytest.Pytester) -> None:
 
     assert pytester.runpytest("--rp-bts", "--rp-bts-no-notify").ret == pytest.ExitCode.TESTS_FAILED
     assert len(list((pytester.path / ".rp-bts" / "outbox").glob("*.eml"))) == 1
+
+
+def test_rule_identical_but_for_its_name_is_rejected(pytester: pytest.Pytester) -> None:
+    rule = 'send_case = "failed"\nrecipients = ["team@example.com"]\n'
+    pytester.makefile(
+        ".toml",
+        **{"rp-bts": f'[[rules]]\nname = "a"\n{rule}[[rules]]\nname = "b"\n{rule}'},
+    )
+    pytester.makepyfile("def test_bad():\n    assert 0\n")
+    result = pytester.runpytest("--rp-bts")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the tests still run
+    result.stdout.fnmatch_lines(
+        ["*rp-bts config error: *rp-bts.toml: rules[[]*b*[]]: rule 'b' is identical to rule 'a'*"]
+    )
+    assert not (pytester.path / ".rp-bts" / "outbox").exists()
