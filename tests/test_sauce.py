@@ -358,6 +358,36 @@ def test_sauce_outage_changes_no_verdict_and_is_flushed(
     assert KEY not in result.stdout.str() + flushed
 
 
+def test_update_is_sent_when_the_test_ends_not_at_session_end(
+    sauce_demo: pytest.Pytester, sauce_server: SauceLabs
+) -> None:
+    sauce_demo.makepyfile(
+        test_zz_later=f"""
+import base64, json, os, urllib.request
+
+def test_earlier_job_already_updated():
+    request = urllib.request.Request("{sauce_server.base("us-west-1")}/rest/v1/{USER}/jobs/mark-1")
+    auth = base64.b64encode(f"{USER}:{{os.environ['SAUCE_ACCESS_KEY']}}".encode()).decode()
+    request.add_header("Authorization", "Basic " + auth)
+    with urllib.request.urlopen(request) as answer:
+        assert json.load(answer)["passed"] is True
+"""
+    )
+    result = sauce_demo.runpytest_subprocess("--rp-bts", "-p", "no:xdist", "-p", "no:randomly")
+    result.assert_outcomes(passed=5, failed=1)
+
+
+def test_sldc_routes_an_update_to_its_data_center(centers: SauceLabs, tmp_path: Path) -> None:
+    centers.add_account(USER, KEY, "eu-central-1")
+    centers.add_job("eu-job", USER, "eu-central-1")
+    config = Config(integrations=(integration(),), root=str(tmp_path))
+    updater = sauce.Updater(config, "run-3")
+    update = sauce.JobUpdate("eu-job", "t.py::test_eu", passed=True, data_center="eu-central-1")
+    assert updater.send(update) is None
+    updater.close()
+    assert centers.job("eu-job", "eu-central-1")["passed"] is True
+
+
 def test_dry_run_sends_nothing(sauce_demo: pytest.Pytester, sauce_server: SauceLabs) -> None:
     sauce_demo.runpytest_subprocess("--rp-bts", "--rp-bts-mode=dry-run", "-p", "no:xdist")
     assert sauce_server.requests == []
