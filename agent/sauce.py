@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlsplit
 
-from .model import Link
+from .model import Attachment, Link
 
 if TYPE_CHECKING:
     import requests
@@ -57,6 +58,7 @@ LINKED_ASSETS: Final = (("video.mp4", "Sauce Labs video"), ("log.json", "Sauce L
 #: (connect, read) seconds: a Sauce Labs that does not answer costs the run one connect timeout.
 TIMEOUT: Final = (5.0, 20.0)
 OUTBOX_PREFIX: Final = "sauce-"
+_SAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def auth_token(username: str, access_key: str, job_id: str) -> str:
@@ -215,6 +217,62 @@ class SauceClient:
 
     def assets(self, job_id: str) -> Any:
         return self._call("GET", f"/rest/v1/{self._user()}/jobs/{quote(job_id, safe='')}/assets")
+
+
+def download_assets(
+    client: SauceClient,
+    job_id: str,
+    folder: Path,
+    names: Sequence[str] = ("video.mp4", "log.json"),
+    cap: int = 50 * 1024 * 1024,
+) -> tuple[list[Attachment], list[str]]:
+    """Save the chosen assets of a job under ``folder`` for a posted issue, each at most ``cap``
+    bytes (a larger one is skipped, never cut). Returns the files and one line per skipped one.
+    """
+    import mimetypes
+
+    import requests
+
+    listing = client.assets(job_id)  # {"video": "video.mp4", "sauce-log": "log.json", ...}
+    values = listing.values() if isinstance(listing, Mapping) else ()
+    available = {v for v in values if isinstance(v, str)}
+    files: list[Attachment] = []
+    skipped: list[str] = []
+    user, job = client._user(), quote(job_id, safe="")
+    for name in names:
+        if name not in available:
+            skipped.append(f"sauce: job {job_id} has no {name}")
+            continue
+        path = folder / f"sauce-{_SAFE.sub('_', job_id)[:64]}-{name}"
+        url = f"{client.base}/rest/v1/{user}/jobs/{job}/assets/{quote(name, safe='')}"
+        try:
+            with client._http.get(url, stream=True, timeout=TIMEOUT) as response:
+                if response.status_code >= 400:
+                    skipped.append(f"sauce: job {job_id}: {name}: HTTP {response.status_code}")
+                    continue
+                declared = int(response.headers.get("Content-Length") or 0)
+                if declared > cap:
+                    skipped.append(f"sauce: job {job_id}: {name} is over {cap} bytes; skipped")
+                    continue
+                folder.mkdir(parents=True, exist_ok=True)
+                size = 0
+                with path.open("wb") as out:
+                    for chunk in response.iter_content(64 * 1024):
+                        size += len(chunk)
+                        if size > cap:
+                            break
+                        out.write(chunk)
+        except requests.RequestException as exc:
+            skipped.append(f"sauce: job {job_id}: {name}: {type(exc).__name__}")
+            path.unlink(missing_ok=True)
+            continue
+        if size > cap:
+            path.unlink(missing_ok=True)
+            skipped.append(f"sauce: job {job_id}: {name} is over {cap} bytes; skipped")
+            continue
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        files.append(Attachment(name, str(path), mime, size))
+    return files, skipped
 
 
 # -- job updates -------------------------------------------------------------------------------
@@ -515,6 +573,7 @@ __all__: Sequence[str] = [
     "Updater",
     "auth_token",
     "check_connection",
+    "download_assets",
     "flush_pending",
     "job_links",
     "job_page_url",

@@ -265,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
                 job.update(body)
                 return self._reply(200, job)
             if parts[5:] == ["assets"]:
-                return self._reply(200, {name: name for name in ASSETS})
+                return self._reply(200, {"video": "video.mp4", "sauce-log": "log.json"})
             if len(parts) == 7 and parts[5] == "assets" and parts[6] in ASSETS:
                 return self._reply(200, raw=ASSETS[parts[6]])
         return self._reply(404, {"message": "not found"})

@@ -166,6 +166,24 @@ def test_tls_settings_reach_the_session(tmp_path: Path) -> None:
         assert client.base == "https://api.us-east-4.saucelabs.com"
 
 
+def test_assets_downloaded_with_a_size_cap(centers: SauceLabs, tmp_path: Path) -> None:
+    centers.add_account(USER, KEY)
+    centers.add_job("j1", USER)
+    with sauce.SauceClient(integration()) as client:
+        files, skipped = sauce.download_assets(
+            client, "j1", tmp_path, names=("video.mp4", "log.json", "screenshots.zip")
+        )
+        assert [(f.name, f.mime) for f in files] == [
+            ("video.mp4", "video/mp4"),
+            ("log.json", "application/json"),
+        ]
+        assert Path(files[1].path).read_bytes() == b"[]"
+        assert skipped == ["sauce: job j1 has no screenshots.zip"]
+        files, skipped = sauce.download_assets(client, "j1", tmp_path / "small", cap=5)
+        assert [f.name for f in files] == ["log.json"]
+        assert skipped == ["sauce: job j1: video.mp4 is over 5 bytes; skipped"]
+
+
 def _fields(update: sauce.JobUpdate) -> dict[str, Any]:
     return {name: getattr(update, name) for name in update.__dataclass_fields__}
 
