@@ -177,7 +177,7 @@ def message(
         links = job_links(result, config)
         refs = "; ".join(
             f"{i.key or '-'} ({i.action}{', ' + i.status if i.status else ''})"
-            + (f" {i.url}" if i.url else "")
+            + (f" {web_url(i.url)}" if web_url(i.url) else "")
             for i in result.issues
         )
         lines.append(f"- {printable(result.nodeid)}: {result.outcome}; {refs or 'to investigate'}")

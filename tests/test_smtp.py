@@ -394,3 +394,21 @@ def test_cli_test_and_flush_never_show_the_password(
     for path in pytester.path.rglob("*"):
         if path.is_file() and path.suffix not in (".py", ".pyc"):
             assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_down_server_leaves_a_green_run_green(
+    plain_server: Server,  # noqa: F811
+    pytester: pytest.Pytester,
+) -> None:
+    down = dataclasses.replace(plain_server, port=free_port())
+    rules = '[[rules]]\nname = "all"\nsend_case = "always"\nrecipients = ["team@example.com"]\n'
+    (pytester.path / "rp-bts.toml").write_text(down.integration_toml() + rules)
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest("--rp-bts")
+    assert result.ret == pytest.ExitCode.OK
+    lines = [line for line in result.outlines if line.startswith("mail ")]
+    assert len(lines) == 1 and "not sent: cannot reach 127.0.0.1:" in lines[0]
+    assert len(list((pytester.path / ".rp-bts" / "outbox" / "pending").glob("*.eml"))) == 1
+    (pytester.path / "rp-bts.toml").write_text(plain_server.integration_toml() + rules)
+    assert pytester.runpytest("--rp-bts").ret == pytest.ExitCode.OK
+    assert len(plain_server.inbox.received) == 1  # this run's message; the kept one waits for flush
