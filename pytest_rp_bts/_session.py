@@ -262,7 +262,7 @@ class RpBtsSession:
         if report is not None:
             from rp_bts_agent.report import render as render_report
 
-            html = render_report(run, report.parent.resolve())
+            html = render_report(run, report.parent.resolve(), config=self.agent_config)
             write_atomic(report, self.redactor.redact(html))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:

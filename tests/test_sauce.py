@@ -334,7 +334,8 @@ def _check_jobs(server: SauceLabs) -> None:
 def test_jobs_updated_as_tests_end(
     sauce_demo: pytest.Pytester, sauce_server: SauceLabs, xdist: bool
 ) -> None:
-    args = ["--rp-bts", "-n", "2"] if xdist else ["--rp-bts", "-p", "no:xdist"]
+    args = ["--rp-bts", "--rp-bts-report=report.html"]
+    args += ["-n", "2"] if xdist else ["-p", "no:xdist"]
     if xdist:
         pytest.importorskip("xdist")
     result = sauce_demo.runpytest_subprocess(*args)
@@ -344,6 +345,10 @@ def test_jobs_updated_as_tests_end(
     data = by_nodeid(results_json(sauce_demo.path / ".rp-bts" / "results.json"))
     assert {"key": "SLID", "value": "drv-1"} in data["test_driver_passes"]["attributes"]
     assert {"key": "SLDC", "value": "us-west-1"} in data["test_driver_passes"]["attributes"]
+    report = (sauce_demo.path / "report.html").read_text(encoding="utf-8")
+    token = sauce.auth_token(USER, KEY, "fix-1")
+    assert f"https://app.saucelabs.com/tests/fix-1?auth={token}" in report
+    assert f"https://assets.saucelabs.com/jobs/fix-1/video.mp4?auth={token}" in report
     output = result.stdout.str() + result.stderr.str()
     assert "Sauce Labs job" not in output  # nothing went wrong: nothing to say
     # the canary: the access key is nowhere in the output or the files of the run
