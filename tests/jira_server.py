@@ -199,7 +199,7 @@ class JiraState:
 
     # -- the API -----------------------------------------------------------------------------
 
-    def _auth(self, headers: dict[str, str]) -> Reply | None:
+    def _auth(self, headers: dict[str, str], path: str) -> Reply | None:
         if self.captcha:
             return Reply(
                 403,
@@ -212,6 +212,8 @@ class JiraState:
                 },
             )
         auth = headers.get("authorization", "")
+        if not auth and path == "/rest/api/2/serverInfo":
+            return None  # anonymous access, as in Jira; wrong credentials still get 401
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "basic":
             try:
@@ -517,7 +519,7 @@ class _Handler(BaseHTTPRequestHandler):
         if injected is not None:
             self._reply(injected)
             return
-        denied = state._auth(headers)
+        denied = state._auth(headers, path)
         if denied is not None:
             self._reply(denied)
             return

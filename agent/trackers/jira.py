@@ -527,6 +527,26 @@ def _probe(session: requests.Session, url: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "version" in data else None
 
 
+def _login_failed(
+    response: requests.Response, integration: Integration, cloud: bool
+) -> CheckResult:
+    flavour = "Jira Cloud" if cloud else "Jira"
+    if _captcha(response.headers):
+        return CheckResult(
+            False,
+            f"{flavour}: login refused, Jira asks for a CAPTCHA after failed logins",
+            (
+                "log in once in a browser (solving the CAPTCHA) with this user, then retry;"
+                " fix the credentials first or it will lock again",
+            ),
+        )
+    return CheckResult(
+        False,
+        f"{flavour}: login failed (HTTP {response.status_code})",
+        (_login_hint(integration, cloud),),
+    )
+
+
 def _login_hint(integration: Integration, cloud: bool) -> str:
     user = integration.username
     if integration.auth == "pat":
@@ -590,6 +610,14 @@ def _check(
         return CheckResult(
             False, f"cannot connect to {url} ({type(exc).__name__})", ("check the host in url",)
         )
+    if response.status_code in (401, 403):
+        # Jira refuses even anonymous resources to wrong credentials: ask again without them
+        # to learn the flavour, then explain the login failure
+        with requests.Session() as bare:
+            bare.verify = session.verify
+            anonymous = _probe(bare, url)
+        cloud = bool(anonymous and anonymous.get("deploymentType") == "Cloud")
+        return _login_failed(response, integration, cloud)
     info: Any = None
     if response.ok:
         try:
@@ -616,21 +644,8 @@ def _check(
     flavour = f"Jira {'Cloud' if cloud else 'Data Center'} {info.get('version', '')}".strip()
 
     me = session.get(url + "/rest/api/2/myself", timeout=READ_TIMEOUT)
-    if _captcha(me.headers):
-        return CheckResult(
-            False,
-            f"{flavour}: login refused, Jira asks for a CAPTCHA after failed logins",
-            (
-                "log in once in a browser (solving the CAPTCHA) with this user, then retry;"
-                " fix the credentials first or it will lock again",
-            ),
-        )
     if me.status_code in (401, 403):
-        return CheckResult(
-            False,
-            f"{flavour}: login failed (HTTP {me.status_code})",
-            (_login_hint(integration, cloud),),
-        )
+        return _login_failed(me, integration, cloud)
     if not me.ok:
         return CheckResult(False, f"{flavour}: /myself answered HTTP {me.status_code}")
     who = me.json().get("displayName") or integration.username or "token user"

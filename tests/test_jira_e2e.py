@@ -1,0 +1,173 @@
+"""The demo suite filing into the Jira test server: serial and xdist, Cloud and Data Center."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from jira_server import (  # noqa: F401 (fixtures)
+    DC_USER,
+    PASSWORD,
+    USER,
+    RunningJira,
+    jira_contract_fixture,
+    jira_fixture,
+)
+
+from conftest import DEMO_FINGERPRINTS, by_nodeid, results_json
+
+CONFIG = """
+launch = "nightly"
+
+[[integrations]]
+kind = "jira"
+name = "Shop bugs"
+url = "{url}"
+project_key = "SHOP"
+auth = "basic"
+username = "${{JIRA_USER}}"
+password = "${{JIRA_TOKEN}}"
+issue_type = "Bug"
+fields = {{ priority = "High", components = ["Checkout"] }}
+on_closed = "{on_closed}"
+"""
+
+
+@pytest.fixture
+def jira_demo(
+    demo: pytest.Pytester, jira: RunningJira, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
+    monkeypatch.setenv("JIRA_USER", USER if jira.state.cloud else DC_USER)
+    monkeypatch.setenv("JIRA_TOKEN", PASSWORD)
+    configure(demo, jira, "new")
+    return demo
+
+
+def configure(pytester: pytest.Pytester, jira: RunningJira, on_closed: str) -> None:
+    text = CONFIG.format(url=jira.url, on_closed=on_closed)
+    pytester.makefile(".toml", **{"rp-bts": text})
+
+
+def _results(pytester: pytest.Pytester) -> dict[str, dict[str, Any]]:
+    return by_nodeid(results_json(pytester.path / ".rp-bts" / "results.json"))
+
+
+def _check_first_run(jira: RunningJira, pytester: pytest.Pytester) -> None:
+    state = jira.state
+    assert len(state.issues) == DEMO_FINGERPRINTS
+    data = _results(pytester)
+    fingerprints = {r["fingerprint"] for r in data.values() if r["issues"]}
+    assert len(fingerprints) == DEMO_FINGERPRINTS
+    for fingerprint in fingerprints:
+        (issue,) = state.by_label(fingerprint)
+        fields = issue["fields"]
+        assert fields["labels"] == [fingerprint]
+        assert fields["priority"] == {"name": "High"}
+        assert fields["components"] == [{"name": "Checkout"}]
+        assert fields["issuetype"]["name"] == "Bug"
+        assert "nightly" in fields["description"]
+    key = data["test_key"]["issues"][0]["key"]
+    names = {a["filename"]: a["content"] for a in state.attachments[key]}
+    assert names["cart.txt"] == b"cart contents"
+    assert "failure-details.txt" in names
+    sauce_key = data["test_sauce"]["issues"][0]["key"]
+    (link,) = state.remote_links[sauce_key]
+    assert link["globalId"] == "rp-bts:saucelabs-job-job-123"
+    totals = {data[f"test_totals[items{i}]"]["issues"][0]["key"] for i in range(3)}
+    assert len(totals) == 1
+    assert data["test_key"]["issues"][0]["url"] == f"{jira.url}/browse/{key}"
+    assert data["test_key"]["issues"][0]["status"] == "To Do"
+
+
+def test_files_then_comments_serial(jira_demo: pytest.Pytester, jira: RunningJira) -> None:
+    first = jira_demo.runpytest("--rp-bts")
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    first.stdout.fnmatch_lines(["created   ?Shop bugs? SHOP-* test_demo.py::*"])
+    _check_first_run(jira, jira_demo)
+    issues = dict(jira.state.issues)
+
+    second = jira_demo.runpytest("--rp-bts")
+    assert second.ret == pytest.ExitCode.TESTS_FAILED
+    assert "created " not in second.stdout.str()
+    second.stdout.fnmatch_lines(["commented ?Shop bugs? SHOP-*"])
+    assert jira.state.issues.keys() == issues.keys()
+    assert sorted(len(c) for c in jira.state.comments.values()) == [1] * DEMO_FINGERPRINTS
+    searches = [p for _, p in jira.state.requests if "/search" in p]
+    expected = "/search/jql?" if jira.state.cloud else "/search?"
+    assert all(expected in p for p in searches)
+
+
+def test_files_once_with_xdist(jira_demo: pytest.Pytester, jira: RunningJira) -> None:
+    pytest.importorskip("xdist")
+    result = jira_demo.runpytest_subprocess("--rp-bts", "-n", "2")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*2 workers*"])
+    _check_first_run(jira, jira_demo)
+    again = jira_demo.runpytest_subprocess("--rp-bts", "-n", "2")
+    assert again.ret == pytest.ExitCode.TESTS_FAILED
+    assert len(jira.state.issues) == DEMO_FINGERPRINTS
+    assert sum(len(c) for c in jira.state.comments.values()) == DEMO_FINGERPRINTS
+
+
+@pytest.mark.parametrize("policy", ["new", "reopen"])
+def test_closed_issue_follows_on_closed(
+    pytester: pytest.Pytester, jira: RunningJira, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    monkeypatch.setenv("JIRA_USER", USER if jira.state.cloud else DC_USER)
+    monkeypatch.setenv("JIRA_TOKEN", PASSWORD)
+    configure(pytester, jira, policy)
+    pytester.makepyfile("def test_a():\n    assert 0\n")
+    pytester.runpytest("--rp-bts")
+    assert list(jira.state.issues) == ["SHOP-1"]
+    jira.state.set_status("SHOP-1", "Done")
+    pytester.runpytest("--rp-bts")
+    if policy == "new":
+        assert list(jira.state.issues) == ["SHOP-1", "SHOP-2"]
+        assert jira.state.links == [{"type": "Relates", "inward": "SHOP-2", "outward": "SHOP-1"}]
+        assert jira.state.issues["SHOP-1"]["fields"]["status"]["name"] == "Done"
+    else:
+        assert list(jira.state.issues) == ["SHOP-1"]
+        assert jira.state.issues["SHOP-1"]["fields"]["status"]["name"] != "Done"
+        assert len(jira.state.comments["SHOP-1"]) == 1
+
+
+def test_issue_marker_shows_status(
+    pytester: pytest.Pytester, jira: RunningJira, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JIRA_USER", USER if jira.state.cloud else DC_USER)
+    monkeypatch.setenv("JIRA_TOKEN", PASSWORD)
+    configure(pytester, jira, "new")
+    pytester.makepyfile(
+        """
+        import pytest
+        def test_a():
+            assert 0
+        @pytest.mark.issue("SHOP-1", integration="Shop bugs")
+        def test_b():
+            assert 1 == 2
+        """
+    )
+    pytester.runpytest("--rp-bts", "-k", "test_a")
+    jira.state.set_status("SHOP-1", "In Progress")
+    result = pytester.runpytest("--rp-bts")
+    result.stdout.fnmatch_lines(["known     ?Shop bugs? SHOP-1 (In Progress) test_*::test_b"])
+    assert len(jira.state.issues) == 1
+    jira.state.set_status("SHOP-1", "Done")
+    flagged = pytester.runpytest("--rp-bts", "-k", "test_b")
+    flagged.stdout.fnmatch_lines(["known     ?Shop bugs? SHOP-1 (Done) test_*::test_b"])
+    assert _results(pytester)["test_b"]["issues"][0]["status"] == "Done"
+
+
+def test_jira_down_changes_no_verdict(
+    pytester: pytest.Pytester, jira: RunningJira, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JIRA_USER", "nobody@example.com")
+    monkeypatch.setenv("JIRA_TOKEN", "wrong-canary-token-77")
+    configure(pytester, jira, "new")
+    pytester.makepyfile("def test_a():\n    assert 0\ndef test_b():\n    pass\n")
+    result = pytester.runpytest("--rp-bts")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "INTERNALERROR" not in result.stdout.str()
+    assert "HTTP 401" in result.stdout.str()
+    assert "wrong-canary-token-77" not in result.stdout.str() + result.stderr.str()
+    assert jira.state.issues == {}
