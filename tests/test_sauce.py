@@ -239,6 +239,35 @@ def test_connection_ok_wrong_data_center_and_wrong_key(centers: SauceLabs) -> No
         assert KEY not in answer.summary + "".join(answer.hints)
 
 
+def test_cli_integrations_test_gives_the_data_center_hint(
+    centers: SauceLabs,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    centers.add_account(USER, KEY, "us-east-4")
+    monkeypatch.setenv("SAUCE_ACCESS_KEY", KEY)
+    monkeypatch.setenv("RP_BTS_GLOBAL_CONFIG", str(tmp_path / "no-global.toml"))
+    (tmp_path / "rp-bts.toml").write_text(
+        f"""
+[[integrations]]
+kind = "sauce"
+name = "Sauce"
+username = "{USER}"
+access_key = "${{SAUCE_ACCESS_KEY}}"
+data_center = "eu-central-1"
+""",
+        encoding="utf-8",
+    )
+    assert main(["--root", str(tmp_path), "integrations", "test", "Sauce"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        f"FAILED: Sauce: {centers.base('eu-central-1')}: GET /rest/v1/whoami answered HTTP 401",
+        'hint: the account answers in data centre us-east-4: set data_center = "us-east-4"',
+    ]
+    assert KEY not in out
+
+
 # -- end to end ------------------------------------------------------------------------------
 
 DEMO = """
