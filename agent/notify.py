@@ -17,7 +17,7 @@ from typing import Final
 
 import jinja2
 
-from .config_types import Config, Rule
+from .config_types import Config, Integration, Rule
 from .content import one_line
 from .hooks import HookManager
 from .model import RunResults, TestResult
@@ -227,6 +227,40 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "rule"
 
 
+def _deliver(
+    config: Config,
+    server: Integration | None,
+    rule: str,
+    to: tuple[str, ...],
+    msg: EmailMessage,
+    name: str,
+    redactor: Redactor,
+) -> Notice:
+    """Write the ``.eml`` (no server), or send it, keeping it for ``rp-bts flush`` on failure."""
+    if server is None:
+        try:
+            outbox = Path(config.root) / ".rp-bts" / "outbox"
+            outbox.mkdir(parents=True, exist_ok=True)
+            path = outbox / f"{name}.eml"
+            path.write_bytes(msg.as_bytes())
+        except (OSError, ValueError) as exc:
+            return Notice(
+                rule, to, error=redactor.redact(one_line(f"cannot write the message: {exc}", 300))
+            )
+        return Notice(rule, to, path=str(path))
+    try:
+        send(server, msg)
+    except SendError as exc:
+        error = redactor.redact(str(exc))
+        try:
+            kept = keep_pending(config.root, msg, name)
+        except (OSError, ValueError) as write_error:
+            lost = one_line(f"{error}; and it cannot be kept: {write_error}", 400)
+            return Notice(rule, to, error=redactor.redact(lost))
+        return Notice(rule, to, path=str(kept), error=error)
+    return Notice(rule, to, sent_via=server.name)
+
+
 def notify(config: Config, run: RunResults, hooks: HookManager) -> list[Notice]:
     """Evaluate every rule and deliver its message; errors are notices, never exceptions.
 
@@ -234,7 +268,6 @@ def notify(config: Config, run: RunResults, hooks: HookManager) -> list[Notice]:
     ``rp-bts flush``); without, it is written as an ``.eml`` under ``.rp-bts/outbox/``.
     """
     notices = []
-    outbox = Path(config.root) / ".rp-bts" / "outbox"
     mail = config.of_kind("email")
     server = mail[0] if mail else None
     sender = server.sender if server is not None and server.sender else DEFAULT_SENDER
@@ -247,28 +280,16 @@ def notify(config: Config, run: RunResults, hooks: HookManager) -> list[Notice]:
             notices.append(Notice(rule.name, (), error="no recipients (OWNER is not known)"))
             continue
         msg = message(rule, run, to, sender, config=config, redact=redactor.redact)
-        verdicts = hooks.hook.rp_bts_email(message=msg, launch=run.launch, rule_name=rule.name)
+        try:
+            verdicts = hooks.hook.rp_bts_email(message=msg, launch=run.launch, rule_name=rule.name)
+        except Exception as exc:  # a user's hook never breaks the run: the message is dropped
+            log.debug("rp_bts_email hook failed", exc_info=True)
+            error = one_line(f"an rp_bts_email hook raised {type(exc).__name__}: {exc}", 300)
+            notices.append(Notice(rule.name, to, error=redactor.redact(error)))
+            continue
         if any(v is False for v in verdicts):
             notices.append(Notice(rule.name, to, error="dropped by an rp_bts_email hook"))
             continue
         name = f"{run.launch.run_id}-{_slug(rule.name)}"
-        try:
-            if server is None:
-                outbox.mkdir(parents=True, exist_ok=True)
-                path = outbox / f"{name}.eml"
-                path.write_bytes(msg.as_bytes())
-                notices.append(Notice(rule.name, to, path=str(path)))
-                continue
-            try:
-                send(server, msg)
-            except SendError as exc:
-                kept = keep_pending(config.root, msg, name)
-                notices.append(
-                    Notice(rule.name, to, path=str(kept), error=redactor.redact(str(exc)))
-                )
-                continue
-            notices.append(Notice(rule.name, to, sent_via=server.name))
-        except (OSError, ValueError) as exc:
-            error = redactor.redact(one_line(f"cannot write the message: {exc}", 300))
-            notices.append(Notice(rule.name, to, error=error))
+        notices.append(_deliver(config, server, rule.name, to, msg, name, redactor))
     return notices

@@ -412,3 +412,24 @@ def test_down_server_leaves_a_green_run_green(
     (pytester.path / "rp-bts.toml").write_text(plain_server.integration_toml() + rules)
     assert pytester.runpytest("--rp-bts").ret == pytest.ExitCode.OK
     assert len(plain_server.inbox.received) == 1  # this run's message; the kept one waits for flush
+
+
+class _RaisingHook:
+    def rp_bts_email(self, message: EmailMessage, launch: Launch, rule_name: str) -> None:
+        raise RuntimeError(f"boom with {PASSWORD}")
+
+
+def test_a_raising_email_hook_drops_the_message(
+    plain_server: Server,  # noqa: F811
+    tmp_path: Path,
+    hooks: HookManager,
+) -> None:
+    hooks.register(_RaisingHook())
+    rule = Rule("team", send_case="always", recipients=("team@example.com",))
+    config = dataclasses.replace(
+        _config(tmp_path, plain_server, rule),
+        integrations=(_integration(plain_server, password=PASSWORD),),
+    )
+    (notice,) = notify(config, _run(PASSED), hooks)
+    assert notice.error == "an rp_bts_email hook raised RuntimeError: boom with ***"
+    assert plain_server.inbox.received == []
