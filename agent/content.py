@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from .config_types import Integration
+from .config_types import Config, Integration
 from .model import Launch, TestResult
 from .sauce import job_links
 from .trackers.base import AttachmentFile, Body, CommentDraft, IssueDraft, Section
@@ -53,12 +53,13 @@ def _clip(text: str, limit: int) -> str:
     return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"
 
 
-def sauce_links(results: Sequence[TestResult]) -> list[str]:
-    return [f"{r.nodeid}: {link.title}: {link.url}" for r in results for link in job_links(r)]
-
-
 def _sections(
-    results: Sequence[TestResult], launch: Launch, include: Sequence[str], *, head: str
+    results: Sequence[TestResult],
+    launch: Launch,
+    include: Sequence[str],
+    *,
+    head: str,
+    config: Config | None,
 ) -> list[Section]:
     first = results[0]
     tests = "\n".join(f"{r.nodeid} ({r.outcome}, {r.phase})" for r in results)
@@ -80,7 +81,9 @@ def _sections(
         log = _tail(first.log or first.stderr or first.stdout, LOG_LINES)
         if log:
             sections.append(Section(f"Log (last {LOG_LINES} lines)", log, True))
-    links = sauce_links(results)
+    links = [
+        f"{r.nodeid}: {link.title}: {link.url}" for r in results for link in job_links(r, config)
+    ]
     if links:
         sections.append(Section("Sauce Labs", "\n".join(links)))
     sections.append(Section("Fingerprint", first.fingerprint))
@@ -122,7 +125,9 @@ def issue_draft(
     include: Sequence[str],
     spool: Path | None = None,
     relates_to: str = "",
+    config: Config | None = None,
 ) -> IssueDraft:
+    """``config`` gives the Sauce Labs integration whose credentials sign the job's links."""
     first = results[0]
     route = first.route
     fields = dict(integration.fields)
@@ -133,21 +138,25 @@ def issue_draft(
         head += f" An earlier issue for this failure, {relates_to}, is closed."
     return IssueDraft(
         summary=summary(results),
-        body=Body(tuple(_sections(results, launch, include, head=head))),
+        body=Body(tuple(_sections(results, launch, include, head=head, config=config))),
         fingerprint=first.fingerprint,
         issue_type=(route.issue_type if route and route.issue_type else integration.issue_type),
         labels=(first.fingerprint,) if first.fingerprint else (),
         fields=fields,
         attachments=_attachments(results, include, spool),
         relates_to=relates_to,
-        links=tuple({link.key: link for r in results for link in job_links(r)}.values()),
+        links=tuple({link.key: link for r in results for link in job_links(r, config)}.values()),
     )
 
 
 def comment_draft(
-    results: Sequence[TestResult], launch: Launch, *, include: Sequence[str]
+    results: Sequence[TestResult],
+    launch: Launch,
+    *,
+    include: Sequence[str],
+    config: Config | None = None,
 ) -> CommentDraft:
     """The one comment a run adds to an issue that is already open for these failures."""
     head = f"Failed again in launch '{launch.name}' (run {launch.run_id}): {len(results)} test(s)."
-    sections = _sections(results, launch, include, head=head)
+    sections = _sections(results, launch, include, head=head, config=config)
     return CommentDraft(body=Body(tuple(sections)), run_id=launch.run_id)

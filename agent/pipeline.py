@@ -309,7 +309,9 @@ class Agent:
             assert existing is not None
             existing = tracker.reopen(existing.key)
         assert existing is not None
-        comment = comment_draft(action.results, launch, include=self._include(integration))
+        comment = comment_draft(
+            action.results, launch, include=self._include(integration), config=self.config
+        )
         tracker.comment(existing.key, comment)
         return IssueRef(name, existing.key, existing.url, existing.status, "commented")
 
@@ -323,6 +325,7 @@ class Agent:
             include=self._include(integration),
             spool=self.options.spool,
             relates_to=relates_to,
+            config=self.config,
         )
         results = list(action.results)
         for changed in self.hooks.hook.rp_bts_issue_fields(

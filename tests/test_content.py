@@ -1,0 +1,40 @@
+"""Issue content: what a draft says, and that Sauce Labs links in it are signed, never keyed."""
+
+from __future__ import annotations
+
+from rp_bts_agent.config_types import Config, Integration
+from rp_bts_agent.content import comment_draft, issue_draft
+from rp_bts_agent.model import Attribute, Launch, TestResult
+from rp_bts_agent.sauce import auth_token
+
+ACCESS_KEY = "sauce-access-key-canary-123"
+
+
+def test_issue_and_comment_carry_signed_sauce_links() -> None:
+    sauce = Integration(
+        kind="sauce",
+        name="Sauce EU",
+        username="alice",
+        access_key=ACCESS_KEY,
+        data_center="eu-central-1",
+    )
+    tracker = Integration(kind="local", name="local")
+    config = Config(integrations=(sauce, tracker))
+    result = TestResult(
+        "t.py::test_a",
+        "failed",
+        exc_type="AssertionError",
+        message="assert 1 == 2",
+        fingerprint="rpbts1-x",
+        attributes=(Attribute("SLID", "job42"), Attribute("SLDC", "eu-central-1")),
+    )
+    launch = Launch("nightly", "run-1")
+    draft = issue_draft([result], tracker, launch, include=("logs",), config=config)
+    token = auth_token("alice", ACCESS_KEY, "job42")
+    urls = [link.url for link in draft.links]
+    assert any("app.eu-central-1.saucelabs.com/tests/job42" in u and token in u for u in urls)
+    body = draft.body.plain()
+    assert token in body
+    comment = comment_draft([result], launch, include=("logs",), config=config).body.plain()
+    assert token in comment
+    assert ACCESS_KEY not in body + comment + " ".join(urls)
