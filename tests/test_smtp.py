@@ -9,6 +9,7 @@ import dataclasses
 import socket
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from smtp_server import (  # noqa: F401  (fixtures)
@@ -433,3 +434,24 @@ def test_a_raising_email_hook_drops_the_message(
     (notice,) = notify(config, _run(PASSED), hooks)
     assert notice.error == "an rp_bts_email hook raised RuntimeError: boom with ***"
     assert plain_server.inbox.received == []
+
+
+def test_timeouts_five_seconds_to_connect_twenty_per_reply(
+    ssl_server: Server,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert (smtp.CONNECT_TIMEOUT, smtp.READ_TIMEOUT) == (5.0, 20.0)
+    used: list[float | None] = []
+    real = socket.create_connection
+
+    def spy(address: tuple[str, int], timeout: float, *args: Any) -> socket.socket:
+        used.append(timeout)
+        return real(address, timeout, *args)
+
+    monkeypatch.setattr(socket, "create_connection", spy)
+    client = smtp._open(_integration(ssl_server))
+    try:
+        assert used == [5.0]
+        assert client.sock is not None and client.sock.gettimeout() == 20.0
+    finally:
+        client.quit()
