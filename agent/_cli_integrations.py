@@ -67,6 +67,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cmd.add_argument("--to", default="", metavar="ADDRESS", help="e-mail: send a test message")
     cmd.set_defaults(func=_guarded(_test))
 
+    from ._cli_jira import add_configure  # imports this module: registered late
+
+    add_configure(commands)
+
     cmd = commands.add_parser(
         "reset", help="delete the project's integrations of a kind: use global"
     )

@@ -83,6 +83,14 @@ FIELDS = [
         {"type": "array", "items": "component", "system": "components"},
         allowedValues=[{"id": str(100 + i), "name": n} for i, n in enumerate(COMPONENTS)],
     ),
+    _field("assignee", "Assignee", False, {"type": "user", "system": "assignee"}),
+    _field(
+        "customfield_10060",
+        "Severity",
+        False,
+        {"type": "option", "custom": "select", "customId": 10060},
+        allowedValues=[{"id": str(200 + i), "value": v} for i, v in enumerate(("S1", "S2"))],
+    ),
     _field(
         "customfield_10050",
         "Environment name",
@@ -237,6 +245,12 @@ class JiraState:
         with self.lock:
             if route == "serverInfo":
                 return Reply(200, self._server_info())
+            if route == "user":
+                wanted = q.get("accountId") if self.cloud else q.get("username")
+                me = self._myself()
+                if wanted and wanted == me.get("accountId" if self.cloud else "name"):
+                    return Reply(200, me)
+                return self._not_found("The user does not exist.")
             if route == "myself":
                 return Reply(200, self._myself())
             if route == "project" and method == "GET":
