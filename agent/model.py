@@ -123,6 +123,8 @@ class TestResult:
     known_issues: tuple[KnownIssue, ...] = ()
     route: Route | None = None
     markers: tuple[str, ...] = ()
+    #: web pages about the result (its Sauce Labs job and video), signed, never keyed
+    links: tuple[Link, ...] = ()
     issues: tuple[IssueRef, ...] = ()
 
     @property
@@ -207,7 +209,7 @@ _OPTIONAL: Final = tuple(
 )
 
 
-def _record(value: Attribute | Attachment | KnownIssue | IssueRef) -> dict[str, Any]:
+def _record(value: Attribute | Attachment | KnownIssue | IssueRef | Link) -> dict[str, Any]:
     """A flat record as a dict: no recursion, as this runs for every test of a large run."""
     return {name: getattr(value, name) for name in value.__slots__}
 
@@ -265,6 +267,7 @@ def result_from_json(data: Mapping[str, Any]) -> TestResult:
         known_issues=tuple(KnownIssue(**k) for k in data.get("known_issues", ())),
         route=Route(**route) if route else None,
         markers=tuple(data.get("markers", ())),
+        links=tuple(Link(**link) for link in data.get("links", ())),
         issues=tuple(_issue_from(i) for i in data.get("issues", ())),
     )
 

@@ -20,6 +20,7 @@ from .content import comment_draft, issue_draft, one_line
 from .hooks import HookManager
 from .model import IssueRef, KnownIssue, Launch, RunResults, TestResult
 from .redact import Redactor
+from .sauce import job_links
 from .trackers import open_tracker
 from .trackers.base import IssueDraft, RemoteIssue, Tracker, TrackerError
 
@@ -204,9 +205,16 @@ class Agent:
         if self.options.mode != "dry-run":
             self._execute(plan, integrations, run.launch, refs)
         results = tuple(
-            r.with_issues(refs[r.nodeid]) if r.nodeid in refs else r for r in run.results
+            self._linked(r.with_issues(refs[r.nodeid]) if r.nodeid in refs else r)
+            for r in run.results
         )
         return Outcome(RunResults(run.launch, results), plan, list(self._errors))
+
+    def _linked(self, result: TestResult) -> TestResult:
+        """Results that ran on Sauce Labs carry their job's signed links (results JSON, summary)."""
+        if not result.attributes or result.attribute("SLID") is None:
+            return result
+        return dataclasses.replace(result, links=job_links(result, self.config))
 
     def _known(self, result: TestResult, known: KnownIssue) -> IssueRef:
         """The ``issue`` marker: fetch the status where we can, never file."""

@@ -46,3 +46,13 @@ def display_path(path: str | Path, start: Path | None) -> str:
     if start is not None and path.is_relative_to(start):
         return str(path.relative_to(start))
     return str(path)
+
+
+def link_lines(results: Iterable[TestResult]) -> list[str]:
+    """The Sauce Labs pages of the failures, so whoever reads the failure can watch the job."""
+    return [
+        f"{link.title}: {result.nodeid}: {link.url}"
+        for result in results
+        if result.failing
+        for link in result.links
+    ]

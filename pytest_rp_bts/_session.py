@@ -27,7 +27,7 @@ from rp_bts_agent.model import Attribute, Launch, RunResults
 from rp_bts_agent.pipeline import Agent, Options, Outcome
 from rp_bts_agent.redact import Redactor
 from rp_bts_agent.rootdir import default_env_file
-from rp_bts_agent.summary import display_path, issue_lines, plan_lines
+from rp_bts_agent.summary import display_path, issue_lines, link_lines, plan_lines
 
 from ._capture import Capture, Collector
 from ._fixture import ATTACHMENT_DIR
@@ -281,7 +281,7 @@ class RpBtsSession:
                     tr.write_line(line)
                 tr.write_line("dry-run: nothing was changed")
             else:
-                for line in issue_lines(outcome.run.results):
+                for line in issue_lines(outcome.run.results) + link_lines(outcome.run.results):
                     tr.write_line(self.redactor.redact(line))
                 if not any(r.issues for r in outcome.run.results):
                     tr.write_line("no failures to file")

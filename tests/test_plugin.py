@@ -47,6 +47,9 @@ def test_files_one_issue_per_fingerprint_then_comments(demo: pytest.Pytester) ->
     assert data["test_unexpected_pass"]["fingerprint"].startswith("rpbts1-")
     assert data["test_totals[items0]"]["log"].strip().endswith("totals for [1]")
     assert {"key": "SLID", "value": "job-123"} in data["test_sauce"]["attributes"]
+    job_page = "https://app.eu-central-1.saucelabs.com/tests/job-123"
+    assert [link["url"] for link in data["test_sauce"]["links"]] == [job_page]
+    first.stdout.fnmatch_lines([f"Sauce Labs job: test_demo.py::test_sauce: {job_page}"])
     assert data["test_key"]["attachments"][0]["name"] == "cart.txt"
 
     second = demo.runpytest("--rp-bts")

@@ -379,7 +379,11 @@ def test_jobs_updated_as_tests_end(
     assert f"https://app.saucelabs.com/tests/fix-1?auth={token}" in report
     assert f"https://assets.saucelabs.com/jobs/fix-1/video.mp4?auth={token}" in report
     output = result.stdout.str() + result.stderr.str()
-    assert "Sauce Labs job" not in output  # nothing went wrong: nothing to say
+    assert "sauce: " not in output  # nothing went wrong: no problem line
+    assert (
+        f"Sauce Labs job: test_demo.py::test_fixture_fails: https://app.saucelabs.com/tests/fix-1?auth={token}"
+        in output
+    )  # noqa: E501
     # the canary: the access key is nowhere in the output or the files of the run
     assert KEY not in output
     for path in all_files(sauce_demo.path):
