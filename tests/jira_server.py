@@ -170,6 +170,9 @@ class JiraState:
         self.users = {USER: PASSWORD} if flavour == "cloud" else {DC_USER: PASSWORD}
         self.tokens = {PAT} if flavour == "dc" else set()
         self.captcha = False
+        #: Cloud's eventually consistent search: new issues stay unfound unless reconciled
+        self.lagging_search = False
+        self.indexed: set[str] = set()
         self.can_create = True
         self.issues: dict[str, dict[str, Any]] = {}
         self.comments: dict[str, list[dict[str, Any]]] = {}
@@ -281,14 +284,14 @@ class JiraState:
             if route == "search/jql":
                 if not self.cloud:
                     return self._not_found("null for uri")
-                return self._search(q, jql_page=True)
+                return self._search(query, jql_page=True)
             if route == "search":
                 if self.cloud:
                     return Reply(
                         410,
                         {"errorMessages": ["The requested API has been removed. Use /search/jql."]},
                     )
-                return self._search(q, jql_page=False)
+                return self._search(query, jql_page=False)
             if parts[0] == "issue" and len(parts) >= 2:
                 issue = self.issues.get(parts[1].upper())
                 if issue is None:
@@ -406,9 +409,12 @@ class JiraState:
         out["fields"]["attachment"] = self.attachments.get(issue["key"], [])
         return out
 
-    def _search(self, q: dict[str, str], *, jql_page: bool) -> Reply:
-        jql = q.get("jql", "")
+    def _search(self, q: dict[str, list[str]], *, jql_page: bool) -> Reply:
+        jql = q.get("jql", [""])[-1]
         found = list(self.issues.values())
+        if self.lagging_search:
+            seen = self.indexed | set(q.get("reconcileIssues", []))
+            found = [i for i in found if i["id"] in seen]
         m = re.search(r"labels\s+in\s*\(([^)]*)\)", jql, re.I)
         if m:
             wanted = set(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1)))
@@ -418,7 +424,7 @@ class JiraState:
             found = [i for i in found if i["fields"]["project"]["key"] == m.group(1)]
         if re.search(r"order\s+by\s+created\s+desc", jql, re.I):
             found.sort(key=lambda i: i["fields"]["created"], reverse=True)
-        issues = [self._issue_json(i) for i in found[: int(q.get("maxResults", "50"))]]
+        issues = [self._issue_json(i) for i in found[: int(q.get("maxResults", ["50"])[-1])]]
         if jql_page:
             return Reply(200, {"issues": issues, "isLast": True})
         return Reply(200, {"issues": issues, "startAt": 0, "maxResults": 50, "total": len(found)})

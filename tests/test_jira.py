@@ -177,6 +177,21 @@ def test_create_is_idempotent_on_open_fingerprint(jira: RunningJira, tracker: Ji
     assert len(jira.state.issues) == 1
 
 
+def test_cloud_search_lag_is_reconciled(make_jira: Any) -> None:
+    server = make_jira("cloud")
+    server.state.lagging_search = True
+    t = JiraTracker(integration(server))
+    first = t.create(draft())
+    assert t.find(["rpbts1-abc"])["rpbts1-abc"].key == first.key
+    assert t.create(draft()).existed
+    t.close()
+    assert len(server.state.issues) == 1
+    assert any("reconcileIssues=" in p for _, p in server.state.requests)
+    other = JiraTracker(integration(server))  # another process: its search lags
+    assert other.find(["rpbts1-abc"]) == {}
+    other.close()
+
+
 def test_reopen_and_get(jira: RunningJira, tracker: JiraTracker) -> None:
     created = tracker.create(draft())
     jira.state.set_status(created.key, "Done")

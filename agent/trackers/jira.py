@@ -178,6 +178,9 @@ class JiraTracker:
         self.cloud = False
         self.version: tuple[int, ...] = ()
         self._meta: dict[str, dict[str, dict[str, Any]]] = {}
+        #: ids of issues this tracker filed: Cloud search is eventually consistent, and
+        #: ``reconcileIssues`` makes it see them at once (issue 3, point 7).
+        self._filed: list[int] = []
 
     @classmethod
     def from_integration(cls, integration: Integration, *, read_only: bool = False) -> JiraTracker:
@@ -284,6 +287,8 @@ class JiraTracker:
         params: dict[str, Any] = {"jql": jql, "fields": _SEARCH_FIELDS, "maxResults": PAGE}
         for _ in range(20):  # 2,000 issues: far more than a run's fingerprints ever match
             if self.cloud:
+                if self._filed:
+                    params["reconcileIssues"] = self._filed[-50:]
                 page = self._get(client, "/rest/api/2/search/jql", "search", **params)
                 issues += page.get("issues", [])
                 token = page.get("nextPageToken")
@@ -416,6 +421,8 @@ class JiraTracker:
         with self._calls("create issue"):
             issue = self.client.create_issue(fields=fields, prefetch=False)
         key = str(issue.key)
+        if str(issue.id).isdigit():
+            self._filed.append(int(issue.id))
         self._attach(key, draft.attachments)
         for link in draft.links:
             self._remote_link(key, link.title, link.url, link.key or link.url)
