@@ -110,6 +110,9 @@ INTEGRATION_KEYS: Final[Mapping[str, Mapping[str, Key]]] = {
         "data_center": Key(choices=("us-west-1", "eu-central-1", "us-east-4")),
         "api_url": _STR,
         "driver_fixture": _STR,
+        # job assets to download and attach to posted issues, each at most asset_cap bytes
+        "assets": Key("strs"),
+        "asset_cap": Key("int"),
         **_TLS,
     },
     "email": {

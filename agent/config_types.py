@@ -75,6 +75,8 @@ class Integration:
     data_center: str = "us-west-1"
     api_url: str = ""
     driver_fixture: str = "driver"
+    assets: tuple[str, ...] = ()
+    asset_cap: int = 50 * 1024 * 1024
     # local
     path: str = ""
     #: keys of other issues (OAuth, Clarity sync, ...) kept verbatim until their code reads them.

@@ -20,9 +20,16 @@ from .content import comment_draft, issue_draft, one_line
 from .hooks import HookManager
 from .model import IssueRef, KnownIssue, Launch, RunResults, TestResult
 from .redact import Redactor
-from .sauce import job_links
+from .sauce import (
+    SauceClient,
+    SauceError,
+    data_center_of,
+    download_assets,
+    integration_for,
+    job_links,
+)
 from .trackers import open_tracker
-from .trackers.base import IssueDraft, RemoteIssue, Tracker, TrackerError
+from .trackers.base import AttachmentFile, IssueDraft, RemoteIssue, Tracker, TrackerError
 
 log = logging.getLogger("rp_bts_agent")
 
@@ -297,6 +304,27 @@ class Agent:
         if self.progress is not None:
             self.progress(len(plan), len(plan))
 
+    def _sauce_assets(self, results: Sequence[TestResult]) -> tuple[AttachmentFile, ...]:
+        """The chosen Sauce Labs assets of the failures' jobs (``assets`` of the integration)."""
+        files: list[AttachmentFile] = []
+        for result in results:
+            job = result.attribute("SLID")
+            sauce = integration_for(self.config, result.attribute("SLDC"))
+            if not job or sauce is None or not sauce.assets or self.options.spool is None:
+                continue
+            try:
+                with SauceClient(sauce, data_center_of(result, sauce)) as client:
+                    found, skipped = download_assets(
+                        client, job, self.options.spool, sauce.assets, sauce.asset_cap
+                    )
+            except SauceError as exc:
+                self._error(f"{result.nodeid}: Sauce Labs assets of job {job}: {exc}")
+                continue
+            for line in skipped:
+                log.warning("%s", line)
+            files += [AttachmentFile(a.name, a.path, a.mime) for a in found]
+        return tuple(files)
+
     def _include(self, integration: Integration) -> tuple[str, ...]:
         return self.options.include if self.options.include is not None else integration.include
 
@@ -335,6 +363,10 @@ class Agent:
             relates_to=relates_to,
             config=self.config,
         )
+        if "attachments" in self._include(integration):
+            assets = self._sauce_assets(action.results)
+            if assets:
+                draft = dataclasses.replace(draft, attachments=draft.attachments + assets)
         results = list(action.results)
         for changed in self.hooks.hook.rp_bts_issue_fields(
             draft=draft, results=results, integration=integration, launch=launch

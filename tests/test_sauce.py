@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -383,7 +385,7 @@ def test_jobs_updated_as_tests_end(
     assert (
         f"Sauce Labs job: test_demo.py::test_fixture_fails: https://app.saucelabs.com/tests/fix-1?auth={token}"
         in output
-    )  # noqa: E501
+    )
     # the canary: the access key is nowhere in the output or the files of the run
     assert KEY not in output
     for path in all_files(sauce_demo.path):
@@ -448,3 +450,18 @@ def test_dry_run_sends_nothing(sauce_demo: pytest.Pytester, sauce_server: SauceL
     sauce_demo.runpytest_subprocess("--rp-bts", "--rp-bts-mode=dry-run", "-p", "no:xdist")
     assert sauce_server.requests == []
     assert json.dumps(sauce_server.job("mark-1"))  # untouched
+
+
+def test_chosen_assets_are_attached_to_the_posted_issue(
+    sauce_demo: pytest.Pytester, sauce_server: SauceLabs
+) -> None:
+    config = sauce_demo.path / "rp-bts.toml"
+    config.write_text(
+        config.read_text() + '\nassets = ["log.json", "screenshots.zip"]\nasset_cap = 1000000\n'
+    )
+    sauce_demo.runpytest("--rp-bts", "-k", "fixture_fails")
+    db = sauce_demo.path / ".rp-bts" / "tracker.db"
+    with closing(sqlite3.connect(db)) as conn:
+        names = [name for (name,) in conn.execute("SELECT name FROM attachments")]
+    assert "log.json" in names  # the job has it
+    assert "screenshots.zip" not in names  # the job has none: skipped, the issue still filed
