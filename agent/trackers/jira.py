@@ -159,6 +159,39 @@ def _is_done(fields: Mapping[str, Any]) -> bool:
     return str((status.get("statusCategory") or {}).get("key", "")) == "done"
 
 
+def oauth1(integration: Integration) -> Any:
+    """OAuth 1.0a with RSA-SHA1, as a Jira application link wants: ``requests_oauthlib.OAuth1``.
+
+    The consumer key and access token come from ``rp-bts integrations oauth`` (or a Jira
+    admin); the private key is the PEM whose public half is pasted into the application link.
+    """
+    from oauthlib.oauth1 import SIGNATURE_RSA  # type: ignore[import-untyped]
+    from requests_oauthlib import OAuth1  # type: ignore[import-untyped]
+
+    extra = integration.extra
+    missing = [k for k in ("consumer_key", "private_key_file", "access_token") if not extra.get(k)]
+    if missing:
+        raise TrackerError(
+            f"integration '{integration.name}': auth = \"oauth1\" needs {', '.join(missing)}"
+        )
+    try:
+        with open(str(extra["private_key_file"]), encoding="utf-8") as handle:
+            key = handle.read()
+    except OSError as exc:
+        raise TrackerError(
+            f"integration '{integration.name}': cannot read private_key_file"
+            f" {extra['private_key_file']}: {exc.strerror}"
+        ) from None
+    return OAuth1(
+        str(extra["consumer_key"]),
+        rsa_key=key,
+        signature_method=SIGNATURE_RSA,
+        signature_type="auth_header",
+        resource_owner_key=str(extra["access_token"]),
+        resource_owner_secret=str(extra.get("access_token_secret") or ""),
+    )
+
+
 @final
 class JiraTracker:
     """The ``jira`` tracker; one client per integration, opened on first use."""
@@ -203,9 +236,10 @@ class JiraTracker:
             if not i.token:
                 raise TrackerError(f"integration '{i.name}': auth = \"pat\" needs token")
             return {"token_auth": i.token}
+        if i.auth == "oauth1":
+            return {"oauth1": oauth1(i)}
         raise TrackerError(
-            f"integration '{i.name}': auth = {i.auth!r} is not supported by this version"
-            " (use basic or pat)"
+            f"integration '{i.name}': auth = {i.auth!r} is not supported (basic, pat or oauth1)"
         )
 
     @property
@@ -213,14 +247,20 @@ class JiraTracker:
         if self._client is None:
             from jira import JIRA
 
+            auth = self._auth_kwargs()
+            # OAuth goes on the session directly: the library's own OAuth set-up tries
+            # HMAC first and logs its failures with the request headers
+            signer = auth.pop("oauth1", None)
             client: Any = JIRA(
                 server=self.url,
                 options={"verify": _verify(self.integration), "check_update": False},
                 get_server_info=False,
                 max_retries=0,
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                **self._auth_kwargs(),
+                **auth,
             )
+            if signer is not None:
+                client._session.auth = signer
             mount_retries(client._session)
             try:
                 info = self._get(client, "/rest/api/2/serverInfo", "server info")
@@ -556,6 +596,12 @@ def _login_failed(
 
 def _login_hint(integration: Integration, cloud: bool) -> str:
     user = integration.username
+    if integration.auth == "oauth1":
+        return (
+            "the OAuth access token was refused: check consumer_key and that the application"
+            " link holds the public key of private_key_file; run `rp-bts integrations oauth`"
+            " again for a new token"
+        )
     if integration.auth == "pat":
         return (
             "the personal access token is wrong, expired or revoked: create a new one under"
@@ -593,6 +639,8 @@ def check_connection(integration: Integration, options: CheckOptions) -> CheckRe
         session.verify = _verify(integration)
         if "basic_auth" in auth:
             session.auth = auth["basic_auth"]
+        elif "oauth1" in auth:
+            session.auth = auth["oauth1"]
         else:
             session.headers["Authorization"] = f"Bearer {auth['token_auth']}"
         session.headers["Accept"] = "application/json"
