@@ -178,6 +178,8 @@ class JiraState:
         #: OAuth 1.0a through an application link (Data Center): the consumer's public key
         self.oauth_public_key: str | None = None
         self.oauth_tokens: set[str] = set()
+        #: request token -> the verifier the user was shown ("" until approved)
+        self.oauth_requests: dict[str, str] = {}
         #: Cloud's eventually consistent search: new issues stay unfound unless reconciled
         self.lagging_search = False
         self.indexed: set[str] = set()
@@ -218,17 +220,57 @@ class JiraState:
 
     # -- the API -----------------------------------------------------------------------------
 
-    def oauth_verify(self, method: str, url: str, headers: dict[str, str]) -> bool:
-        """An OAuth 1.0a RSA-SHA1 signature checked as Jira does, with oauthlib."""
+    def oauth_dance(self, method: str, path: str, url: str, headers: dict[str, str]) -> Reply:
+        """The three OAuth 1.0a endpoints of a Jira application link (outside the REST API)."""
+        step = path.rsplit("/", 1)[-1]
+        if method != "POST" or "authorization" not in headers:
+            return Reply(405 if method != "POST" else 401, "<html>no</html>")
+        if step == "request-token" and self.oauth_verify(method, url, headers, tokens=None):
+            token = f"request-{next(self._ids)}"
+            self.oauth_requests[token] = ""
+            body = f"oauth_token={token}&oauth_token_secret=s&oauth_callback_confirmed=true"
+            return Reply(200, body)
+        if step == "access-token" and self.oauth_verify(
+            method, url, headers, tokens=set(self.oauth_requests)
+        ):
+            params = self._oauth_params(headers)
+            wanted = self.oauth_requests.pop(params["oauth_token"])
+            if not wanted or params.get("oauth_verifier") != wanted:
+                return Reply(401, "oauth_problem=permission_denied")
+            token = f"access-{next(self._ids)}"
+            self.oauth_tokens.add(token)
+            return Reply(200, f"oauth_token={token}&oauth_token_secret=t")
+        return Reply(401, "oauth_problem=signature_invalid")
+
+    def approve(self, verifier: str) -> None:
+        """What the user does in the browser: allow every pending request token."""
+        for token in self.oauth_requests:
+            self.oauth_requests[token] = verifier
+
+    @staticmethod
+    def _oauth_params(headers: dict[str, str]) -> dict[str, str]:
+        from oauthlib.oauth1.rfc5849 import utils
+
+        pairs = utils.parse_authorization_header(headers["authorization"])
+        return {k: utils.unescape(v) for k, v in pairs}
+
+    def oauth_verify(
+        self, method: str, url: str, headers: dict[str, str], tokens: set[str] | None = None
+    ) -> bool:
+        """An OAuth 1.0a RSA-SHA1 signature checked as Jira does, with oauthlib.
+
+        ``tokens`` are the tokens accepted; ``None`` means the request must carry none (the
+        request-token step)."""
         from oauthlib.common import Request
-        from oauthlib.oauth1.rfc5849 import signature, utils
+        from oauthlib.oauth1.rfc5849 import signature
 
         if self.oauth_public_key is None:
             return False
-        header = headers["authorization"]
-        params = {k: utils.unescape(v) for k, v in utils.parse_authorization_header(header)}
+        params = self._oauth_params(headers)
         consumer, token = params.get("oauth_consumer_key"), params.get("oauth_token")
-        if consumer != OAUTH_CONSUMER or token not in self.oauth_tokens:
+        if consumer != OAUTH_CONSUMER:
+            return False
+        if (tokens is None and token) or (tokens is not None and token not in tokens):
             return False
         if params.get("oauth_signature_method") != "RSA-SHA1":
             return False
@@ -267,7 +309,7 @@ class JiraState:
             if self.users.get(user) == password:
                 return None
         elif (scheme.lower() == "bearer" and value in self.tokens) or (
-            scheme == "OAuth" and self.oauth_verify(method, url, headers)
+            scheme == "OAuth" and self.oauth_verify(method, url, headers, self.oauth_tokens)
         ):
             return None
         return Reply(
@@ -561,6 +603,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(Reply(404, "<html>Not Found</html>"))
                 return
             path = path[len(state.context) :]
+        if path.startswith("/plugins/servlet/oauth/"):  # not REST: no contract to check
+            self._reply(state.oauth_dance(self.command, path, state.base_url + self.path, headers))
+            return
         if not path.startswith("/rest/api/2/"):
             self._reply(Reply(404, "<html>Not Found</html>"))
             return

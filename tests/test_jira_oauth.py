@@ -88,3 +88,87 @@ def test_connection_check(oauth_jira: tuple[RunningJira, Path]) -> None:
     assert ok.ok, ok
     bad = check(oauth_integration(server, pem, token="revoked-token-9"), CheckOptions())
     assert not bad.ok and "OAuth access token was refused" in bad.hints[0]
+
+
+# -- rp-bts integrations oauth ----------------------------------------------------------------
+
+
+class _Stdin:
+    """The user at the terminal: Enter after the application link, then the code."""
+
+    def __init__(self, server: RunningJira, code: str) -> None:
+        self.server, self.code, self.calls = server, code, 0
+
+    def readline(self) -> str:
+        self.calls += 1
+        if self.calls == 1:
+            return "\n"
+        self.server.state.approve("verified-123")  # the user allows access in the browser
+        return self.code + "\n"
+
+
+def _project(root: Path, server: RunningJira, pem: Path | None) -> None:
+    key = f'private_key_file = "{pem}"\n' if pem else ""
+    (root / "rp-bts.toml").write_text(
+        '# mine\n[[integrations]]\nkind = "jira"\nname = "DC oauth"\n'
+        f'url = "{server.url}"\nproject_key = "SHOP"\n{key}',
+        encoding="utf-8",
+    )
+
+
+def test_oauth_dance_stores_token_as_env_secret(
+    oauth_jira: tuple[RunningJira, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import sys
+
+    from rp_bts_agent.cli import main
+    from rp_bts_agent.config import load_config
+
+    server, pem = oauth_jira
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.setenv("RP_BTS_GLOBAL_CONFIG", str(tmp_path / "none.toml"))
+    _project(root, server, pem)
+    monkeypatch.setattr(sys, "stdin", _Stdin(server, "verified-123"))
+    assert main(["--root", str(root), "integrations", "oauth", "DC oauth"]) == 0
+    out = capsys.readouterr().out
+    assert "Consumer key: rp-bts" in out and "-----BEGIN PUBLIC KEY-----" in out
+    assert f"{server.url}/plugins/servlet/oauth/authorize?oauth_token=request-" in out
+    (token,) = server.state.oauth_tokens - {TOKEN}
+    text = (root / "rp-bts.toml").read_text(encoding="utf-8")
+    assert text.startswith("# mine\n") and token not in text
+    assert 'access_token = "${JIRA_DC_OAUTH_ACCESS_TOKEN}"' in text
+    env = (root / ".env").read_text(encoding="utf-8")
+    assert f"JIRA_DC_OAUTH_ACCESS_TOKEN='{token}'" in env
+    assert (root / ".env").stat().st_mode & 0o077 == 0
+    monkeypatch.delenv("JIRA_DC_OAUTH_ACCESS_TOKEN")
+    monkeypatch.delenv("JIRA_DC_OAUTH_ACCESS_TOKEN_SECRET")
+    integration = load_config(root).integration("DC oauth")
+    assert integration is not None and integration.auth == "oauth1"
+    assert check(integration, CheckOptions()).ok  # the stored token works
+
+
+def test_oauth_creates_a_key_and_explains_a_refusal(
+    oauth_jira: tuple[RunningJira, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import sys
+
+    from rp_bts_agent.cli import main
+
+    server, _ = oauth_jira
+    monkeypatch.setenv("RP_BTS_GLOBAL_CONFIG", str(tmp_path / "none.toml"))
+    _project(tmp_path, server, None)
+    monkeypatch.setattr(sys, "stdin", _Stdin(server, "x"))
+    # the new public key is not in the application link (the server has another)
+    assert main(["--root", str(tmp_path), "integrations", "oauth", "DC oauth"]) == 1
+    out = capsys.readouterr().out
+    created = tmp_path / ".rp-bts" / "oauth" / "dc_oauth.pem"
+    assert f"Created the RSA key {created}" in out
+    assert created.stat().st_mode & 0o077 == 0
+    assert "FAILED: OAuth with" in out and "consumer key 'rp-bts'" in out
