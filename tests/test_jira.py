@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,35 @@ def test_read_only_writes_nothing(jira: RunningJira) -> None:
 
 
 # -- single calls with responses ---------------------------------------------------------------
+
+
+def test_html_answer_is_a_tracker_error(make_jira: Any) -> None:
+    server = make_jira("dc", context="/jira")
+    # a url with a context path the server does not have: an HTML 404 from the proxy
+    t = JiraTracker(integration(server, url=server.url + "/jira"))
+    with pytest.raises(TrackerError, match="HTTP 404"):
+        t.find(["x"])
+    t.close()
+
+
+@responses.activate
+def test_not_json_and_down_once() -> None:
+    responses.get("https://jira.example.com/rest/api/2/serverInfo", body="<html>login</html>")
+    i = Integration(
+        kind="jira",
+        name="j",
+        url="https://jira.example.com",
+        project_key="S",
+        username="u",
+        password="p",
+    )
+    with pytest.raises(TrackerError, match="not Jira's JSON"):
+        JiraTracker(i).find(["x"])
+    down = JiraTracker(dataclasses.replace(i, url="https://down.invalid"))
+    for _ in range(3):
+        with pytest.raises(TrackerError, match="cannot connect"):
+            down.get("SH-1")
+    assert len(responses.calls) == 2  # the down tracker tried once
 
 
 @responses.activate

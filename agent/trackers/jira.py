@@ -208,6 +208,7 @@ class JiraTracker:
         self.project: Final = integration.project_key
         self.read_only: Final = read_only
         self._client: Any = None
+        self._down: TrackerError | None = None
         self.cloud = False
         self.version: tuple[int, ...] = ()
         self._meta: dict[str, dict[str, dict[str, Any]]] = {}
@@ -244,6 +245,8 @@ class JiraTracker:
 
     @property
     def client(self) -> Any:
+        if self._down is not None:  # one connect timeout per run, not one per call
+            raise self._down
         if self._client is None:
             from jira import JIRA
 
@@ -264,6 +267,11 @@ class JiraTracker:
             mount_retries(client._session)
             try:
                 info = self._get(client, "/rest/api/2/serverInfo", "server info")
+            except TrackerError as exc:
+                client.close()
+                if exc.retryable:
+                    self._down = exc
+                raise
             except BaseException:
                 client.close()
                 raise
@@ -288,6 +296,10 @@ class JiraTracker:
             yield
         except JIRAError as exc:
             raise jira_error(what, int(exc.status_code or 0), exc.response) from None
+        except (requests.exceptions.JSONDecodeError, ValueError):
+            raise TrackerError(
+                f"Jira {what}: the answer is not Jira's JSON (check url and its context path)"
+            ) from None
         except requests.RequestException as exc:
             raise _transport_error(what, exc) from None
 
