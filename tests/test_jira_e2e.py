@@ -14,7 +14,7 @@ from jira_server import (  # noqa: F401 (fixtures)
     jira_fixture,
 )
 
-from conftest import DEMO_FINGERPRINTS, by_nodeid, results_json
+from conftest import DEMO_FINGERPRINTS, all_files, by_nodeid, results_json
 
 CONFIG = """
 launch = "nightly"
@@ -170,4 +170,6 @@ def test_jira_down_changes_no_verdict(
     assert "INTERNALERROR" not in result.stdout.str()
     assert "HTTP 401" in result.stdout.str()
     assert "wrong-canary-token-77" not in result.stdout.str() + result.stderr.str()
+    for path in all_files(pytester.path):
+        assert b"wrong-canary-token-77" not in path.read_bytes(), path
     assert jira.state.issues == {}
