@@ -234,15 +234,14 @@ class Agent:
                 raise TrackerError(f"no integration named '{name}'")
             remote = self.tracker(integration).get(known.url or known.issue_id)
         except (TrackerError, OSError) as exc:
-            self._error(f"{result.nodeid}: status of known issue {known.issue_id}: {exc}")
-            return IssueRef(name, known.issue_id, known.url or "", "", "known")
-        if remote.closed:
-            self._error(
-                f"{result.nodeid}: known issue {remote.key} is {remote.status} "
-                "but the test still fails"
-            )
+            line = self._error(f"{result.nodeid}: status of known issue {known.issue_id}: {exc}")
+            return IssueRef(name, known.issue_id, known.url or "", "", "known", error=line)
+        flag = ""
+        if remote.closed:  # flagged on the result, in the summary, and an error under --strict
+            self._error(f"{result.nodeid}: known issue {remote.key} is {remote.status}")
+            flag = f"{remote.status}, but the test still fails"
         return IssueRef(
-            integration.name, remote.key, known.url or remote.url, remote.status, "known"
+            integration.name, remote.key, known.url or remote.url, remote.status, "known", flag
         )
 
     def _plan(

@@ -154,7 +154,9 @@ def test_issue_marker_shows_status(
     assert len(jira.state.issues) == 1
     jira.state.set_status("SHOP-1", "Done")
     flagged = pytester.runpytest("--rp-bts", "-k", "test_b")
-    flagged.stdout.fnmatch_lines(["known     ?Shop bugs? SHOP-1 (Done) test_*::test_b"])
+    flagged.stdout.fnmatch_lines(
+        ["known     ?Shop bugs? SHOP-1 (Done) test_*::test_b: Done, but the test still fails"]
+    )
     assert _results(pytester)["test_b"]["issues"][0]["status"] == "Done"
 
 

@@ -135,6 +135,13 @@ def test_known_issue_marker_links_with_status(pytester: pytest.Pytester) -> None
     assert data["test_b"]["issues"][0]["action"] == "known"
     assert data["test_b"]["issues"][0]["status"] == "Open"
 
+    closed = pytester.run(sys.executable, "-m", "rp_bts_agent.cli", "issues", "close", "LOCAL-1")
+    assert closed.ret == 0
+    again = pytester.runpytest("--rp-bts", "-k", "test_b")
+    again.stdout.fnmatch_lines(
+        ["known     ?local? LOCAL-1 (Closed) test_*::test_b: Closed, but the test still fails"]
+    )
+
 
 @pytest.mark.parametrize(("policy", "expected"), [("new", 2), ("reopen", 1)])
 def test_closed_issue_follows_on_closed(
