@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import shutil
@@ -50,6 +52,10 @@ def test_pip_install_then_demo(tmp_path: Path) -> None:
     first = _run(python, "-m", "pytest", "--rp-bts", "-p", "no:cacheprovider", cwd=demo, env=env)
     assert first.returncode == plain.returncode == 1, first.stdout[-3000:]
     assert "= rp-bts =" in first.stdout
+    assert "<html" in (demo / ".rp-bts" / "report.html").read_text(encoding="utf-8")
+    (eml,) = (demo / ".rp-bts" / "outbox").glob("*.eml")
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert str(message["Subject"]).strip().startswith("[shop] launch 'demo' #")
 
     listed = _run(bin_dir / "rp-bts", "issues", "list", "--json", cwd=demo, env=env)
     assert listed.returncode == 0, listed.stderr
