@@ -140,7 +140,13 @@ def cmd_post(args: argparse.Namespace) -> int:
     if not result.failing:
         raise CliError(f"{result.nodeid} {result.outcome}; only failures are posted")
     single = RunResults(run.launch, (result,))
-    agent = _agent(args, config, integration=args.integration or "", include=_include(args.include))
+    agent = _agent(
+        args,
+        config,
+        integration=args.integration or "",
+        include=_include(args.include),
+        log_lines=args.log_lines,
+    )
     outcome = agent.run(single)
     (posted,) = outcome.run.results
     merged = posted.with_issues((*result.issues, *posted.issues))
@@ -208,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     post.add_argument("test", metavar="NODEID", help="node id (or a unique part of it)")
     post.add_argument("--integration", help="integration to post to")
     post.add_argument("--include", help="logs,attachments,comments (default: the integration's)")
+    post.add_argument(
+        "--log-lines", type=int, metavar="N", help="log lines in the issue (default: log_lines)"
+    )
     post.add_argument("--hooks", action="append", help=hooks_help)
     post.set_defaults(func=cmd_post)
 

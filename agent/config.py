@@ -68,6 +68,8 @@ _TRACKER: Final = {
     "issue_type": _STR,
     "fields": Key("table"),
     "include": Key("strs", ("logs", "attachments", "comments")),
+    # how many lines of the log tail go into an issue (ReportPortal's log quantity)
+    "log_lines": Key("int"),
     "on_closed": Key(choices=("new", "reopen")),
     **_TLS,
 }

@@ -61,6 +61,7 @@ class Integration:
     issue_type: str = ""
     fields: Mapping[str, Any] = field(default_factory=dict)
     include: tuple[str, ...] = ("logs", "attachments", "comments")
+    log_lines: int = 50
     on_closed: Literal["new", "reopen"] = "new"
     verify_tls: bool = True
     ca_file: str = ""

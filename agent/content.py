@@ -19,7 +19,6 @@ from .trackers.base import AttachmentFile, Body, CommentDraft, IssueDraft, Secti
 SUMMARY_LIMIT: Final = 255
 #: how much of a traceback goes into the description; the whole text goes as an attachment.
 TRACEBACK_LIMIT: Final = 20_000
-LOG_LINES: Final = 50
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -60,6 +59,7 @@ def _sections(
     *,
     head: str,
     config: Config | None,
+    log_lines: int,
 ) -> list[Section]:
     first = results[0]
     tests = "\n".join(f"{r.nodeid} ({r.outcome}, {r.phase})" for r in results)
@@ -78,9 +78,9 @@ def _sections(
         Section("Failure", _clip(first.longrepr or first.message, TRACEBACK_LIMIT), True)
     )
     if "logs" in include:
-        log = _tail(first.log or first.stderr or first.stdout, LOG_LINES)
-        if log:
-            sections.append(Section(f"Log (last {LOG_LINES} lines)", log, True))
+        log = _tail(first.log or first.stderr or first.stdout, log_lines)
+        if log and log_lines > 0:
+            sections.append(Section(f"Log (last {log_lines} lines)", log, True))
     links = [
         f"{r.nodeid}: {link.title}: {link.url}" for r in results for link in job_links(r, config)
     ]
@@ -126,6 +126,7 @@ def issue_draft(
     spool: Path | None = None,
     relates_to: str = "",
     config: Config | None = None,
+    log_lines: int | None = None,
 ) -> IssueDraft:
     """``config`` gives the Sauce Labs integration whose credentials sign the job's links."""
     first = results[0]
@@ -138,7 +139,18 @@ def issue_draft(
         head += f" An earlier issue for this failure, {relates_to}, is closed."
     return IssueDraft(
         summary=summary(results),
-        body=Body(tuple(_sections(results, launch, include, head=head, config=config))),
+        body=Body(
+            tuple(
+                _sections(
+                    results,
+                    launch,
+                    include,
+                    head=head,
+                    config=config,
+                    log_lines=integration.log_lines if log_lines is None else log_lines,
+                )
+            )
+        ),
         fingerprint=first.fingerprint,
         issue_type=(route.issue_type if route and route.issue_type else integration.issue_type),
         labels=(first.fingerprint,) if first.fingerprint else (),
@@ -155,8 +167,9 @@ def comment_draft(
     *,
     include: Sequence[str],
     config: Config | None = None,
+    log_lines: int = 50,
 ) -> CommentDraft:
     """The one comment a run adds to an issue that is already open for these failures."""
     head = f"Failed again in launch '{launch.name}' (run {launch.run_id}): {len(results)} test(s)."
-    sections = _sections(results, launch, include, head=head, config=config)
+    sections = _sections(results, launch, include, head=head, config=config, log_lines=log_lines)
     return CommentDraft(body=Body(tuple(sections)), run_id=launch.run_id)

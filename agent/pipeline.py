@@ -91,6 +91,8 @@ class Options:
     integration: str = ""
     #: per-post override of the integration's ``include`` (``rp-bts post --include``).
     include: tuple[str, ...] | None = None
+    #: per-post override of the integration's ``log_lines`` (``rp-bts post --log-lines``).
+    log_lines: int | None = None
     #: where generated attachment files (full failure details) are written.
     spool: Path | None = None
 
@@ -324,6 +326,10 @@ class Agent:
             files += [AttachmentFile(a.name, a.path, a.mime) for a in found]
         return tuple(files)
 
+    def _log_lines(self, integration: Integration) -> int:
+        chosen = self.options.log_lines
+        return integration.log_lines if chosen is None else chosen
+
     def _include(self, integration: Integration) -> tuple[str, ...]:
         return self.options.include if self.options.include is not None else integration.include
 
@@ -345,7 +351,11 @@ class Agent:
             existing = tracker.reopen(existing.key)
         assert existing is not None
         comment = comment_draft(
-            action.results, launch, include=self._include(integration), config=self.config
+            action.results,
+            launch,
+            include=self._include(integration),
+            config=self.config,
+            log_lines=self._log_lines(integration),
         )
         tracker.comment(existing.key, comment)
         return IssueRef(name, existing.key, existing.url, existing.status, "commented")
@@ -361,6 +371,7 @@ class Agent:
             spool=self.options.spool,
             relates_to=relates_to,
             config=self.config,
+            log_lines=self._log_lines(integration),
         )
         if "attachments" in self._include(integration):
             assets = self._sauce_assets(action.results)

@@ -38,3 +38,21 @@ def test_issue_and_comment_carry_signed_sauce_links() -> None:
     comment = comment_draft([result], launch, include=("logs",), config=config).body.plain()
     assert token in comment
     assert ACCESS_KEY not in body + comment + " ".join(urls)
+
+
+def test_log_quantity_per_integration_and_per_post() -> None:
+    result = TestResult(
+        "t.py::test_a",
+        "failed",
+        message="boom",
+        fingerprint="rpbts1-y",
+        log="one\ntwo\nthree\nfour\nfive",
+    )
+    launch = Launch("nightly", "run-1")
+    two = Integration(kind="local", name="local", log_lines=2)
+    body = issue_draft([result], two, launch, include=("logs",)).body.plain()
+    assert "Log (last 2 lines):\nfour\nfive" in body and "three" not in body
+    body = issue_draft([result], two, launch, include=("logs",), log_lines=0).body.plain()
+    assert "Log (last" not in body
+    comment = comment_draft([result], launch, include=("logs",), log_lines=1).body.plain()
+    assert "Log (last 1 lines):\nfive" in comment
