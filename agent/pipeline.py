@@ -17,6 +17,7 @@ from typing import Final, Literal
 
 from .config_types import Config, Integration
 from .content import comment_draft, issue_draft, one_line
+from .filed import FiledRecord
 from .hooks import HookManager
 from .model import IssueRef, KnownIssue, Launch, RunResults, TestResult
 from .redact import Redactor
@@ -97,6 +98,12 @@ class Options:
     spool: Path | None = None
 
 
+def tracker_identity(integration: Integration) -> str:
+    """Which tracker project an integration files into: integrations may share one."""
+    where = integration.path if integration.kind == "local" else integration.url.rstrip("/")
+    return f"{integration.kind}:{where}:{integration.project_key}"
+
+
 def redact_result(result: TestResult, redactor: Redactor) -> TestResult:
     """Scrub every text a test produced before anything is filed, written or hooked."""
     r = redactor.redact
@@ -130,6 +137,9 @@ class Agent:
         self.options = options
         self.progress = progress
         self._trackers: dict[str, Tracker] = {}
+        self.record = FiledRecord(
+            Path(config.root) / ".rp-bts" / "filed.db", read_only=options.mode == "dry-run"
+        )
         self._errors: list[str] = []
 
     # -- routing ---------------------------------------------------------------------------
@@ -259,7 +269,8 @@ class Agent:
         for name, fingerprints in by_integration.items():
             integration = integrations[name]
             try:
-                existing = self.tracker(integration).find(fingerprints)
+                known = self.record.lookup(tracker_identity(integration), fingerprints)
+                existing = self.tracker(integration).find(fingerprints, known)
             except (TrackerError, OSError) as exc:
                 line = self._error(f"{name}: {exc}")
                 for fingerprint in fingerprints:
@@ -343,6 +354,10 @@ class Agent:
         if action.verb == "create":
             draft = self._draft(action, integration, launch, existing.key if existing else "")
             created = tracker.create(draft)
+            if integration.kind != "local":  # the local tracker's own search is never stale
+                self.record.add(
+                    tracker_identity(integration), action.fingerprint, created.key, created.issue_id
+                )
             if not created.existed:
                 return IssueRef(name, created.key, created.url, created.status, "created")
             existing = created  # another process filed it a moment ago: comment instead

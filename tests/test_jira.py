@@ -306,3 +306,30 @@ def test_connection_refused_is_retryable() -> None:
     with pytest.raises(TrackerError) as info:
         JiraTracker(i).find(["x"])
     assert info.value.retryable and "cannot connect" in str(info.value)
+
+
+def test_our_record_finds_what_a_lagging_cloud_search_does_not(
+    make_jira: Any, tmp_path: Path
+) -> None:
+    """Issue 3, point 7: a rerun (a new process) comments instead of filing a duplicate."""
+    from rp_bts_agent.config_types import Config
+    from rp_bts_agent.hooks import HookManager
+    from rp_bts_agent.model import Launch, RunResults, TestResult
+    from rp_bts_agent.pipeline import Agent
+    from rp_bts_agent.redact import Redactor
+
+    server = make_jira("cloud")
+    server.state.lagging_search = True
+    config = Config(integrations=(integration(server),), root=str(tmp_path))
+    failing = TestResult("t.py::test_a", "failed", exc_type="E", fingerprint="rpbts1-lag")
+
+    def run(run_id: str) -> str:
+        agent = Agent(config, hooks=HookManager(), redactor=Redactor(()))
+        outcome = agent.run(RunResults(Launch("nightly", run_id), (failing,)))
+        (ref,) = outcome.run.results[0].issues
+        return ref.action
+
+    assert run("run-1") == "created"
+    assert run("run-2") == "commented"  # found through reconcileIssues from our record
+    assert len(server.state.issues) == 1
+    assert (tmp_path / ".rp-bts" / "filed.db").exists()

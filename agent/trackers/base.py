@@ -85,6 +85,8 @@ class RemoteIssue:
     fingerprint: str = ""
     #: set by ``create`` when another process had just filed the same fingerprint.
     existed: bool = False
+    #: the tracker's own id of the issue, where it has one besides the key (Jira's numeric id)
+    issue_id: str = ""
 
 
 class Tracker(Protocol):
@@ -92,8 +94,14 @@ class Tracker(Protocol):
 
     kind: ClassVar[str]
 
-    def find(self, fingerprints: Sequence[str]) -> Mapping[str, RemoteIssue]:
-        """The newest issue for each fingerprint (open before closed), in as few calls as it can."""
+    def find(
+        self, fingerprints: Sequence[str], known: Mapping[str, Sequence[str]] | None = None
+    ) -> Mapping[str, RemoteIssue]:
+        """The newest issue for each fingerprint (open before closed), in as few calls as it can.
+
+        ``known`` holds the ids of issues we filed for those fingerprints earlier (our own
+        record): a tracker whose search lags behind its writes uses them.
+        """
         ...
 
     def get(self, key: str) -> RemoteIssue:

@@ -328,6 +328,7 @@ class JiraTracker:
             status=str((fields.get("status") or {}).get("name", "")),
             closed=_is_done(fields),
             fingerprint=fingerprint,
+            issue_id=str(raw.get("id", "")),
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -356,12 +357,16 @@ class JiraTracker:
                     break
         return issues
 
-    def find(self, fingerprints: Sequence[str]) -> Mapping[str, RemoteIssue]:
+    def find(
+        self, fingerprints: Sequence[str], known: Mapping[str, Sequence[str]] | None = None
+    ) -> Mapping[str, RemoteIssue]:
         """One JQL search for all fingerprints; per fingerprint the newest open issue, else the
-        newest closed one."""
+        newest closed one. ``known`` (our own record) feeds Cloud's ``reconcileIssues``."""
         wanted = [f for f in dict.fromkeys(fingerprints) if f]
         if not wanted:
             return {}
+        for ids in (known or {}).values():
+            self._filed += [int(i) for i in ids if i.isdigit() and int(i) not in self._filed]
         jql = (
             f"project = {_jql_string(self.project)} AND labels in"
             f" ({', '.join(_jql_string(f) for f in wanted)}) ORDER BY created DESC"
@@ -467,7 +472,13 @@ class JiraTracker:
             again = self.find([draft.fingerprint]).get(draft.fingerprint)
             if again is not None and not again.closed:
                 return RemoteIssue(
-                    again.key, again.url, again.status, False, again.fingerprint, True
+                    again.key,
+                    again.url,
+                    again.status,
+                    False,
+                    again.fingerprint,
+                    True,
+                    again.issue_id,
                 )
         fields = self._fields(draft)
         with self._calls("create issue"):
@@ -492,7 +503,14 @@ class JiraTracker:
                 logger.warning(
                     "Jira: %s created, but not linked to %s: %s", key, draft.relates_to, exc
                 )
-        return RemoteIssue(key, self.browse(key), self.get(key).status, False, draft.fingerprint)
+        return RemoteIssue(
+            key,
+            self.browse(key),
+            self.get(key).status,
+            False,
+            draft.fingerprint,
+            issue_id=str(issue.id),
+        )
 
     def _remote_link(self, key: str, title: str, url: str, stable: str) -> None:
         """A remote link; Jira updates the one with the same ``globalId`` instead of adding."""

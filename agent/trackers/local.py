@@ -478,8 +478,10 @@ class LocalTracker:
 
     # -- Tracker protocol -------------------------------------------------------------------
 
-    def find(self, fingerprints: Sequence[str]) -> Mapping[str, RemoteIssue]:
-        """The newest issue per fingerprint, open ones first, in one query."""
+    def find(
+        self, fingerprints: Sequence[str], known: Mapping[str, Sequence[str]] | None = None
+    ) -> Mapping[str, RemoteIssue]:
+        """The newest issue per fingerprint, open ones first, in one query (never stale)."""
         wanted = sorted({fp for fp in fingerprints if fp})
         if not wanted:
             return {}
