@@ -175,3 +175,22 @@ def test_jira_down_changes_no_verdict(
     for path in all_files(pytester.path):
         assert b"wrong-canary-token-77" not in path.read_bytes(), path
     assert jira.state.issues == {}
+
+
+def test_manual_post_and_link_with_jira(jira_demo: pytest.Pytester, jira: RunningJira) -> None:
+    """ReportPortal's Post Issue and Link Issue on a saved results file, against Jira."""
+    from rp_bts_agent.cli import main
+
+    saved = jira_demo.path / "run.json"
+    jira_demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={saved}")
+    assert jira.state.issues == {}
+    root = ["--root", str(jira_demo.path)]
+    assert main([*root, "post", str(saved), "test_key", "--include", "logs"]) == 0
+    (issue,) = jira.state.issues.values()
+    key = issue["key"]
+    jira.state.set_status(key, "In Progress")
+    assert main([*root, "link", str(saved), "test_sauce", f"{jira.url}/browse/{key}"]) == 0
+    linked = by_nodeid(results_json(saved))["test_sauce"]["issues"]
+    assert [(i["key"], i["action"], i["status"]) for i in linked] == [
+        (key, "linked", "In Progress")
+    ]
