@@ -16,6 +16,7 @@ Flusher = Callable[[Config], list[str]]
 
 #: name -> "module:function" taking the resolved config and returning one line per item handled.
 _FLUSHERS: Final[dict[str, str]] = {
+    "trackers": "rp_bts_agent.replay:flush_trackers",
     "mail": "rp_bts_agent.smtp:flush_pending",
     "sauce": "rp_bts_agent.sauce:flush_pending",
 }

@@ -20,6 +20,7 @@ from .content import comment_draft, issue_draft, one_line
 from .filed import FiledRecord
 from .hooks import HookManager
 from .model import IssueRef, KnownIssue, Launch, RunResults, TestResult
+from .outbox import Outbox, outbox_path
 from .redact import Redactor
 from .sauce import (
     SauceClient,
@@ -96,6 +97,9 @@ class Options:
     log_lines: int | None = None
     #: where generated attachment files (full failure details) are written.
     spool: Path | None = None
+    #: keep work a tracker could not take now in the outbox (``rp-bts flush`` replays it; the
+    #: replay itself sets this off and settles the outbox entries it ran)
+    keep_queued: bool = True
 
 
 def tracker_identity(integration: Integration) -> str:
@@ -137,6 +141,9 @@ class Agent:
         self.options = options
         self.progress = progress
         self._trackers: dict[str, Tracker] = {}
+        #: circuit breaker: integrations that did not answer, with the line that said so
+        self._down: dict[str, str] = {}
+        self._queued: list[tuple[str, tuple[TestResult, ...]]] = []
         self.record = FiledRecord(
             Path(config.root) / ".rp-bts" / "filed.db", read_only=options.mode == "dry-run"
         )
@@ -192,6 +199,8 @@ class Agent:
 
     def run(self, run: RunResults) -> Outcome:
         self._errors = []
+        self._down = {}
+        self._queued = []
         try:
             return self._run(run)
         finally:
@@ -223,6 +232,10 @@ class Agent:
         plan = self._plan(groups, integrations, refs)
         if self.options.mode != "dry-run":
             self._execute(plan, integrations, run.launch, refs)
+            if self.options.keep_queued and self._queued:
+                outbox = Outbox(outbox_path(self.config.root))
+                for name, results in self._queued:
+                    outbox.keep(run.launch, name, results, self._down.get(name, ""))
         results = tuple(
             self._linked(r.with_issues(refs[r.nodeid]) if r.nodeid in refs else r)
             for r in run.results
@@ -272,10 +285,12 @@ class Agent:
                 known = self.record.lookup(tracker_identity(integration), fingerprints)
                 existing = self.tracker(integration).find(fingerprints, known)
             except (TrackerError, OSError) as exc:
-                line = self._error(f"{name}: {exc}")
+                ref = self._unavailable(name, exc, "")
                 for fingerprint in fingerprints:
-                    for result in groups[(name, fingerprint)]:
-                        refs[result.nodeid].append(IssueRef(name, "", action="failed", error=line))
+                    results = tuple(groups[(name, fingerprint)])
+                    self._keep_if_queued(name, results, ref)
+                    for result in results:
+                        refs[result.nodeid].append(ref)
                 continue
             for fingerprint in fingerprints:
                 action = self._decide(integration, existing.get(fingerprint))
@@ -306,15 +321,36 @@ class Agent:
             if self.progress is not None:
                 self.progress(done, len(plan))
             integration = integrations[action.integration]
-            try:
-                ref = self._perform(action, integration, launch)
-            except (TrackerError, OSError) as exc:
-                line = self._error(f"{action.integration}: {action.verb} failed: {exc}")
-                ref = IssueRef(action.integration, "", action="failed", error=line)
+            down = self._down.get(action.integration)
+            if down is not None:  # the breaker is open: straight to the outbox, no call
+                ref = IssueRef(action.integration, "", action="queued", error=down)
+                self._keep_if_queued(action.integration, action.results, ref)
+            else:
+                try:
+                    ref = self._perform(action, integration, launch)
+                except (TrackerError, OSError) as exc:
+                    ref = self._unavailable(action.integration, exc, f"{action.verb} failed: ")
+                    self._keep_if_queued(action.integration, action.results, ref)
             for result in action.results:
                 refs[result.nodeid].append(ref)
         if self.progress is not None:
             self.progress(len(plan), len(plan))
+
+    def _unavailable(self, name: str, exc: Exception, what: str) -> IssueRef:
+        """A tracker error as a reference: ``queued`` (and the breaker opens) when a later
+        replay may succeed, ``failed`` when retrying will not fix it (a 4xx, a bad config)."""
+        retryable = isinstance(exc, TrackerError) and exc.retryable
+        line = self._error(
+            f"{name}: {what}{exc}" + ("; kept for rp-bts flush" if retryable else "")
+        )
+        if retryable:
+            self._down[name] = line
+            return IssueRef(name, "", action="queued", error=line)
+        return IssueRef(name, "", action="failed", error=line)
+
+    def _keep_if_queued(self, name: str, results: tuple[TestResult, ...], ref: IssueRef) -> None:
+        if ref.action == "queued":
+            self._queued.append((name, results))
 
     def _sauce_assets(self, results: Sequence[TestResult]) -> tuple[AttachmentFile, ...]:
         """The chosen Sauce Labs assets of the failures' jobs (``assets`` of the integration)."""

@@ -71,6 +71,7 @@ class RpBtsSession:
         self.warnings: list[str] = []
         self.outcome: Outcome | None = None
         self.notices: list[Notice] = []
+        self.flushed: list[str] = []
         self.fallback: ReportLog | None = None
         if self.workerinput is None and not config.pluginmanager.has_plugin("terminalreporter"):
             self.fallback = ReportLog()
@@ -225,6 +226,7 @@ class RpBtsSession:
         run = RunResults(self._launch(), tuple(self.collector.results()))
         cfg = self.agent_config
         if cfg is not None:
+            self._flush_leftovers(cfg)
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
             agent = Agent(
                 cfg,
@@ -247,6 +249,21 @@ class RpBtsSession:
         self._write_results(run)
         if self.settings.mode != "dry-run":
             prune_runs(self.root / ".rp-bts" / "runs", KEEP_RUNS)
+
+    def _flush_leftovers(self, cfg: Config) -> None:
+        """What earlier runs could not send goes first (issue 6: nothing lost)."""
+        state = self.root / ".rp-bts"
+        if self.settings.mode == "dry-run" or not (
+            (state / "outbox.db").exists() or (state / "outbox").is_dir()
+        ):
+            return
+        from rp_bts_agent.flush import flush
+
+        try:
+            self.flushed = [f"flush: {line}" for line in flush(cfg)]
+        except Exception as exc:  # leftovers stay for `rp-bts flush`; this run still files
+            log.exception("rp-bts: flushing earlier work failed")
+            self.problems.append(f"rp-bts: flushing earlier work failed: {exc!r}")
 
     def _write_results(self, run: RunResults) -> None:
         """Written even when the config is broken: ``rp-bts process`` can file it later."""
@@ -274,6 +291,8 @@ class RpBtsSession:
             tr.write_line(self.redactor.redact(problem), red=True)
         for warning in self.warnings:
             tr.write_line(self.redactor.redact(warning), yellow=True)
+        for line in self.flushed:
+            tr.write_line(self.redactor.redact(line))
         outcome = self.outcome
         if outcome is not None:
             if self.settings.mode == "dry-run":

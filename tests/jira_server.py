@@ -182,6 +182,8 @@ class JiraState:
         self.oauth_requests: dict[str, str] = {}
         #: Cloud's eventually consistent search: new issues stay unfound unless reconciled
         self.lagging_search = False
+        #: Jira is down: every call answers 503 (fault injection for the outbox)
+        self.outage = False
         self.indexed: set[str] = set()
         self.can_create = True
         self.issues: dict[str, dict[str, Any]] = {}
@@ -322,6 +324,8 @@ class JiraState:
         q = {k: v[-1] for k, v in query.items()}
         parts = path.split("/")[4:]  # "", "rest", "api", "2", ...
         route = "/".join(parts)
+        if self.outage:
+            return Reply(503, {"errorMessages": ["Service Unavailable"]}, {"Retry-After": "0"})
         with self.lock:
             if route == "serverInfo":
                 return Reply(200, self._server_info())

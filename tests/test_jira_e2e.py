@@ -194,3 +194,38 @@ def test_manual_post_and_link_with_jira(jira_demo: pytest.Pytester, jira: Runnin
     assert [(i["key"], i["action"], i["status"]) for i in linked] == [
         (key, "linked", "In Progress")
     ]
+
+
+def test_jira_down_queues_then_flush_files_once(
+    jira_demo: pytest.Pytester, jira: RunningJira
+) -> None:
+    """Nothing lost: work Jira could not take is kept, and `rp-bts flush` files it, once."""
+    from rp_bts_agent.cli import main
+
+    jira.state.outage = True
+    result = jira_demo.runpytest("--rp-bts")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["queued    ?Shop bugs? - test_demo.py::*kept for rp-bts flush*"])
+    queued = [r for r in _results(jira_demo).values() if r["issues"]]
+    assert {i["action"] for r in queued for i in r["issues"]} == {"queued"}
+    calls_while_down = len(jira.state.requests)
+    assert calls_while_down <= 10  # one breaker trip, not a call per failure
+
+    jira.state.outage = False
+    root = ["--root", str(jira_demo.path)]
+    assert main([*root, "flush"]) == 0
+    assert len(jira.state.issues) == DEMO_FINGERPRINTS
+    assert main([*root, "flush"]) == 0  # nothing left: nothing filed twice
+    assert len(jira.state.issues) == DEMO_FINGERPRINTS
+
+
+def test_a_run_flushes_earlier_leftovers_first(
+    jira_demo: pytest.Pytester, jira: RunningJira
+) -> None:
+    jira.state.outage = True
+    jira_demo.runpytest("--rp-bts", "-k", "test_key")
+    assert jira.state.issues == {}
+    jira.state.outage = False
+    jira_demo.runpytest("--rp-bts", "-k", "test_empty_cart")
+    summaries = sorted(i["fields"]["summary"] for i in jira.state.issues.values())
+    assert [s.split(":")[0] for s in summaries] == ["test_empty_cart", "test_key"]

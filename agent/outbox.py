@@ -1,0 +1,123 @@
+"""Tracker work that could not be done, kept under ``.rp-bts/outbox.db`` for ``rp-bts flush``.
+
+What is kept is the group of failures itself, not the HTTP calls: replaying means running the
+pipeline on it again, which looks the fingerprint up before it creates and comments once per run,
+so a replay never files twice, however often it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from .model import Launch, RunResults, TestResult, result_from_json, result_to_json
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS pending (
+    run_id TEXT NOT NULL,
+    integration TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    launch TEXT NOT NULL,
+    results TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    error TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL,
+    PRIMARY KEY (run_id, integration, fingerprint)
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    run_id: str
+    integration: str
+    fingerprint: str
+    launch: Launch
+    results: tuple[TestResult, ...]
+    attempts: int
+    error: str
+
+
+def outbox_path(root: str | Path) -> Path:
+    return Path(root) / ".rp-bts" / "outbox.db"
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(self.path, timeout=30)) as conn:
+            conn.execute(_SCHEMA)
+            with conn:
+                yield conn
+
+    def keep(
+        self, launch: Launch, integration: str, results: Sequence[TestResult], error: str
+    ) -> None:
+        """Keep one group (its fingerprint, in one integration) of one run for a later replay."""
+        launch_json = json.dumps(RunResults(launch, ()).to_json()["launch"])
+        rows = json.dumps([result_to_json(r) for r in results])
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO pending (run_id, integration, fingerprint, launch, results, error,"
+                " updated) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+                " results = excluded.results, error = excluded.error, state = 'pending',"
+                " updated = excluded.updated",
+                (
+                    launch.run_id,
+                    integration,
+                    results[0].fingerprint,
+                    launch_json,
+                    rows,
+                    error,
+                    time.time(),
+                ),
+            )
+
+    def entries(self, state: str = "pending") -> list[Entry]:
+        if not self.path.exists():
+            return []
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT run_id, integration, fingerprint, launch, results, attempts, error"
+                " FROM pending WHERE state = ? ORDER BY updated",
+                (state,),
+            ).fetchall()
+        return [
+            Entry(
+                run_id,
+                integration,
+                fingerprint,
+                RunResults.from_json({"launch": json.loads(launch), "results": []}).launch,
+                tuple(result_from_json(r) for r in json.loads(results)),
+                attempts,
+                error,
+            )
+            for run_id, integration, fingerprint, launch, results, attempts, error in rows
+        ]
+
+    def settle(self, entry: Entry, state: str, error: str = "") -> None:
+        """``done`` removes the entry; ``pending`` counts an attempt; ``failed`` keeps it listed."""
+        key = (entry.run_id, entry.integration, entry.fingerprint)
+        with self._connect() as conn:
+            if state == "done":
+                conn.execute(
+                    "DELETE FROM pending WHERE run_id = ? AND integration = ? AND fingerprint = ?",
+                    key,
+                )
+            else:
+                conn.execute(
+                    "UPDATE pending SET state = ?, error = ?, attempts = attempts + 1,"
+                    " updated = ? WHERE run_id = ? AND integration = ? AND fingerprint = ?",
+                    (state, error, time.time(), *key),
+                )
