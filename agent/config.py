@@ -165,6 +165,8 @@ TOP_KEYS: Final[Mapping[str, Key]] = {
     "default_integration": _STR,
     # parametrized tests failing alike share one issue unless this keeps their ids apart
     "fingerprint_params": Key("bool"),
+    # seconds the agent may spend filing at session end; the rest is kept for rp-bts flush
+    "time_budget": Key("int"),
 }
 
 _INTEGRATION_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Integration))
@@ -582,6 +584,7 @@ def resolve(
         fingerprint_params=bool(
             top["project"].get("fingerprint_params", top["global"].get("fingerprint_params"))
         ),
+        time_budget=int(top["project"].get("time_budget", top["global"].get("time_budget", 60))),
         integrations=tuple(integrations),
         rules=rules,
         project_file=str(project.path) if project else "",

@@ -118,6 +118,8 @@ class Config:
     default_integration: str = ""
     #: keep parameter ids in the fingerprint (one issue per parameter set)
     fingerprint_params: bool = False
+    #: seconds the agent may spend filing at session end (the rest goes to the outbox)
+    time_budget: int = 60
     integrations: tuple[Integration, ...] = ()
     rules: tuple[Rule, ...] = ()
     project_file: str = ""

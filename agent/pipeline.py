@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,9 @@ class Options:
     #: keep work a tracker could not take now in the outbox (``rp-bts flush`` replays it; the
     #: replay itself sets this off and settles the outbox entries it ran)
     keep_queued: bool = True
+    #: seconds the filing may take (the plugin sets the config's ``time_budget`` at session
+    #: end, where a test run must not wait); None for no limit, as in ``rp-bts flush``
+    time_budget: float | None = None
 
 
 def tracker_identity(integration: Integration) -> str:
@@ -317,10 +321,18 @@ class Agent:
         launch: Launch,
         refs: dict[str, list[IssueRef]],
     ) -> None:
+        budget = self.options.time_budget
+        deadline = time.monotonic() + budget if budget is not None else None
         for done, action in enumerate(plan):
             if self.progress is not None:
                 self.progress(done, len(plan))
             integration = integrations[action.integration]
+            late = deadline is not None and time.monotonic() > deadline
+            if late and action.integration not in self._down:
+                self._down[action.integration] = self._error(
+                    f"{action.integration}: the time budget of {budget:g} s is spent;"
+                    " the rest is kept for rp-bts flush"
+                )
             down = self._down.get(action.integration)
             if down is not None:  # the breaker is open: straight to the outbox, no call
                 ref = IssueRef(action.integration, "", action="queued", error=down)

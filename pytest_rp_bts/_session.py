@@ -236,6 +236,7 @@ class RpBtsSession:
                     mode=self.settings.mode,  # type: ignore[arg-type]
                     integration=self.settings.integration,
                     spool=self.root / ".rp-bts" / "runs" / self.run_id,
+                    time_budget=cfg.time_budget,
                 ),
             )
             with Progress(reporter) as progress:

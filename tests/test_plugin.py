@@ -431,3 +431,17 @@ def test_a_raising_hook_is_one_line_and_changes_no_verdict(pytester: pytest.Pyte
         ["rp-bts: capturing test_*::test_a failed: RuntimeError('hook bug')"]
     )
     assert pytester.runpytest("--rp-bts", "-k", "test_b").ret == pytest.ExitCode.OK
+
+
+def test_time_budget_keeps_the_rest_for_flush(demo: pytest.Pytester) -> None:
+    demo.makefile(".toml", **{"rp-bts": "time_budget = 0\n"})
+    result = demo.runpytest("--rp-bts", "--rp-bts-mode=post")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*the time budget of 0 s is spent; the rest is kept*"])
+    assert tracker_rows(demo.path) == []
+    flushed = demo.run(sys.executable, "-m", "rp_bts_agent.cli", "flush")
+    assert flushed.ret == 0, flushed.stdout.str()
+    assert len(tracker_rows(demo.path)) == DEMO_FINGERPRINTS
+    again = demo.run(sys.executable, "-m", "rp_bts_agent.cli", "flush")
+    assert "nothing pending" in again.stdout.str()
+    assert len(tracker_rows(demo.path)) == DEMO_FINGERPRINTS
