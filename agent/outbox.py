@@ -62,16 +62,22 @@ class Outbox:
                 yield conn
 
     def keep(
-        self, launch: Launch, integration: str, results: Sequence[TestResult], error: str
+        self,
+        launch: Launch,
+        integration: str,
+        results: Sequence[TestResult],
+        error: str,
+        state: str = "pending",
     ) -> None:
-        """Keep one group (its fingerprint, in one integration) of one run for a later replay."""
+        """Keep one group (its fingerprint, in one integration) of one run: ``pending`` for a
+        later replay, ``failed`` (a refusal retrying will not fix) to be listed, not retried."""
         launch_json = json.dumps(RunResults(launch, ()).to_json()["launch"])
         rows = json.dumps([result_to_json(r) for r in results])
         with self._connect() as conn:
             conn.execute(
                 "INSERT INTO pending (run_id, integration, fingerprint, launch, results, error,"
-                " updated) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-                " results = excluded.results, error = excluded.error, state = 'pending',"
+                " state, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+                " results = excluded.results, error = excluded.error, state = excluded.state,"
                 " updated = excluded.updated",
                 (
                     launch.run_id,
@@ -80,6 +86,7 @@ class Outbox:
                     launch_json,
                     rows,
                     error,
+                    state,
                     time.time(),
                 ),
             )

@@ -100,7 +100,7 @@ class Options:
     spool: Path | None = None
     #: keep work a tracker could not take now in the outbox (``rp-bts flush`` replays it; the
     #: replay itself sets this off and settles the outbox entries it ran)
-    keep_queued: bool = True
+    keep_in_outbox: bool = True
     #: seconds the filing may take (the plugin sets the config's ``time_budget`` at session
     #: end, where a test run must not wait); None for no limit, as in ``rp-bts flush``
     time_budget: float | None = None
@@ -147,7 +147,8 @@ class Agent:
         self._trackers: dict[str, Tracker] = {}
         #: circuit breaker: integrations that did not answer, with the line that said so
         self._down: dict[str, str] = {}
-        self._queued: list[tuple[str, tuple[TestResult, ...]]] = []
+        #: (integration, group, reference) of the work a tracker did not take
+        self._kept: list[tuple[str, tuple[TestResult, ...], IssueRef]] = []
         self.record = FiledRecord(
             Path(config.root) / ".rp-bts" / "filed.db", read_only=options.mode == "dry-run"
         )
@@ -204,7 +205,7 @@ class Agent:
     def run(self, run: RunResults) -> Outcome:
         self._errors = []
         self._down = {}
-        self._queued = []
+        self._kept = []
         try:
             return self._run(run)
         finally:
@@ -236,10 +237,11 @@ class Agent:
         plan = self._plan(groups, integrations, refs)
         if self.options.mode != "dry-run":
             self._execute(plan, integrations, run.launch, refs)
-            if self.options.keep_queued and self._queued:
+            if self.options.keep_in_outbox and self._kept:
                 outbox = Outbox(outbox_path(self.config.root))
-                for name, results in self._queued:
-                    outbox.keep(run.launch, name, results, self._down.get(name, ""))
+                for name, results, ref in self._kept:
+                    state = "pending" if ref.action == "queued" else "failed"
+                    outbox.keep(run.launch, name, results, ref.error, state)
         results = tuple(
             self._linked(r.with_issues(refs[r.nodeid]) if r.nodeid in refs else r)
             for r in run.results
@@ -292,7 +294,7 @@ class Agent:
                 ref = self._unavailable(name, exc, "")
                 for fingerprint in fingerprints:
                     results = tuple(groups[(name, fingerprint)])
-                    self._keep_if_queued(name, results, ref)
+                    self._keep(name, results, ref)
                     for result in results:
                         refs[result.nodeid].append(ref)
                 continue
@@ -336,13 +338,13 @@ class Agent:
             down = self._down.get(action.integration)
             if down is not None:  # the breaker is open: straight to the outbox, no call
                 ref = IssueRef(action.integration, "", action="queued", error=down)
-                self._keep_if_queued(action.integration, action.results, ref)
+                self._keep(action.integration, action.results, ref)
             else:
                 try:
                     ref = self._perform(action, integration, launch)
                 except (TrackerError, OSError) as exc:
                     ref = self._unavailable(action.integration, exc, f"{action.verb} failed: ")
-                    self._keep_if_queued(action.integration, action.results, ref)
+                    self._keep(action.integration, action.results, ref)
             for result in action.results:
                 refs[result.nodeid].append(ref)
         if self.progress is not None:
@@ -360,9 +362,8 @@ class Agent:
             return IssueRef(name, "", action="queued", error=line)
         return IssueRef(name, "", action="failed", error=line)
 
-    def _keep_if_queued(self, name: str, results: tuple[TestResult, ...], ref: IssueRef) -> None:
-        if ref.action == "queued":
-            self._queued.append((name, results))
+    def _keep(self, name: str, results: tuple[TestResult, ...], ref: IssueRef) -> None:
+        self._kept.append((name, results, ref))
 
     def _sauce_assets(self, results: Sequence[TestResult]) -> tuple[AttachmentFile, ...]:
         """The chosen Sauce Labs assets of the failures' jobs (``assets`` of the integration)."""

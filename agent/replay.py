@@ -26,7 +26,7 @@ def flush_trackers(config: Config) -> list[str]:
     for entries in by_run.values():
         run = RunResults(entries[0].launch, tuple(r for e in entries for r in e.results))
         agent = Agent(
-            config, hooks=HookManager(), redactor=redactor, options=Options(keep_queued=False)
+            config, hooks=HookManager(), redactor=redactor, options=Options(keep_in_outbox=False)
         )
         done = {r.nodeid: r.issues for r in agent.run(run).run.results}
         for entry in entries:

@@ -229,3 +229,20 @@ def test_a_run_flushes_earlier_leftovers_first(
     jira_demo.runpytest("--rp-bts", "-k", "test_empty_cart")
     summaries = sorted(i["fields"]["summary"] for i in jira.state.issues.values())
     assert [s.split(":")[0] for s in summaries] == ["test_empty_cart", "test_key"]
+
+
+def test_a_refusal_is_kept_and_listed_not_retried(
+    jira_demo: pytest.Pytester, jira: RunningJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rp_bts_agent.cli import main
+
+    config = jira_demo.path / "rp-bts.toml"
+    config.write_text(config.read_text().replace('issue_type = "Bug"', 'issue_type = "Nope"'))
+    jira_demo.runpytest("--rp-bts", "-k", "test_key")
+    assert jira.state.issues == {}
+    capsys.readouterr()
+    calls = len(jira.state.requests)
+    assert main(["--root", str(jira_demo.path), "flush"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("failed    [Shop bugs] run ") and "Nope" in out
+    assert len(jira.state.requests) == calls  # listed, not retried
