@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -237,16 +238,27 @@ class Agent:
         plan = self._plan(groups, integrations, refs)
         if self.options.mode != "dry-run":
             self._execute(plan, integrations, run.launch, refs)
-            if self.options.keep_in_outbox and self._kept:
-                outbox = Outbox(outbox_path(self.config.root))
-                for name, results, ref in self._kept:
-                    state = "pending" if ref.action == "queued" else "failed"
-                    outbox.keep(run.launch, name, results, ref.error, state)
+            if self._keeps:
+                self._keep_in_outbox(run.launch)
         results = tuple(
             self._linked(r.with_issues(refs[r.nodeid]) if r.nodeid in refs else r)
             for r in run.results
         )
         return Outcome(RunResults(run.launch, results), plan, list(self._errors))
+
+    @property
+    def _keeps(self) -> bool:
+        """Only filing keeps work for a replay (a replay files; linking never does)."""
+        return self.options.keep_in_outbox and self.options.mode == "post"
+
+    def _keep_in_outbox(self, launch: Launch) -> None:
+        try:
+            outbox = Outbox(outbox_path(self.config.root))
+            for name, results, ref in self._kept:
+                state = "pending" if ref.action == "queued" else "failed"
+                outbox.keep(launch, name, results, ref.error, state)
+        except (sqlite3.Error, OSError) as exc:
+            self._error(f"the outbox {outbox_path(self.config.root)} cannot be written: {exc}")
 
     def _linked(self, result: TestResult) -> TestResult:
         """Results that ran on Sauce Labs carry their job's signed links (results JSON, summary)."""
@@ -337,7 +349,9 @@ class Agent:
                 )
             down = self._down.get(action.integration)
             if down is not None:  # the breaker is open: straight to the outbox, no call
-                ref = IssueRef(action.integration, "", action="queued", error=down)
+                ref = IssueRef(
+                    action.integration, "", action="queued" if self._keeps else "failed", error=down
+                )
                 self._keep(action.integration, action.results, ref)
             else:
                 try:
@@ -354,13 +368,11 @@ class Agent:
         """A tracker error as a reference: ``queued`` (and the breaker opens) when a later
         replay may succeed, ``failed`` when retrying will not fix it (a 4xx, a bad config)."""
         retryable = isinstance(exc, TrackerError) and exc.retryable
-        line = self._error(
-            f"{name}: {what}{exc}" + ("; kept for rp-bts flush" if retryable else "")
-        )
+        kept = "; kept for rp-bts flush" if retryable and self._keeps else ""
+        line = self._error(f"{name}: {what}{exc}{kept}")
         if retryable:
-            self._down[name] = line
-            return IssueRef(name, "", action="queued", error=line)
-        return IssueRef(name, "", action="failed", error=line)
+            self._down[name] = line  # the breaker opens: no more calls to it in this run
+        return IssueRef(name, "", action="queued" if kept else "failed", error=line)
 
     def _keep(self, name: str, results: tuple[TestResult, ...], ref: IssueRef) -> None:
         self._kept.append((name, results, ref))

@@ -246,3 +246,15 @@ def test_a_refusal_is_kept_and_listed_not_retried(
     out = capsys.readouterr().out
     assert out.startswith("failed    [Shop bugs] run ") and "Nope" in out
     assert len(jira.state.requests) == calls  # listed, not retried
+
+
+def test_link_mode_keeps_nothing_for_a_replay(
+    jira_demo: pytest.Pytester, jira: RunningJira
+) -> None:
+    """A replay files issues, which link mode never does: nothing goes to the outbox."""
+    jira.state.outage = True
+    jira_demo.runpytest("--rp-bts", "--rp-bts-mode=link", "-k", "test_key")
+    (ref,) = _results(jira_demo)["test_key"]["issues"]
+    assert ref["action"] == "failed"
+    assert "kept for" not in ref["error"]
+    assert not (jira_demo.path / ".rp-bts" / "outbox.db").exists()
