@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -41,6 +42,9 @@ Mode = Literal["post", "link", "dry-run"]
 MODES: Final = ("post", "link", "dry-run")
 Verb = Literal["create", "comment", "reopen", "link"]
 Progress = Callable[[int, int], None]
+
+#: concurrent calls into one tracker: enough to hide latency, few enough not to be throttled.
+POOL_SIZE: Final = 4
 
 #: the tracker used when no integration is configured: a new user needs no server.
 EMBEDDED_LOCAL: Final = "local"
@@ -335,34 +339,61 @@ class Agent:
         launch: Launch,
         refs: dict[str, list[IssueRef]],
     ) -> None:
+        """Tracker I/O on a bounded pool per integration (the local tracker: one at a time, as
+        SQLite writes one at a time anyway). Each action is one fingerprint, so no two of them
+        race for the same issue."""
         budget = self.options.time_budget
         deadline = time.monotonic() + budget if budget is not None else None
-        for done, action in enumerate(plan):
-            if self.progress is not None:
-                self.progress(done, len(plan))
-            integration = integrations[action.integration]
-            late = deadline is not None and time.monotonic() > deadline
-            if late and action.integration not in self._down:
-                self._down[action.integration] = self._error(
-                    f"{action.integration}: the time budget of {budget:g} s is spent;"
-                    " the rest is kept for rp-bts flush"
-                )
-            down = self._down.get(action.integration)
-            if down is not None:  # the breaker is open: straight to the outbox, no call
-                ref = IssueRef(
-                    action.integration, "", action="queued" if self._keeps else "failed", error=down
-                )
-                self._keep(action.integration, action.results, ref)
-            else:
-                try:
-                    ref = self._perform(action, integration, launch)
-                except (TrackerError, OSError) as exc:
-                    ref = self._unavailable(action.integration, exc, f"{action.verb} failed: ")
-                    self._keep(action.integration, action.results, ref)
-            for result in action.results:
-                refs[result.nodeid].append(ref)
-        if self.progress is not None:
-            self.progress(len(plan), len(plan))
+        by_integration: dict[str, list[PlannedAction]] = defaultdict(list)
+        for action in plan:
+            by_integration[action.integration].append(action)
+        pools = [
+            ThreadPoolExecutor(
+                max_workers=1 if integrations[name].kind == "local" else POOL_SIZE,
+                thread_name_prefix=f"rp-bts-{integrations[name].kind}",
+            )
+            for name in by_integration
+        ]
+        try:
+            futures = {
+                pool.submit(self._attempt, action, integrations[name], launch, deadline): action
+                for pool, (name, actions) in zip(pools, by_integration.items(), strict=True)
+                for action in actions
+            }
+            for done, future in enumerate(as_completed(futures), start=1):
+                ref = future.result()
+                for result in futures[future].results:
+                    refs[result.nodeid].append(ref)
+                if self.progress is not None:
+                    self.progress(done, len(plan))
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True)
+
+    def _attempt(
+        self,
+        action: PlannedAction,
+        integration: Integration,
+        launch: Launch,
+        deadline: float | None,
+    ) -> IssueRef:
+        """One action, unless its integration's breaker is open or the time budget is spent."""
+        name = action.integration
+        if deadline is not None and time.monotonic() > deadline and name not in self._down:
+            self._down[name] = self._error(
+                f"{name}: the time budget of {self.options.time_budget:g} s is spent;"
+                " the rest is kept for rp-bts flush"
+            )
+        down = self._down.get(name)
+        if down is not None:  # the breaker is open: straight to the outbox, no call
+            ref = IssueRef(name, "", action="queued" if self._keeps else "failed", error=down)
+        else:
+            try:
+                return self._perform(action, integration, launch)
+            except (TrackerError, OSError) as exc:
+                ref = self._unavailable(name, exc, f"{action.verb} failed: ")
+        self._keep(name, action.results, ref)
+        return ref
 
     def _unavailable(self, name: str, exc: Exception, what: str) -> IssueRef:
         """A tracker error as a reference: ``queued`` (and the breaker opens) when a later

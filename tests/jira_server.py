@@ -19,6 +19,7 @@ import itertools
 import json
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -184,6 +185,10 @@ class JiraState:
         self.lagging_search = False
         #: Jira is down: every call answers 503 (fault injection for the outbox)
         self.outage = False
+        #: seconds each write takes (latency), and the most writes seen in flight at once
+        self.write_delay = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.indexed: set[str] = set()
         self.can_create = True
         self.issues: dict[str, dict[str, Any]] = {}
@@ -639,6 +644,13 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 self._reply(Reply(400, {"errorMessages": ["Unexpected character"]}))
                 return
+        if self.command == "POST" and state.write_delay:
+            with state.lock:
+                state.in_flight += 1
+                state.max_in_flight = max(state.max_in_flight, state.in_flight)
+            time.sleep(state.write_delay)
+            with state.lock:
+                state.in_flight -= 1
         self._reply(state.handle(self.command, path, parse_qs(split.query), body))
 
     def _attachments(self, path: str, headers: dict[str, str], raw: bytes) -> Any:

@@ -333,3 +333,25 @@ def test_our_record_finds_what_a_lagging_cloud_search_does_not(
     assert run("run-2") == "commented"  # found through reconcileIssues from our record
     assert len(server.state.issues) == 1
     assert (tmp_path / ".rp-bts" / "filed.db").exists()
+
+
+def test_tracker_io_runs_on_a_bounded_pool(make_jira: Any, tmp_path: Path) -> None:
+    """Issue 6, point 4: writes to one tracker overlap, at most POOL_SIZE at a time."""
+    from rp_bts_agent.config_types import Config
+    from rp_bts_agent.hooks import HookManager
+    from rp_bts_agent.model import Launch, RunResults, TestResult
+    from rp_bts_agent.pipeline import POOL_SIZE, Agent
+    from rp_bts_agent.redact import Redactor
+
+    server = make_jira("dc")
+    server.state.write_delay = 0.05
+    config = Config(integrations=(integration(server),), root=str(tmp_path))
+    failures = tuple(
+        TestResult(f"t.py::test_{i}", "failed", exc_type="E", fingerprint=f"rpbts1-p{i}")
+        for i in range(12)
+    )
+    agent = Agent(config, hooks=HookManager(), redactor=Redactor(()))
+    outcome = agent.run(RunResults(Launch("nightly", "run-1"), failures))
+    assert {ref.action for r in outcome.run.results for ref in r.issues} == {"created"}
+    assert len(server.state.issues) == 12
+    assert 2 <= server.state.max_in_flight <= POOL_SIZE
