@@ -54,6 +54,7 @@ ISSUE_TYPES = [
 LINK_TYPES = [
     {"id": "10003", "name": "Relates", "inward": "relates to", "outward": "relates to"},
     {"id": "10000", "name": "Blocks", "inward": "is blocked by", "outward": "blocks"},
+    {"id": "10002", "name": "Duplicate", "inward": "is duplicated by", "outward": "duplicates"},
 ]
 PRIORITIES = ["Highest", "High", "Medium", "Low"]
 COMPONENTS = ["Checkout", "Cart"]
@@ -185,6 +186,8 @@ class JiraState:
         self.lagging_search = False
         #: Jira is down: every call answers 503 (fault injection for the outbox)
         self.outage = False
+        #: with lagging_search: a create makes every issue so far searchable (two CI jobs racing)
+        self.index_on_create = False
         #: seconds each write takes (latency), and the most writes seen in flight at once
         self.write_delay = 0.0
         self.in_flight = 0
@@ -484,6 +487,8 @@ class JiraState:
         fields["status"] = self._status("To Do")
         fields["created"] = f"2026-01-01T00:00:{len(self.issues):02d}.000+0000"
         self.issues[key] = {"id": issue_id, "key": key, "fields": fields}
+        if self.index_on_create:  # the search index catches up with everything filed so far
+            self.indexed |= {issue["id"] for issue in self.issues.values()}
         return Reply(
             201, {"id": issue_id, "key": key, "self": f"{self.url()}/rest/api/2/issue/{issue_id}"}
         )

@@ -355,3 +355,22 @@ def test_tracker_io_runs_on_a_bounded_pool(make_jira: Any, tmp_path: Path) -> No
     assert {ref.action for r in outcome.run.results for ref in r.issues} == {"created"}
     assert len(server.state.issues) == 12
     assert 2 <= server.state.max_in_flight <= POOL_SIZE
+
+
+def test_two_jobs_filing_at_once_end_with_one_open_issue(make_jira: Any) -> None:
+    """Issue 6, point 3: the later duplicate is closed as a duplicate and linked to the first."""
+    server = make_jira("cloud")
+    server.state.lagging_search = True  # neither job sees the other's issue before it files
+    other_job = JiraTracker(integration(server))
+    first = other_job.create(draft())
+    other_job.close()
+    server.state.index_on_create = True  # ...but the index has caught up after ours is filed
+    ours = JiraTracker(integration(server))
+    result = ours.create(draft())
+    ours.close()
+    assert result.key == first.key and result.existed
+    assert len(server.state.issues) == 2
+    (duplicate,) = [k for k in server.state.issues if k != first.key]
+    assert server.state.issues[duplicate]["fields"]["status"]["statusCategory"]["key"] == "done"
+    assert {"type": "Duplicate", "inward": duplicate, "outward": first.key} in server.state.links
+    assert server.state.violations == []
