@@ -149,7 +149,7 @@ def test_create_find_comment_once(jira: RunningJira, tracker: JiraTracker, tmp_p
     found = tracker.find(["rpbts1-abc", "rpbts1-other"])
     assert list(found) == ["rpbts1-abc"] and found["rpbts1-abc"].key == "SHOP-1"
     searches = [p for _, p in jira.state.requests if "/search" in p]
-    assert len(searches) == 2  # create re-checks, find is one call
+    assert len(searches) == 3  # create checks before and after filing; find is one call
     assert all(("/search/jql?" in p) == jira.state.cloud for p in searches)
 
     comment = CommentDraft(Body((Section("", "again {panel}"),)), run_id="run-1")

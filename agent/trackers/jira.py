@@ -566,11 +566,13 @@ class JiraTracker:
         is linked to it as a duplicate and closed (issue 6, point 3). None when ours is alone."""
         if not fingerprint:
             return None
-        jql = f"project = {_jql_string(self.project)} AND labels = {_jql_string(fingerprint)}"
+        jql = f"project = {_jql_string(self.project)} AND labels in ({_jql_string(fingerprint)})"
         rivals = [
             raw
             for raw in self.search(jql)
-            if not _is_done(raw.get("fields") or {}) and str(raw.get("id", "")).isdigit()
+            if fingerprint in ((raw.get("fields") or {}).get("labels") or [])
+            and not _is_done(raw.get("fields") or {})
+            and str(raw.get("id", "")).isdigit()
         ]
         if not rivals:
             return None
