@@ -18,6 +18,7 @@ from .config import INTEGRATION_KEYS, Scope, read_config_file
 from .config_edit import add_integration, edit_integration, remove_integration, reset, unlink
 from .config_types import KINDS, SECRET_KEYS, ConfigError, Integration
 from .connection import CheckOptions, check
+from .model import to_plain
 from .redact import MASK, Redactor, redact_url_credentials
 from .rootdir import default_global_file, project_config_file
 
@@ -260,16 +261,8 @@ def describe(integration: Integration) -> dict[str, Any]:
         if key in SECRET_KEYS and value:
             value = integration.refs.get(key, MASK)
         if value is not None:
-            row[key] = _plain(value)
+            row[key] = to_plain(value)
     return row
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _where(row: Mapping[str, Any]) -> str:

@@ -163,7 +163,7 @@ class RunResults:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": RESULTS_FORMAT,
-            "launch": _plain(self.launch),
+            "launch": to_plain(self.launch),
             "results": [result_to_json(r) for r in self.results],
         }
 
@@ -190,14 +190,14 @@ class RunResults:
         return cls.from_json(data, source=str(path))
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
     """Dataclasses to JSON-ready values, without dataclasses.asdict's deep copies."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): to_plain(v) for k, v in value.items()}
     return value
 
 
@@ -235,7 +235,7 @@ def result_to_json(result: TestResult) -> dict[str, Any]:
                 else value
             )
     if result.route is not None:
-        data["route"] = _plain(result.route)
+        data["route"] = to_plain(result.route)
     return data
 
 

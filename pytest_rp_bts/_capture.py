@@ -19,10 +19,9 @@ from rp_bts_agent.hooks import HookManager
 from rp_bts_agent.model import (
     Attachment,
     Attribute,
-    KnownIssue,
-    Route,
     TestResult,
     result_from_json,
+    to_plain,
 )
 
 from ._markers import MarkerError, read_markers
@@ -194,26 +193,21 @@ class Capture:
             else:
                 attributes += found.attributes
                 if found.known:
-                    data["known_issues"] = [result_to_json_part(k) for k in found.known]
+                    data["known_issues"] = [to_plain(k) for k in found.known]
                 if found.route is not None:
-                    data["route"] = result_to_json_part(found.route)
+                    data["route"] = to_plain(found.route)
             data["markers"] = markers
         state = item.stash.get(ITEM_STATE, None)
         if state is not None:
             attributes += state.attributes
             if state.attachments:
-                data["attachments"] = [result_to_json_part(a) for a in state.attachments]
+                data["attachments"] = [to_plain(a) for a in state.attachments]
         if attributes:
-            data["attributes"] = [result_to_json_part(a) for a in attributes]
+            data["attributes"] = [to_plain(a) for a in attributes]
         callspec = getattr(item, "callspec", None)
         if callspec is not None and data:
             data["params"] = callspec.id
         return data
-
-
-def result_to_json_part(value: Attribute | Attachment | KnownIssue | Route) -> dict[str, Any]:
-    """One nested value of a result as plain JSON (the report carries only builtins)."""
-    return {name: getattr(value, name) for name in value.__slots__}
 
 
 class Collector:
