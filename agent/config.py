@@ -70,6 +70,8 @@ _TRACKER: Final = {
     "include": Key("strs", ("logs", "attachments", "comments")),
     # how many lines of the log tail go into an issue (ReportPortal's log quantity)
     "log_lines": Key("int"),
+    # seconds to wait for each answer; a tracker slower than this is retried, then queued
+    "timeout": Key("int"),
     "on_closed": Key(choices=("new", "reopen")),
     **_TLS,
 }

@@ -62,6 +62,8 @@ class Integration:
     fields: Mapping[str, Any] = field(default_factory=dict)
     include: tuple[str, ...] = ("logs", "attachments", "comments")
     log_lines: int = 50
+    #: seconds a tracker may take to answer one call (connecting has its own, shorter limit)
+    timeout: int = 60
     on_closed: Literal["new", "reopen"] = "new"
     verify_tls: bool = True
     ca_file: str = ""

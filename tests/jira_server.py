@@ -17,7 +17,9 @@ import base64
 import copy
 import itertools
 import json
+import random
 import re
+import sys
 import threading
 import time
 import warnings
@@ -159,6 +161,39 @@ def validate(method: str, path_qs: str, headers: dict[str, str], body: bytes) ->
 
 
 @dataclass
+class Faults:
+    """Random trouble, seeded so a failing run can be replayed: each REST call draws once.
+
+    ``drop`` and ``slow`` act after the server has done the work (the client never learns that
+    its create went through), ``error`` and ``throttle`` before it (nothing happened).
+    """
+
+    seed: int = 0
+    error: float = 0.0  # 500, nothing done
+    throttle: float = 0.0  # 429 with Retry-After, nothing done
+    drop: float = 0.0  # done, then the connection closes without an answer
+    slow: float = 0.0  # done, answered after ``slow_seconds`` (longer than the client waits)
+    slow_seconds: float = 3.0
+    retry_after: str = "1"
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    def draw(self) -> str:
+        with self._lock:
+            roll = self._rng.random()
+            for kind in ("error", "throttle", "drop", "slow"):
+                rate: float = getattr(self, kind)
+                if roll < rate:
+                    self.counts[kind] = self.counts.get(kind, 0) + 1
+                    return kind
+                roll -= rate
+            return ""
+
+
+@dataclass
 class Reply:
     status: int
     body: Any = None
@@ -192,6 +227,9 @@ class JiraState:
         self.write_delay = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
+        #: seconds added to every call (a remote Jira's round trip), and random faults
+        self.latency = 0.0
+        self.faults: Faults | None = None
         self.indexed: set[str] = set()
         self.can_create = True
         self.issues: dict[str, dict[str, Any]] = {}
@@ -370,6 +408,8 @@ class JiraState:
                 return self._createmeta(parts[2:])
             if route == "issue" and method == "POST":
                 return self._create(body)
+            if route == "issue/bulk" and method == "POST":
+                return self._bulk_create(body)
             if route == "search/jql":
                 if not self.cloud:
                     return self._not_found("null for uri")
@@ -492,6 +532,28 @@ class JiraState:
         return Reply(
             201, {"id": issue_id, "key": key, "self": f"{self.url()}/rest/api/2/issue/{issue_id}"}
         )
+
+    def _bulk_create(self, body: Any) -> Reply:
+        """Up to 50 issues; each one is created or refused on its own, as Jira does."""
+        updates = body.get("issueUpdates") or []
+        if len(updates) > 50:
+            return Reply(400, {"errorMessages": ["Bulk create is limited to 50 issues."]})
+        created: list[Any] = []
+        errors: list[dict[str, Any]] = []
+        for number, update in enumerate(updates):
+            reply = self._create(update)
+            if reply.status == 201:
+                created.append(reply.body)
+            else:
+                errors.append(
+                    {
+                        "failedElementNumber": number,
+                        "status": reply.status,
+                        "elementErrors": reply.body,
+                    }
+                )
+        status = 201 if created or not errors else 400
+        return Reply(status, {"issues": created, "errors": errors})
 
     def _issue_json(self, issue: dict[str, Any]) -> dict[str, Any]:
         out = copy.deepcopy(issue)
@@ -633,6 +695,17 @@ class _Handler(BaseHTTPRequestHandler):
         if injected is not None:
             self._reply(injected)
             return
+        if state.latency:
+            time.sleep(state.latency)
+        fault = state.faults.draw() if state.faults is not None else ""
+        if fault == "error":
+            self._reply(Reply(500, {"errorMessages": ["Internal server error"]}))
+            return
+        if fault == "throttle":
+            assert state.faults is not None
+            retry = {"Retry-After": state.faults.retry_after}
+            self._reply(Reply(429, {"errorMessages": ["Rate limit exceeded."]}, retry))
+            return
         denied = state._auth(headers, path, self.command, state.base_url + self.path)
         if denied is not None:
             self._reply(denied)
@@ -656,7 +729,14 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(state.write_delay)
             with state.lock:
                 state.in_flight -= 1
-        self._reply(state.handle(self.command, path, parse_qs(split.query), body))
+        reply = state.handle(self.command, path, parse_qs(split.query), body)
+        if fault == "drop":  # the work is done; the client sees a closed connection
+            self.close_connection = True
+            return
+        if fault == "slow":
+            assert state.faults is not None
+            time.sleep(state.faults.slow_seconds)
+        self._reply(reply)
 
     def _attachments(self, path: str, headers: dict[str, str], raw: bytes) -> Any:
         from requests_toolbelt.multipart.decoder import MultipartDecoder
@@ -712,6 +792,11 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.state = state
         state.base_url = f"http://127.0.0.1:{self.server_address[1]}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up on a slow answer is what fault injection wants; stay quiet."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @dataclass
