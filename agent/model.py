@@ -57,6 +57,9 @@ class Attachment:
     path: str
     mime: str = "application/octet-stream"
     size: int = 0
+    #: the captured text (longrepr, log, stdout, stderr) this file holds in full, spilled to disk
+    #: because it was too long to carry; "" for a file the test attached
+    spilled: str = ""
 
 
 @dataclass(frozen=True, slots=True)
