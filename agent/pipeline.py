@@ -13,10 +13,10 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from .config_types import Config, Integration
 from .content import comment_draft, issue_draft, one_line
@@ -42,9 +42,14 @@ Mode = Literal["post", "link", "dry-run"]
 MODES: Final = ("post", "link", "dry-run")
 Verb = Literal["create", "comment", "reopen", "link"]
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 #: concurrent calls into one tracker: enough to hide latency, few enough not to be throttled.
 POOL_SIZE: Final = 4
+#: tries of one tracker step whose failure was transient (a 500, a lost answer), and the pause
+#: before the second (doubling after)
+ATTEMPTS: Final = 3
+PAUSE = 0.5
 
 #: the tracker used when no integration is configured: a new user needs no server.
 EMBEDDED_LOCAL: Final = "local"
@@ -81,6 +86,11 @@ class PlannedAction:
             "link": f"link to {key}",
         }[self.verb]
         return f"{self.integration}: {what} for {tests} [{self.fingerprint}]"
+
+
+#: what a create step leaves: the reference (when it went no further), or the draft and the
+#: issue filed for it, whose attachments and links are still to follow
+Filed = IssueRef | tuple[IssueDraft, RemoteIssue]
 
 
 @dataclass(slots=True)
@@ -340,35 +350,88 @@ class Agent:
         refs: dict[str, list[IssueRef]],
     ) -> None:
         """Tracker I/O on a bounded pool per integration (the local tracker: one at a time, as
-        SQLite writes one at a time anyway). Each action is one fingerprint, so no two of them
-        race for the same issue."""
+        SQLite writes one at a time anyway). Creates go in batches as large as the tracker
+        takes (Jira: 50 a call); each new issue's attachments and links follow as tasks of
+        their own. Each action is one fingerprint, so no two of them race for the same issue."""
         budget = self.options.time_budget
         deadline = time.monotonic() + budget if budget is not None else None
         by_integration: dict[str, list[PlannedAction]] = defaultdict(list)
         for action in plan:
             by_integration[action.integration].append(action)
-        pools = [
-            ThreadPoolExecutor(
+        pools = {
+            name: ThreadPoolExecutor(
                 max_workers=1 if integrations[name].kind == "local" else POOL_SIZE,
                 thread_name_prefix=f"rp-bts-{integrations[name].kind}",
             )
             for name in by_integration
-        ]
+        }
+        done = 0
+        if self.progress is not None:
+            self.progress(done, len(plan))
+
+        def settle(action: PlannedAction, ref: IssueRef) -> None:
+            nonlocal done
+            for result in action.results:
+                refs[result.nodeid].append(ref)
+            done += 1
+            if self.progress is not None:
+                self.progress(done, len(plan))
+
         try:
-            futures = {
-                pool.submit(self._attempt, action, integrations[name], launch, deadline): action
-                for pool, (name, actions) in zip(pools, by_integration.items(), strict=True)
-                for action in actions
-            }
-            for done, future in enumerate(as_completed(futures), start=1):
-                ref = future.result()
-                for result in futures[future].results:
-                    refs[result.nodeid].append(ref)
-                if self.progress is not None:
-                    self.progress(done, len(plan))
+            first: dict[Future[list[Filed]], list[PlannedAction]] = {}
+            for name, actions in by_integration.items():
+                integration, pool = integrations[name], pools[name]
+                creates = [a for a in actions if a.verb == "create"]
+                size = max(1, self.tracker(integration).batch)
+                for start in range(0, len(creates), size):
+                    chunk = creates[start : start + size]
+                    task = pool.submit(self._create, chunk, integration, launch, deadline)
+                    first[task] = chunk
+                for action in actions:
+                    if action.verb != "create":
+                        task = pool.submit(self._attempt, action, integration, launch, deadline)
+                        first[task] = [action]
+            then: dict[Future[IssueRef], PlannedAction] = {}
+            for future in as_completed(first):
+                for action, filed in zip(first[future], future.result(), strict=True):
+                    if isinstance(filed, IssueRef):
+                        settle(action, filed)
+                        continue
+                    integration = integrations[action.integration]
+                    follow = pools[action.integration].submit(
+                        self._follow_up, action, integration, launch, deadline, *filed
+                    )
+                    then[follow] = action
+            for done_step in as_completed(then):
+                settle(then[done_step], done_step.result())
         finally:
-            for pool in pools:
+            for pool in pools.values():
                 pool.shutdown(wait=True)
+
+    def _guarded(
+        self, name: str, what: str, deadline: float | None, call: Callable[[], T]
+    ) -> T | IssueRef:
+        """One tracker step, unless its integration's breaker is open or the time budget is
+        spent; a transient failure is tried again (every step is idempotent: a create looks
+        its fingerprint up first, a comment its run id). A ref says why it gave up."""
+        for attempt in range(ATTEMPTS):
+            if deadline is not None and time.monotonic() > deadline and name not in self._down:
+                self._down[name] = self._error(
+                    f"{name}: the time budget of {self.options.time_budget:g} s is spent;"
+                    " the rest is kept for rp-bts flush"
+                )
+            down = self._down.get(name)
+            if down is not None:  # the breaker is open: straight to the outbox, no call
+                return IssueRef(name, "", action="queued" if self._keeps else "failed", error=down)
+            try:
+                return call()
+            except (TrackerError, OSError) as exc:
+                if isinstance(exc, TrackerError) and exc.transient and attempt + 1 < ATTEMPTS:
+                    log.info("%s: %s%s; trying again", name, what, self.redactor.redact(str(exc)))
+                    time.sleep(PAUSE * 2**attempt)
+                    continue
+                return self._unavailable(name, exc, what)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
     def _attempt(
         self,
@@ -376,23 +439,82 @@ class Agent:
         integration: Integration,
         launch: Launch,
         deadline: float | None,
+    ) -> list[Filed]:
+        """A comment, reopen or link."""
+        what = f"{action.verb} failed: "
+        ref = self._guarded(
+            action.integration,
+            what,
+            deadline,
+            lambda: self._perform(action, integration, launch),
+        )
+        if ref.action in ("queued", "failed"):
+            self._keep(action.integration, action.results, ref)
+        return [ref]
+
+    def _create(
+        self,
+        actions: Sequence[PlannedAction],
+        integration: Integration,
+        launch: Launch,
+        deadline: float | None,
+    ) -> list[Filed]:
+        """File a batch in one call where the tracker can; per action the issue and its draft
+        (whose attachments and links follow), or the reference that says why not."""
+        name = integration.name
+        drafts = [
+            self._draft(a, integration, launch, a.existing.key if a.existing else "")
+            for a in actions
+        ]
+        tracker = self.tracker(integration)
+        answers = self._guarded(
+            name, "create failed: ", deadline, lambda: tracker.create_many(drafts)
+        )
+        if isinstance(answers, IssueRef):
+            for action in actions:
+                self._keep(name, action.results, answers)
+            return [answers] * len(actions)
+        filed: list[Filed] = []
+        for action, draft, answer in zip(actions, drafts, answers, strict=True):
+            if isinstance(answer, TrackerError):
+                ref = self._unavailable(name, answer, "create failed: ")
+                self._keep(name, action.results, ref)
+                filed.append(ref)
+                continue
+            if integration.kind != "local":  # the local tracker's own search is never stale
+                self.record.add(
+                    tracker_identity(integration), action.fingerprint, answer.key, answer.issue_id
+                )
+            filed.append((draft, answer))
+        return filed
+
+    def _follow_up(
+        self,
+        action: PlannedAction,
+        integration: Integration,
+        launch: Launch,
+        deadline: float | None,
+        draft: IssueDraft,
+        issue: RemoteIssue,
     ) -> IssueRef:
-        """One action, unless its integration's breaker is open or the time budget is spent."""
-        name = action.integration
-        if deadline is not None and time.monotonic() > deadline and name not in self._down:
-            self._down[name] = self._error(
-                f"{name}: the time budget of {self.options.time_budget:g} s is spent;"
-                " the rest is kept for rp-bts flush"
-            )
-        down = self._down.get(name)
-        if down is not None:  # the breaker is open: straight to the outbox, no call
-            ref = IssueRef(name, "", action="queued" if self._keeps else "failed", error=down)
-        else:
+        """A new issue gets its attachments and links; one another job filed a moment ago
+        gets this run's comment instead."""
+        name = integration.name
+        tracker = self.tracker(integration)
+        if not issue.existed:
             try:
-                return self._perform(action, integration, launch)
-            except (TrackerError, OSError) as exc:
-                ref = self._unavailable(name, exc, f"{action.verb} failed: ")
-        self._keep(name, action.results, ref)
+                tracker.complete(issue.key, draft)
+            except (TrackerError, OSError) as exc:  # the issue stands; say what it lacks
+                self._error(f"{name}: {issue.key} was filed without attachments: {exc}")
+            return IssueRef(name, issue.key, issue.url, issue.status, "created")
+        ref = self._guarded(
+            name,
+            "comment failed: ",
+            deadline,
+            lambda: self._comment(action, integration, launch, issue),
+        )
+        if ref.action in ("queued", "failed"):
+            self._keep(name, action.results, ref)
         return ref
 
     def _unavailable(self, name: str, exc: Exception, what: str) -> IssueRef:
@@ -439,24 +561,16 @@ class Agent:
     def _perform(self, action: PlannedAction, integration: Integration, launch: Launch) -> IssueRef:
         tracker = self.tracker(integration)
         existing = action.existing
-        name = integration.name
+        assert existing is not None  # only creates have none, and they go through _create
         if action.verb == "link":
-            assert existing is not None
-            return IssueRef(name, existing.key, existing.url, existing.status, "linked")
-        if action.verb == "create":
-            draft = self._draft(action, integration, launch, existing.key if existing else "")
-            created = tracker.create(draft)
-            if integration.kind != "local":  # the local tracker's own search is never stale
-                self.record.add(
-                    tracker_identity(integration), action.fingerprint, created.key, created.issue_id
-                )
-            if not created.existed:
-                return IssueRef(name, created.key, created.url, created.status, "created")
-            existing = created  # another process filed it a moment ago: comment instead
-        elif action.verb == "reopen":
-            assert existing is not None
+            return IssueRef(integration.name, existing.key, existing.url, existing.status, "linked")
+        if action.verb == "reopen":
             existing = tracker.reopen(existing.key)
-        assert existing is not None
+        return self._comment(action, integration, launch, existing)
+
+    def _comment(
+        self, action: PlannedAction, integration: Integration, launch: Launch, issue: RemoteIssue
+    ) -> IssueRef:
         comment = comment_draft(
             action.results,
             launch,
@@ -464,8 +578,8 @@ class Agent:
             config=self.config,
             log_lines=self._log_lines(integration),
         )
-        tracker.comment(existing.key, comment)
-        return IssueRef(name, existing.key, existing.url, existing.status, "commented")
+        self.tracker(integration).comment(issue.key, comment)
+        return IssueRef(integration.name, issue.key, issue.url, issue.status, "commented")
 
     def _draft(
         self, action: PlannedAction, integration: Integration, launch: Launch, relates_to: str

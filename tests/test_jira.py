@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from jira_server import (  # noqa: F401
     PASSWORD,
     PAT,
     USER,
+    Faults,
     Reply,
     RunningJira,
     jira_contract_fixture,
@@ -286,26 +287,47 @@ def test_not_json_and_down_once() -> None:
     )
     with pytest.raises(TrackerError, match="not Jira's JSON"):
         JiraTracker(i).find(["x"])
-    down = JiraTracker(dataclasses.replace(i, url="https://down.invalid"))
-    for _ in range(3):
-        with pytest.raises(TrackerError, match="cannot connect"):
-            down.get("SH-1")
-    assert len(responses.calls) == 2  # the down tracker tried once
 
 
-@responses.activate
-def test_connection_refused_is_retryable() -> None:
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_refused_connection_is_retryable_and_tried_once() -> None:
     i = Integration(
         kind="jira",
         name="j",
-        url="https://jira.invalid",
+        url=f"http://127.0.0.1:{closed_port()}",
         project_key="S",
         username="u",
         password="p",
     )
+    down = JiraTracker(i)
     with pytest.raises(TrackerError) as info:
-        JiraTracker(i).find(["x"])
-    assert info.value.retryable and "cannot connect" in str(info.value)
+        down.find(["x"])
+    assert info.value.retryable and not info.value.transient
+    assert "cannot connect" in str(info.value)
+    for _ in range(3):  # the answer is remembered: no second connect timeout in this run
+        with pytest.raises(TrackerError) as again:
+            down.get("SH-1")
+        assert again.value is info.value
+
+
+def test_dropped_answers_are_transient_and_reads_are_tried_again(
+    jira: RunningJira, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jira_module, "BACKOFF", 0.0)
+    jira.state.faults = Faults(drop=1.0)
+    tracker = JiraTracker(integration(jira))
+    with pytest.raises(TrackerError) as info:
+        tracker.find(["x"])
+    assert info.value.transient and "connection broke" in str(info.value)
+    assert len(jira.state.requests) == jira_module.RETRIES + 1
+    jira.state.faults = Faults(drop=0.5, seed=3)  # a read that fails now and then gets through
+    assert tracker.find(["x"]) == {}
+    tracker.close()
 
 
 def test_our_record_finds_what_a_lagging_cloud_search_does_not(
@@ -336,24 +358,32 @@ def test_our_record_finds_what_a_lagging_cloud_search_does_not(
 
 
 def test_tracker_io_runs_on_a_bounded_pool(make_jira: Any, tmp_path: Path) -> None:
-    """Issue 6, point 4: writes to one tracker overlap, at most POOL_SIZE at a time."""
+    """Issue 6, point 4: creates go 50 to a call; the writes that follow (attachments) overlap,
+    at most POOL_SIZE at a time."""
     from rp_bts_agent.config_types import Config
     from rp_bts_agent.hooks import HookManager
     from rp_bts_agent.model import Launch, RunResults, TestResult
-    from rp_bts_agent.pipeline import POOL_SIZE, Agent
+    from rp_bts_agent.pipeline import POOL_SIZE, Agent, Options
     from rp_bts_agent.redact import Redactor
 
     server = make_jira("dc")
     server.state.write_delay = 0.05
     config = Config(integrations=(integration(server),), root=str(tmp_path))
     failures = tuple(
-        TestResult(f"t.py::test_{i}", "failed", exc_type="E", fingerprint=f"rpbts1-p{i}")
-        for i in range(12)
+        TestResult(f"t.py::test_{i}", "failed", exc_type="E", longrepr="E", fingerprint=f"fp{i}")
+        for i in range(60)
     )
-    agent = Agent(config, hooks=HookManager(), redactor=Redactor(()))
+    agent = Agent(
+        config, hooks=HookManager(), redactor=Redactor(()), options=Options(spool=tmp_path)
+    )
     outcome = agent.run(RunResults(Launch("nightly", "run-1"), failures))
     assert {ref.action for r in outcome.run.results for ref in r.issues} == {"created"}
-    assert len(server.state.issues) == 12
+    assert len(server.state.issues) == 60
+    assert sum(len(files) for files in server.state.attachments.values()) == 60
+    assert [p for m, p in server.state.requests if m == "POST" and "/bulk" in p] == [
+        "/rest/api/2/issue/bulk"
+    ] * 2
+    assert not any(p == "/rest/api/2/issue" for _, p in server.state.requests)
     assert 2 <= server.state.max_in_flight <= POOL_SIZE
 
 

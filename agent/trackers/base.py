@@ -15,11 +15,17 @@ from ..model import Link
 
 
 class TrackerError(Exception):
-    """A tracker refused or failed a call. ``retryable`` says whether a later replay may succeed."""
+    """A tracker refused or failed a call.
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    ``retryable``: a later replay may succeed (the tracker is down, slow or throttling);
+    ``transient``: worth trying again right away (a 500, an answer lost on the way): the call
+    went through or not, so only idempotent steps may be repeated.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, transient: bool = False) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable or transient
+        self.transient = transient
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +99,8 @@ class Tracker(Protocol):
     """A bug tracker, seen by the pipeline. Every method may raise :class:`TrackerError`."""
 
     kind: ClassVar[str]
+    #: how many drafts one ``create_many`` call files at most (Jira's bulk create takes 50)
+    batch: ClassVar[int]
 
     def find(
         self, fingerprints: Sequence[str], known: Mapping[str, Sequence[str]] | None = None
@@ -109,7 +117,18 @@ class Tracker(Protocol):
         ...
 
     def create(self, draft: IssueDraft) -> RemoteIssue:
-        """File a new issue; idempotent on the fingerprint where the tracker allows it."""
+        """File a new issue with its attachments and links; idempotent on the fingerprint."""
+        ...
+
+    def create_many(self, drafts: Sequence[IssueDraft]) -> list[RemoteIssue | TrackerError]:
+        """File up to ``batch`` issues in as few calls as the tracker allows, one answer per
+        draft in order (a refused draft is its error; the others still go). Idempotent on the
+        fingerprint: a draft whose issue is open already answers that issue, ``existed`` set.
+        Attachments and links may be left to :meth:`complete`, so they can go in parallel."""
+        ...
+
+    def complete(self, key: str, draft: IssueDraft) -> None:
+        """Add what ``create_many`` left out (attachments, links); failures are logged."""
         ...
 
     def comment(self, key: str, comment: CommentDraft) -> bool:

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from ..connection import CheckOptions, CheckResult
@@ -46,6 +48,10 @@ MAX_RETRY_AFTER: Final = 30.0
 #: seconds before the first retry when Jira sends no ``Retry-After`` (doubling after).
 BACKOFF = 0.5
 PAGE: Final = 100
+#: issues per ``/issue/bulk`` call, Jira's own limit
+BATCH: Final = 50
+#: ids ``reconcileIssues`` takes at most
+_RECONCILE_MAX: Final = 50
 _SEARCH_FIELDS: Final = "status,labels,created,summary"
 _KEY_RE: Final = re.compile(r"(?:^|/)([A-Z][A-Z0-9_]+-[0-9]+)(?:[/?#]|$)")
 _RUN_ID_SAFE: Final = re.compile(r"[^A-Za-z0-9_.]+")
@@ -99,8 +105,11 @@ def _jira_messages(response: requests.Response | None) -> list[str]:
         data = response.json()
     except ValueError:
         return []
-    if not isinstance(data, dict):
-        return []
+    return _error_texts(data) if isinstance(data, dict) else []
+
+
+def _error_texts(data: Mapping[str, Any]) -> list[str]:
+    """An ErrorCollection as lines: its messages, then its field errors."""
     out = [str(m) for m in data.get("errorMessages") or []]
     errors = data.get("errors") or {}
     if isinstance(errors, dict):
@@ -119,8 +128,9 @@ def jira_error(what: str, status: int, response: requests.Response | None) -> Tr
         text += "; Jira asks for a CAPTCHA after failed logins: log in once in a browser"
     elif status in _HINTS:
         text += f" ({_HINTS[status]})"
-    retryable = status in (408, 429) or status >= 500
-    return TrackerError(text, retryable=retryable)
+    # 429 and 503 were already retried after Retry-After: Jira is overloaded, leave it alone
+    transient = status in (408, 500, 502, 504)
+    return TrackerError(text, retryable=status in (429, 503) or status >= 500, transient=transient)
 
 
 def _captcha(headers: Mapping[str, str]) -> bool:
@@ -135,11 +145,16 @@ def _transport_error(what: str, exc: requests.RequestException) -> TrackerError:
             f"Jira {what}: TLS verification failed; set ca_file to your CA bundle"
             " (or verify_tls = false, not recommended)"
         )
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return TrackerError(f"Jira {what}: no answer to connect (check url)", retryable=True)
     if isinstance(exc, requests.exceptions.Timeout):
-        return TrackerError(f"Jira {what}: timed out", retryable=True)
+        return TrackerError(f"Jira {what}: timed out waiting for the answer", transient=True)
     if isinstance(exc, requests.exceptions.ConnectionError):
-        return TrackerError(f"Jira {what}: cannot connect (check url)", retryable=True)
-    return TrackerError(f"Jira {what}: {type(exc).__name__}", retryable=True)
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        if isinstance(reason, (NewConnectionError, ConnectTimeoutError)):
+            return TrackerError(f"Jira {what}: cannot connect (check url)", retryable=True)
+        return TrackerError(f"Jira {what}: the connection broke before the answer", transient=True)
+    return TrackerError(f"Jira {what}: {type(exc).__name__}", transient=True)
 
 
 def parse_key(key_or_url: str) -> str:
@@ -198,6 +213,7 @@ class JiraTracker:
     """The ``jira`` tracker; one client per integration, opened on first use."""
 
     kind: ClassVar[str] = "jira"
+    batch: ClassVar[int] = BATCH
 
     def __init__(self, integration: Integration, *, read_only: bool = False) -> None:
         if not integration.url:
@@ -213,9 +229,9 @@ class JiraTracker:
         self.cloud = False
         self.version: tuple[int, ...] = ()
         self._meta: dict[str, dict[str, dict[str, Any]]] = {}
-        #: ids of issues this tracker filed: Cloud search is eventually consistent, and
-        #: ``reconcileIssues`` makes it see them at once (issue 3, point 7).
-        self._filed: list[int] = []
+        #: fingerprint -> ids of issues filed for it (ours, or from our record): Cloud search
+        #: is eventually consistent, and ``reconcileIssues`` makes it see them at once.
+        self._filed: dict[str, list[int]] = {}
 
     @classmethod
     def from_integration(cls, integration: Integration, *, read_only: bool = False) -> JiraTracker:
@@ -260,7 +276,7 @@ class JiraTracker:
                 options={"verify": _verify(self.integration), "check_update": False},
                 get_server_info=False,
                 max_retries=0,
-                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                timeout=(CONNECT_TIMEOUT, float(self.integration.timeout)),
                 **auth,
             )
             if signer is not None:
@@ -270,7 +286,7 @@ class JiraTracker:
                 info = self._get(client, "/rest/api/2/serverInfo", "server info")
             except TrackerError as exc:
                 client.close()
-                if exc.retryable:
+                if exc.retryable and not exc.transient:
                     self._down = exc
                 raise
             except BaseException:
@@ -305,9 +321,17 @@ class JiraTracker:
             raise _transport_error(what, exc) from None
 
     def _get(self, client: Any, path: str, what: str, **params: Any) -> Any:
-        with self._calls(what):
-            response = client._session.get(self.url + path, params=params or None)
-            return response.json() if response.content else {}
+        """A read, tried again after a transient failure: reading twice changes nothing."""
+        for attempt in range(RETRIES + 1):
+            try:
+                with self._calls(what):
+                    response = client._session.get(self.url + path, params=params or None)
+                    return response.json() if response.content else {}
+            except TrackerError as exc:
+                if not exc.transient or attempt == RETRIES:
+                    raise
+            time.sleep(BACKOFF * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _post(self, path: str, what: str, body: Any) -> Any:
         with self._calls(what):
@@ -334,15 +358,19 @@ class JiraTracker:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def search(self, jql: str) -> list[dict[str, Any]]:
-        """All issues a JQL query finds: ``/search/jql`` on Cloud, ``/search`` on Data Center."""
+    def search(self, jql: str, fingerprints: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """All issues a JQL query finds: ``/search/jql`` on Cloud, ``/search`` on Data Center.
+
+        On Cloud, the issues we know were filed for ``fingerprints`` are reconciled, so a
+        search right after filing finds them."""
         client = self.client
         issues: list[dict[str, Any]] = []
         params: dict[str, Any] = {"jql": jql, "fields": _SEARCH_FIELDS, "maxResults": PAGE}
+        reconcile = [i for f in fingerprints for i in self._filed.get(f, ())]
         for _ in range(20):  # 2,000 issues: far more than a run's fingerprints ever match
             if self.cloud:
-                if self._filed:
-                    params["reconcileIssues"] = self._filed[-50:]
+                if reconcile:
+                    params["reconcileIssues"] = reconcile[-_RECONCILE_MAX:]
                 page = self._get(client, "/rest/api/2/search/jql", "search", **params)
                 issues += page.get("issues", [])
                 token = page.get("nextPageToken")
@@ -366,14 +394,10 @@ class JiraTracker:
         wanted = [f for f in dict.fromkeys(fingerprints) if f]
         if not wanted:
             return {}
-        for ids in (known or {}).values():
-            self._filed += [int(i) for i in ids if i.isdigit() and int(i) not in self._filed]
-        jql = (
-            f"project = {_jql_string(self.project)} AND labels in"
-            f" ({', '.join(_jql_string(f) for f in wanted)}) ORDER BY created DESC"
-        )
+        for fingerprint, ids in (known or {}).items():
+            self._remember(fingerprint, *ids)
         found: dict[str, RemoteIssue] = {}
-        for raw in self.search(jql):  # newest first
+        for raw in self._labelled(wanted, order=" ORDER BY created DESC"):  # newest first
             labels = (raw.get("fields") or {}).get("labels") or []
             for fingerprint in wanted:
                 if fingerprint not in labels:
@@ -383,6 +407,16 @@ class JiraTracker:
                 if have is None or (have.closed and not remote.closed):
                     found[fingerprint] = remote
         return found
+
+    def _remember(self, fingerprint: str, *ids: str) -> None:
+        have = self._filed.setdefault(fingerprint, [])
+        have += [int(i) for i in ids if i.isdigit() and int(i) not in have]
+
+    def _labelled(self, fingerprints: Sequence[str], order: str = "") -> list[dict[str, Any]]:
+        """One search for the project's issues that carry any of these fingerprint labels."""
+        labels = ", ".join(_jql_string(f) for f in fingerprints)
+        jql = f"project = {_jql_string(self.project)} AND labels in ({labels}){order}"
+        return self.search(jql, fingerprints)
 
     def get(self, key: str) -> RemoteIssue:
         issue_key = parse_key(key)
@@ -468,28 +502,82 @@ class JiraTracker:
     # -- writing -------------------------------------------------------------------------------
 
     def create(self, draft: IssueDraft) -> RemoteIssue:
+        (answer,) = self.create_many([draft])
+        if isinstance(answer, TrackerError):
+            raise answer
+        if not answer.existed:
+            self.complete(answer.key, draft)
+        return answer
+
+    def create_many(self, drafts: Sequence[IssueDraft]) -> list[RemoteIssue | TrackerError]:
+        """Look the fingerprints up (another job, or an earlier attempt whose answer was lost,
+        may have filed them), file the rest with ``/issue/bulk``, then settle duplicates."""
         self._writable("create")
-        if draft.fingerprint:  # another job may have filed it since find(): comment instead
-            again = self.find([draft.fingerprint]).get(draft.fingerprint)
-            if again is not None and not again.closed:
-                return RemoteIssue(
-                    again.key,
-                    again.url,
-                    again.status,
-                    False,
-                    again.fingerprint,
-                    True,
-                    again.issue_id,
+        answers: list[RemoteIssue | TrackerError | None] = [None] * len(drafts)
+        fingerprints = [d.fingerprint for d in drafts if d.fingerprint]
+        open_now = {f: i for f, i in self.find(fingerprints).items() if not i.closed}
+        todo: list[tuple[int, dict[str, Any]]] = []
+        for number, draft in enumerate(drafts):
+            found = open_now.get(draft.fingerprint) if draft.fingerprint else None
+            if found is not None:
+                answers[number] = dataclasses.replace(found, existed=True)
+                continue
+            try:
+                todo.append((number, self._fields(draft)))
+            except TrackerError as exc:
+                answers[number] = exc
+        filed: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start : start + BATCH]
+            for (number, _), created in zip(chunk, self._bulk([f for _, f in chunk]), strict=True):
+                if isinstance(created, TrackerError):
+                    answers[number] = created
+                else:
+                    filed[number] = created
+                    self._remember(drafts[number].fingerprint, str(created.get("id", "")))
+        settled = self._settle({drafts[n].fingerprint: str(c["key"]) for n, c in filed.items()})
+        for number, created in filed.items():
+            key = str(created["key"])
+            answers[number] = settled.get(key) or RemoteIssue(
+                key, self.browse(key), "", False, drafts[number].fingerprint, False, created["id"]
+            )
+        return [a if a is not None else TrackerError("Jira: no answer") for a in answers]
+
+    def _bulk(self, updates: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | TrackerError]:
+        """One ``/issue/bulk`` call: per element its ``{id, key}`` or the error Jira gave it."""
+        from jira import JIRAError
+
+        what = "create issue"
+        body = {"issueUpdates": [{"fields": fields} for fields in updates]}
+        with self._calls(what):
+            try:
+                response = self.client._session.post(
+                    self.url + "/rest/api/2/issue/bulk", data=json.dumps(body)
                 )
-        fields = self._fields(draft)
-        with self._calls("create issue"):
-            issue = self.client.create_issue(fields=fields, prefetch=False)
-        key = str(issue.key)
-        if str(issue.id).isdigit():
-            self._filed.append(int(issue.id))
-        first = self._settle_duplicate(key, draft.fingerprint)
-        if first is not None:
-            return first
+                page = response.json()
+            except JIRAError as exc:  # 400 when every element was refused, each with its error
+                if exc.status_code != 400 or exc.response is None:
+                    raise
+                page = exc.response.json()
+                if not isinstance(page, dict) or not page.get("errors"):
+                    raise
+        failed = {int(e.get("failedElementNumber", -1)): e for e in page.get("errors") or []}
+        created = iter(page.get("issues") or [])
+        out: list[dict[str, Any] | TrackerError] = []
+        for number in range(len(updates)):
+            error = failed.get(number)
+            if error is None:
+                out.append(next(created))
+                continue
+            status = int(error.get("status") or 400)
+            messages = _error_texts(error.get("elementErrors") or {})
+            text = f"Jira {what}: HTTP {status}" + (": " + "; ".join(messages) if messages else "")
+            out.append(TrackerError(text, retryable=status == 429 or status >= 500))
+        return out
+
+    def complete(self, key: str, draft: IssueDraft) -> None:
+        """Attachments, remote links and the link to an earlier closed issue, each on its own:
+        one that fails is logged, and the issue stands."""
         self._attach(key, draft.attachments)
         for link in draft.links:
             self._remote_link(key, link.title, link.url, link.key or link.url)
@@ -507,14 +595,6 @@ class JiraTracker:
                 logger.warning(
                     "Jira: %s created, but not linked to %s: %s", key, draft.relates_to, exc
                 )
-        return RemoteIssue(
-            key,
-            self.browse(key),
-            self.get(key).status,
-            False,
-            draft.fingerprint,
-            issue_id=str(issue.id),
-        )
 
     def _remote_link(self, key: str, title: str, url: str, stable: str) -> None:
         """A remote link; Jira updates the one with the same ``globalId`` instead of adding."""
@@ -561,36 +641,43 @@ class JiraTracker:
         self._attach(issue_key, comment.attachments)
         return True
 
-    def _settle_duplicate(self, key: str, fingerprint: str) -> RemoteIssue | None:
+    def _settle(self, ours: Mapping[str, str]) -> dict[str, RemoteIssue]:
         """Two CI jobs filed the same fingerprint at the same moment: the older issue stays; ours
-        is linked to it as a duplicate and closed (issue 6, point 3). None when ours is alone."""
-        if not fingerprint:
-            return None
-        jql = f"project = {_jql_string(self.project)} AND labels in ({_jql_string(fingerprint)})"
-        rivals = [
-            raw
-            for raw in self.search(jql)
-            if fingerprint in ((raw.get("fields") or {}).get("labels") or [])
-            and not _is_done(raw.get("fields") or {})
-            and str(raw.get("id", "")).isdigit()
-        ]
-        if not rivals:
-            return None
-        oldest = min(rivals, key=lambda raw: int(raw["id"]))
-        if str(oldest["key"]) == key:
-            return None
-        try:
-            body = {
-                "type": {"name": "Duplicate"},
-                "inwardIssue": {"key": key},
-                "outwardIssue": {"key": str(oldest["key"])},
-            }
-            self._post("/rest/api/2/issueLink", "link duplicate", body)
-            self._transition(key, done=True, what="close duplicate")
-        except TrackerError as exc:
-            logger.warning("Jira: %s duplicates %s but was not closed: %s", key, oldest["key"], exc)
-        first = self._remote(oldest, fingerprint)
-        return dataclasses.replace(first, existed=True)
+        is linked to it as a duplicate and closed (issue 6, point 3). One search for all of
+        ``ours`` (fingerprint -> the key we just filed); answers key -> the issue that stands."""
+        wanted = [f for f in ours if f]
+        if not wanted:
+            return {}
+        standing: dict[str, RemoteIssue] = {}
+        rivals: dict[str, list[dict[str, Any]]] = {}
+        for raw in self._labelled(wanted):
+            fields = raw.get("fields") or {}
+            for fingerprint in wanted:
+                if fingerprint in (fields.get("labels") or []) and not _is_done(fields):
+                    rivals.setdefault(fingerprint, []).append(raw)
+        for fingerprint in wanted:
+            key = ours[fingerprint]
+            found = [r for r in rivals.get(fingerprint, ()) if str(r.get("id", "")).isdigit()]
+            if not found:
+                continue
+            oldest = min(found, key=lambda raw: int(raw["id"]))
+            if str(oldest["key"]) == key:
+                standing[key] = self._remote(oldest, fingerprint)
+                continue
+            try:
+                body = {
+                    "type": {"name": "Duplicate"},
+                    "inwardIssue": {"key": key},
+                    "outwardIssue": {"key": str(oldest["key"])},
+                }
+                self._post("/rest/api/2/issueLink", "link duplicate", body)
+                self._transition(key, done=True, what="close duplicate")
+            except TrackerError as exc:
+                logger.warning(
+                    "Jira: %s duplicates %s but was not closed: %s", key, oldest["key"], exc
+                )
+            standing[key] = dataclasses.replace(self._remote(oldest, fingerprint), existed=True)
+        return standing
 
     def _transition(self, issue_key: str, *, done: bool, what: str) -> None:
         """Move an issue into (``done``) or out of the Done status category."""

@@ -235,6 +235,7 @@ class LocalTracker:
     """The ``local`` tracker; thread-safe (one connection behind a lock), safe across processes."""
 
     kind: ClassVar[str] = "local"
+    batch: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -508,6 +509,25 @@ class LocalTracker:
 
     def create(self, draft: IssueDraft) -> RemoteIssue:
         """File the draft, unless an issue for its fingerprint is open (then ``existed=True``)."""
+        issue = self._insert(draft)
+        if not issue.existed:
+            self.complete(issue.key, draft)
+        return issue
+
+    def create_many(self, drafts: Sequence[IssueDraft]) -> list[RemoteIssue | TrackerError]:
+        """One by one: SQLite has no round trip to save."""
+        answers: list[RemoteIssue | TrackerError] = []
+        for draft in drafts:
+            try:
+                answers.append(self._insert(draft))
+            except TrackerError as exc:
+                answers.append(exc)
+        return answers
+
+    def complete(self, key: str, draft: IssueDraft) -> None:
+        self._attach(key, draft.attachments, comment_id=None)
+
+    def _insert(self, draft: IssueDraft) -> RemoteIssue:
         now = _now()
         with self._writer() as conn:
             existing = self._open_issue(conn, draft.fingerprint)
@@ -540,9 +560,7 @@ class LocalTracker:
                 if existing is None:
                     raise
                 return existing.remote(existed=True)
-            issue = self._row(conn, key)
-        self._attach(issue.key, draft.attachments, comment_id=None)
-        return issue.remote()
+            return self._row(conn, key).remote()
 
     def comment(self, key: str, comment: CommentDraft) -> bool:
         """Add the run's comment once; ``False`` and no write when this run already commented."""
