@@ -7,9 +7,10 @@ format, so a test's output can never inject markup into any of them.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 from .config_types import Config, Integration
 from .model import Launch, TestResult
@@ -20,6 +21,13 @@ SUMMARY_LIMIT: Final = 255
 #: how much of a traceback goes into the description; the whole text goes as an attachment.
 TRACEBACK_LIMIT: Final = 20_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+#: the parts of failure-details.txt: (heading, result field)
+_DETAILS: Final = (
+    ("traceback", "longrepr"),
+    ("log", "log"),
+    ("stdout", "stdout"),
+    ("stderr", "stderr"),
+)
 
 
 def one_line(text: str, limit: int) -> str:
@@ -90,29 +98,49 @@ def _sections(
     return sections
 
 
+def _copy_whole(path: str, out: BinaryIO) -> bool:
+    """A spilled text, copied from its file in chunks; False when the file is gone (pruned)."""
+    try:
+        source = open(path, "rb")  # noqa: SIM115 - closed below; only opening may fall back
+    except OSError:
+        return False
+    with source:
+        shutil.copyfileobj(source, out)
+    return True
+
+
+def _write_details(result: TestResult, spool: Path) -> Path | None:
+    """Traceback, log, stdout and stderr in one file, written piece by piece: a spilled text is
+    copied from its file, so a 100 MB log never sits in memory. None when there is nothing."""
+    whole = {a.spilled: a.path for a in result.attachments if a.spilled}
+    pieces = [(title, getattr(result, name), whole.get(name)) for title, name in _DETAILS]
+    pieces = [piece for piece in pieces if piece[1] or piece[2]]
+    if not pieces:
+        return None
+    spool.mkdir(parents=True, exist_ok=True)
+    path = spool / f"{result.fingerprint or 'failure'}.txt"
+    with open(path, "wb") as out:
+        for number, (title, inline, spilled) in enumerate(pieces):
+            out.write(f"{chr(10) * 2 if number else ''}----- {title} -----\n".encode())
+            if spilled is None or not _copy_whole(spilled, out):
+                out.write(inline.encode("utf-8", errors="replace"))
+    return path
+
+
 def _attachments(
     results: Sequence[TestResult], include: Sequence[str], spool: Path | None
 ) -> tuple[AttachmentFile, ...]:
+    """The tests' own files (``attachments``) and failure-details.txt (``logs``), which holds
+    the first result's spilled texts whole; the spilled files are not attached twice."""
     files: list[AttachmentFile] = []
     if "attachments" in include:
         for result in results:
-            files += [AttachmentFile(a.name, a.path, a.mime) for a in result.attachments]
-    first = results[0]
+            files += [
+                AttachmentFile(a.name, a.path, a.mime) for a in result.attachments if not a.spilled
+            ]
     if "logs" in include and spool is not None:
-        full = "\n\n".join(
-            f"----- {name} -----\n{text}"
-            for name, text in (
-                ("traceback", first.longrepr),
-                ("log", first.log),
-                ("stdout", first.stdout),
-                ("stderr", first.stderr),
-            )
-            if text
-        )
-        if full:
-            spool.mkdir(parents=True, exist_ok=True)
-            path = spool / f"{first.fingerprint or 'failure'}.txt"
-            path.write_text(full, encoding="utf-8", errors="replace")
+        path = _write_details(results[0], spool)
+        if path is not None:
             files.append(AttachmentFile("failure-details.txt", str(path), "text/plain"))
     return tuple(files)
 

@@ -1,10 +1,29 @@
-"""Writing files so that a reader never sees half of one (a crash leaves the old file)."""
+"""Writing files: atomically (a reader never sees half of one), and long captured output
+spilled to disk so that no process after the test ever holds a whole log in memory."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Final
+
+from .model import Attachment
+
+#: a captured text longer than this (characters) is written in full to a file in the run folder;
+#: most failures print less, and theirs stays whole on the result with no file made.
+SPILL_LIMIT: Final = 64 * 1024
+#: what a spilled text keeps on the result: enough for the description's log tail and the report,
+#: while 1,000 such failures keep the results JSON (and the agent reading it) near 16 MB.
+SPILL_TAIL: Final = 16 * 1024
+#: the attachment name of each spilled text, by the result field it comes from
+SPILL_NAMES: Final = {
+    "longrepr": "traceback.txt",
+    "log": "log.txt",
+    "stdout": "stdout.txt",
+    "stderr": "stderr.txt",
+}
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -24,3 +43,43 @@ def prune_runs(runs: Path, keep: int) -> None:
     folders = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name)
     for old in folders[: max(len(folders) - keep, 0)]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _keep(field: str, text: str) -> str:
+    """A traceback keeps its start and its end (where it failed); output keeps its end."""
+    cut = f"[... {len(text) - SPILL_TAIL} characters cut; the whole text is attached ...]"
+    if field != "longrepr":
+        return f"{cut}\n{text[-SPILL_TAIL:]}"
+    half = SPILL_TAIL // 2
+    return f"{text[:half]}\n{cut}\n{text[-half:]}"
+
+
+def spill(
+    texts: Mapping[str, str],
+    directory: Path | None,
+    redact: Callable[[str], str] | None = None,
+) -> tuple[dict[str, str], list[Attachment]]:
+    """Captured texts (``longrepr``, ``log``, ``stdout``, ``stderr``) as a result carries them.
+
+    A text over :data:`SPILL_LIMIT` is written whole (through ``redact``: the file goes to
+    trackers as it is) under ``directory`` and keeps only its tail inline, plus an
+    :class:`Attachment` naming the file. Without a directory (nothing will file the run) it is
+    only cut.
+    """
+    inline: dict[str, str] = {}
+    files: list[Attachment] = []
+    for field, text in texts.items():
+        if len(text) <= SPILL_LIMIT:
+            inline[field] = text
+            continue
+        inline[field] = _keep(field, text)
+        if directory is None:
+            continue
+        name = SPILL_NAMES.get(field, f"{field}.txt")
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{os.urandom(6).hex()}-{name}"
+        with open(path, "w", encoding="utf-8", errors="replace", newline="") as out:
+            out.write(redact(text) if redact is not None else text)
+        size = path.stat().st_size
+        files.append(Attachment(name, str(path), "text/plain", size, spilled=field))
+    return inline, files

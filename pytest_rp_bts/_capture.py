@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import pytest
 
+from rp_bts_agent.files import spill
 from rp_bts_agent.hooks import HookManager
 from rp_bts_agent.model import (
     Attachment,
@@ -28,17 +29,9 @@ from ._markers import MarkerError, read_markers
 
 log = logging.getLogger("rp_bts_agent")
 
-#: caps on what one result carries: a test that prints 100 MB must not flood the controller.
-TEXT_TAIL: Final = 64 * 1024
-LONGREPR_CAP: Final = 256 * 1024
+#: caps on short texts a result carries; long output is spilled to files (agent.files.spill).
 MESSAGE_CAP: Final = 4 * 1024
 OUR_MARKERS: Final = ("slid", "rp_attributes", "issue", "bts")
-
-
-def tail(text: str, cap: int = TEXT_TAIL) -> str:
-    if len(text) <= cap:
-        return text
-    return f"[... {len(text) - cap} characters cut ...]\n{text[-cap:]}"
 
 
 def clip(text: str, cap: int) -> str:
@@ -67,8 +60,9 @@ def exception_type(exc_type: type[BaseException]) -> str:
     return name if module in ("builtins", "__builtin__") else f"{module}.{name}"
 
 
-def _sections(report: pytest.TestReport) -> dict[str, str]:
-    found = {"log": "", "stdout": "", "stderr": ""}
+def _texts(report: pytest.TestReport) -> dict[str, str]:
+    """The traceback and the captured log, stdout and stderr, whole (pytest holds them anyway)."""
+    found = {"longrepr": report.longreprtext, "log": "", "stdout": "", "stderr": ""}
     for title, content in report.sections:
         if title.startswith("Captured log"):
             found["log"] += content
@@ -76,7 +70,7 @@ def _sections(report: pytest.TestReport) -> dict[str, str]:
             found["stdout"] += content
         elif title.startswith("Captured stderr"):
             found["stderr"] += content
-    return {k: tail(v) for k, v in found.items()}
+    return found
 
 
 class ItemState:
@@ -93,12 +87,26 @@ ITEM_STATE = pytest.StashKey[ItemState]()
 
 
 class Capture:
-    """The worker half: turns a phase's report and its exception into plain data."""
+    """The worker half: turns a phase's report and its exception into plain data.
 
-    def __init__(self, rootdir: Path, hooks: HookManager, include_params: bool = False) -> None:
+    Output too long to carry is spilled to ``spill_dir`` (the run folder; None when nothing will
+    file the run) through ``redact``, so only its tail travels to the controller.
+    """
+
+    def __init__(
+        self,
+        rootdir: Path,
+        hooks: HookManager,
+        include_params: bool = False,
+        *,
+        spill_dir: Path | None = None,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
         self.rootdir = rootdir
         self.hooks = hooks
         self.include_params = include_params
+        self.spill_dir = spill_dir
+        self.redact = redact
         self._inherited: dict[object, frozenset[str]] = {}
 
     def annotate(
@@ -153,19 +161,16 @@ class Capture:
             frames,
             include_params=self.include_params,
         )
-        longrepr = clip(report.longreprtext, LONGREPR_CAP)
-        data: dict[str, Any] = {
-            "exc_type": exc_type,
-            "message": message,
-            "longrepr": longrepr,
-            **_sections(report),
-        }
+        texts, spilled = spill(_texts(report), self.spill_dir, self.redact)
+        data: dict[str, Any] = {"exc_type": exc_type, "message": message, **texts}
         doc = inspect.getdoc(getattr(item, "obj", None))
         if doc:
             data["description"] = clip(doc, MESSAGE_CAP)
         probe = TestResult(nodeid=item.nodeid, outcome="failed", fingerprint=default, **data)
         chosen = self.hooks.hook.rp_bts_fingerprint(result=probe, default=default)
         data["fingerprint"] = str(chosen) if chosen else default
+        if spilled:  # apart from "attachments": the teardown phase adds the test's own files
+            data["spilled"] = [to_plain(a) for a in spilled]
         return data
 
     def _markers_of(self, item: pytest.Item) -> list[str]:
@@ -262,6 +267,8 @@ class Collector:
                 "phase": phase,
                 "duration": duration,
             }
+            if "spilled" in extra:
+                data["attachments"] = [*extra.get("attachments", ()), *extra["spilled"]]
             out.append(result_from_json(data))
         return out
 

@@ -58,12 +58,18 @@ class RpBtsSession:
         self.hooks = HookManager()
         for plugin in config.pluginmanager.get_plugins():
             self._adopt(plugin)
+        run_dir: Path | None = None
+        if self.settings.mode != "dry-run" or self.settings.results is not None:
+            # a dry-run that records results (a CI shard) keeps attachments for `rp-bts process`
+            run_dir = config.stash[ATTACHMENT_DIR] = self.root / ".rp-bts" / "runs" / self.run_id
         self.capture = Capture(
             self.root,
             self.hooks,
             include_params=bool(self.workerinput.get("rp_bts_fingerprint_params"))
             if self.workerinput
             else False,
+            spill_dir=run_dir,
+            redact=self._redact_spilled,
         )
         self.collector = Collector()
         #: errors (they fail the run under --rp-bts-strict) and warnings (they never do)
@@ -79,9 +85,7 @@ class RpBtsSession:
         self.results_path: Path | None = None
         self.agent_config: Config | None = None
         self.redactor = Redactor(())
-        if self.settings.mode != "dry-run" or self.settings.results is not None:
-            # a dry-run that records results (a CI shard) keeps attachments for `rp-bts process`
-            config.stash[ATTACHMENT_DIR] = self.root / ".rp-bts" / "runs" / self.run_id
+        self._config_read = False
         if self.workerinput is None or self.workerinput.get("rp_bts_sauce"):
             self._load_config()  # on workers only for Sauce Labs job updates, sent as tests end
 
@@ -99,6 +103,7 @@ class RpBtsSession:
             self.hooks.register(plugin)
 
     def _load_config(self) -> None:
+        self._config_read = True
         try:
             self.agent_config = load_config(
                 self.root,
@@ -112,6 +117,13 @@ class RpBtsSession:
         self.redactor = Redactor(self.agent_config.secrets())
         self.capture.include_params = self.agent_config.fingerprint_params
         self.warnings = [f"rp-bts warning: {w}" for w in self.agent_config.warnings]
+
+    def _redact_spilled(self, text: str) -> str:
+        """A spilled file goes to trackers as it is, so its secrets go first; an xdist worker
+        reads the config (for the secrets) only when its first long output is spilled."""
+        if not self._config_read:
+            self._load_config()
+        return self.redactor.redact(text)
 
     # -- hooks -----------------------------------------------------------------------------
 
