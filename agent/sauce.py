@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlsplit
 
 from .model import Attachment, Link
+from .redact import Redactor
 
 if TYPE_CHECKING:
     import requests
@@ -376,6 +377,7 @@ class Updater:
     def __init__(self, config: Config, tag: str) -> None:
         self.config = config
         self.tag = tag
+        self._redactor = Redactor(config.secrets())
         self._clients: dict[tuple[str, str], SauceClient] = {}
         self._down: set[tuple[str, str]] = set()
 
@@ -389,7 +391,7 @@ class Updater:
         integration = integration_for(self.config, update.data_center or None)
         if integration is None:
             return None
-        update = _with_integration(update, integration)
+        update = _scrubbed(_with_integration(update, integration), self._redactor)
         slot = (integration.name, update.data_center)
         if slot in self._down:
             keep(self.config.root, [update], self.tag)
@@ -418,6 +420,17 @@ def _with_integration(update: JobUpdate, integration: Integration) -> JobUpdate:
     from dataclasses import replace
 
     return replace(update, integration=integration.name)
+
+
+def _scrubbed(update: JobUpdate, redactor: Redactor) -> JobUpdate:
+    """Secrets out of an update before Sauce Labs or the outbox sees it: a parameter id made of
+    a secret is part of the test id, the job's name. The outbox key stays unique per test."""
+    from dataclasses import replace
+
+    name, build, key = (redactor.redact(v) for v in (update.name, update.build, update.key))
+    if key != update.key:
+        key = hashlib.sha256(update.key.encode()).hexdigest()
+    return replace(update, name=name, build=build, key=key)
 
 
 def flush_pending(config: Config) -> list[str]:
