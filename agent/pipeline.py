@@ -261,9 +261,15 @@ class Agent:
         return Outcome(RunResults(run.launch, results), plan, list(self._errors))
 
     @property
+    def _queues(self) -> bool:
+        """Work a tracker cannot take now waits for a replay only when filing: a replay files,
+        and linking never does."""
+        return self.options.mode == "post"
+
+    @property
     def _keeps(self) -> bool:
-        """Only filing keeps work for a replay (a replay files; linking never does)."""
-        return self.options.keep_in_outbox and self.options.mode == "post"
+        """This run writes its queued work to the outbox (a replay settles its own entries)."""
+        return self.options.keep_in_outbox and self._queues
 
     def _keep_in_outbox(self, launch: Launch) -> None:
         try:
@@ -422,7 +428,7 @@ class Agent:
                 )
             down = self._down.get(name)
             if down is not None:  # the breaker is open: straight to the outbox, no call
-                return IssueRef(name, "", action="queued" if self._keeps else "failed", error=down)
+                return IssueRef(name, "", action="queued" if self._queues else "failed", error=down)
             try:
                 return call()
             except (TrackerError, OSError) as exc:
@@ -525,7 +531,8 @@ class Agent:
         line = self._error(f"{name}: {what}{exc}{kept}")
         if retryable:
             self._down[name] = line  # the breaker opens: no more calls to it in this run
-        return IssueRef(name, "", action="queued" if kept else "failed", error=line)
+        queued = retryable and self._queues
+        return IssueRef(name, "", action="queued" if queued else "failed", error=line)
 
     def _keep(self, name: str, results: tuple[TestResult, ...], ref: IssueRef) -> None:
         self._kept.append((name, results, ref))
