@@ -23,6 +23,15 @@ MIN_SECRET_LENGTH: Final = 4
 #: a base64 fragment shorter than this could match unrelated base64 text.
 _MIN_BASE64_CORE: Final = 8
 _REFERENCE: Final = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+#: a cut through a secret leaves a piece the whole forms miss, and may show most of it: pytest
+#: shortens long values ('ghp_abcdefgh...z0123456789AB' == 'x'), rp-bts keeps the tail of long
+#: output after "[... N characters cut ...]". A head of a secret right before such a "..." (or
+#: "\n[...") and a tail right after one (or "...]\n"), this long or longer, is masked too.
+_MIN_PARTIAL: Final = 6
+_MAX_PARTIAL: Final = 120
+_ELLIPSIS: Final = "..."
+#: what may stand between a piece and the "..." of a cut (read forwards and reversed).
+_CUT: Final = r"(?=\s?[\[\]]?\.\.\.)"
 _QUERY_SECRETS: Final = SECRET_KEYS | {"key", "apikey", "secret", "sig", "signature"}
 
 
@@ -49,21 +58,37 @@ def _forms(secret: str) -> set[str]:
     return forms | _base64_cores(secret)
 
 
+def _head(secret: str) -> str:
+    """A head of ``secret`` (``_MIN_PARTIAL`` characters or more) right before a cut.
+
+    One literal, then nested optional characters: the pattern grows with the secret's length,
+    not its square, and starts with a literal, so the regex engine scans fast."""
+    cut = secret[: _MAX_PARTIAL + 1]
+    rest = ""
+    for char in reversed(cut[_MIN_PARTIAL:-1]):
+        rest = f"(?:{re.escape(char)}{rest})?"
+    return f"{re.escape(cut[:_MIN_PARTIAL])}{rest}{_CUT}"
+
+
+def _heads(secrets: Iterable[str]) -> re.Pattern[str] | None:
+    heads = sorted({_head(s) for s in secrets if len(s) > _MIN_PARTIAL}, key=lambda p: -len(p))
+    return re.compile("|".join(heads)) if heads else None
+
+
 @final
 class Redactor:
     """Masks a fixed set of secrets with ``***``; cheap to call when there are none."""
 
-    __slots__ = ("_pattern",)
+    __slots__ = ("_heads", "_pattern", "_tails")
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        forms = {
-            form
-            for secret in secrets
-            if isinstance(secret, str) and len(secret) >= MIN_SECRET_LENGTH
-            for form in _forms(secret)
-        }
+        kept = [s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH]
+        forms = {form for secret in kept for form in _forms(secret)}
         ordered = sorted(forms, key=lambda s: (-len(s), s))
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._heads = _heads(kept)
+        # a tail right after a cut is a head right before it in the reversed text
+        self._tails = _heads(s[::-1] for s in kept)
 
     def __bool__(self) -> bool:
         return self._pattern is not None
@@ -71,6 +96,9 @@ class Redactor:
     def redact(self, text: str) -> str:
         if self._pattern is None or not text:
             return text
+        if self._heads is not None and self._tails is not None and _ELLIPSIS in text:
+            text = self._heads.sub(MASK, text)
+            text = self._tails.sub(MASK, text[::-1])[::-1]
         return self._pattern.sub(MASK, text)
 
     def redact_obj(self, value: Any) -> Any:

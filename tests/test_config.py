@@ -730,6 +730,19 @@ def test_redactor_masks_secrets_and_their_encoded_forms() -> None:
         assert header not in redacted  # the secret's part of the encoding is gone
 
 
+def test_redactor_masks_the_pieces_a_cut_leaves() -> None:
+    redactor = Redactor(["ghp_abcdefghijklmnopqrstuvwxyz0123456789AB"])
+    # pytest shortens long values in an assertion to their head and tail
+    text = "assert 'ghp_abcdefgh...z0123456789AB' == 'x'"
+    assert redactor.redact(text) == "assert '***...***' == 'x'"
+    # rp-bts keeps the tail of long output
+    text = "ghp_abcdefghijkl\n[... 9 characters cut ...]\nuvwxyz0123456789AB\n"
+    assert redactor.redact(text) == "***\n[... 9 characters cut ...]\n***\n"
+    # a piece not at a cut, or shorter than 6 characters, stays
+    text = "ghp_abcdefgh and 0123456789AB; ghp_a... ...89AB loading... done"
+    assert redactor.redact(text) == text
+
+
 def test_redactor_objects_and_no_secrets() -> None:
     redactor = Redactor(["p4ssw0rd"])
     value = {
