@@ -330,6 +330,19 @@ def test_dropped_answers_are_transient_and_reads_are_tried_again(
     tracker.close()
 
 
+def test_an_answer_slower_than_timeout_is_transient(
+    jira: RunningJira, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jira_module, "BACKOFF", 0.0)
+    jira.state.faults = Faults(slow=1.0, slow_seconds=1.5)
+    tracker = JiraTracker(integration(jira, timeout=1))
+    with pytest.raises(TrackerError) as info:
+        tracker.find(["x"])
+    assert info.value.transient and "timed out" in str(info.value)
+    assert len(jira.state.requests) == jira_module.RETRIES + 1
+    tracker.close()
+
+
 def test_our_record_finds_what_a_lagging_cloud_search_does_not(
     make_jira: Any, tmp_path: Path
 ) -> None:

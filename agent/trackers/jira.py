@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from ..connection import CheckOptions, CheckResult
@@ -147,10 +147,11 @@ def _transport_error(what: str, exc: requests.RequestException) -> TrackerError:
         )
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return TrackerError(f"Jira {what}: no answer to connect (check url)", retryable=True)
-    if isinstance(exc, requests.exceptions.Timeout):
+    # under urllib3's Retry, a read timeout arrives as a ConnectionError with it as the reason
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(exc, requests.exceptions.Timeout) or isinstance(reason, ReadTimeoutError):
         return TrackerError(f"Jira {what}: timed out waiting for the answer", transient=True)
     if isinstance(exc, requests.exceptions.ConnectionError):
-        reason = getattr(exc.args[0], "reason", None) if exc.args else None
         if isinstance(reason, (NewConnectionError, ConnectTimeoutError)):
             return TrackerError(f"Jira {what}: cannot connect (check url)", retryable=True)
         return TrackerError(f"Jira {what}: the connection broke before the answer", transient=True)
