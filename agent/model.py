@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,11 +206,16 @@ def to_plain(value: Any) -> Any:
 
 
 #: written for every result, as the brief fixes them; the other fields only when not empty.
-_OPTIONAL: Final = tuple(
+_ALWAYS: Final = ("nodeid", "outcome", "fingerprint", "attributes", "issues")
+#: the optional fields after ``phase`` and ``duration`` (which nearly every result sets): a
+#: passing test leaves them all at their defaults, which one tuple comparison tells.
+_REST: Final = tuple(
     (f.name, f.default)
     for f in dataclasses.fields(TestResult)
-    if f.name not in ("nodeid", "outcome", "fingerprint", "attributes", "issues", "route")
+    if f.name not in (*_ALWAYS, "phase", "duration", "route")
 )
+_rest_of: Final = operator.attrgetter(*(name for name, _ in _REST))
+_REST_DEFAULTS: Final = tuple(default for _, default in _REST)
 
 
 def _record(value: Attribute | Attachment | KnownIssue | IssueRef | Link) -> dict[str, Any]:
@@ -226,17 +232,22 @@ def result_to_json(result: TestResult) -> dict[str, Any]:
         "nodeid": result.nodeid,
         "outcome": result.outcome,
         "fingerprint": result.fingerprint,
-        "attributes": [_record(a) for a in result.attributes],
-        "issues": [_record(i) for i in result.issues],
+        "attributes": [_record(a) for a in result.attributes] if result.attributes else [],
+        "issues": [_record(i) for i in result.issues] if result.issues else [],
     }
-    for name, default in _OPTIONAL:
-        value = getattr(result, name)
-        if value != default:
-            data[name] = (
-                [v if isinstance(v, str) else _record(v) for v in value]
-                if isinstance(value, tuple)
-                else value
-            )
+    if result.phase != "call":
+        data["phase"] = result.phase
+    if result.duration != 0.0:
+        data["duration"] = result.duration
+    rest = _rest_of(result)
+    if rest != _REST_DEFAULTS:
+        for (name, default), value in zip(_REST, rest, strict=True):
+            if value != default:
+                data[name] = (
+                    [v if isinstance(v, str) else _record(v) for v in value]
+                    if isinstance(value, tuple)
+                    else value
+                )
     if result.route is not None:
         data["route"] = to_plain(result.route)
     return data
