@@ -238,7 +238,6 @@ class RpBtsSession:
         run = RunResults(self._launch(), tuple(self.collector.results()))
         cfg = self.agent_config
         if cfg is not None:
-            self._flush_leftovers(cfg)
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
             agent = Agent(
                 cfg,
@@ -255,6 +254,7 @@ class RpBtsSession:
                 agent.progress = progress.update
                 self.outcome = agent.run(run)
             run = self.outcome.run
+            self._flush_leftovers(cfg, run)
             if self.settings.notify and self.settings.mode != "dry-run" and cfg.rules:
                 from rp_bts_agent.notify import notify  # jinja2 and email only when needed
 
@@ -263,8 +263,13 @@ class RpBtsSession:
         if self.settings.mode != "dry-run":
             prune_runs(self.root / ".rp-bts" / "runs", KEEP_RUNS)
 
-    def _flush_leftovers(self, cfg: Config) -> None:
-        """What earlier runs could not send goes first (issue 6: nothing lost)."""
+    def _flush_leftovers(self, cfg: Config, run: RunResults) -> None:
+        """What earlier runs could not send (issue 6: nothing lost), after this run's filing.
+
+        When this run kept tracker work (a tracker did not answer, or the time budget ran out),
+        the earlier tracker work stays too: replaying it would wait for a tracker that is down
+        once more, and the run would pay a second connect timeout (benchmarks/unreachable.py).
+        """
         state = self.root / ".rp-bts"
         if self.settings.mode == "dry-run" or not (
             (state / "outbox.db").exists() or (state / "outbox").is_dir()
@@ -272,9 +277,11 @@ class RpBtsSession:
             return
         from rp_bts_agent.flush import flush
 
+        kept = any(ref.action == "queued" for result in run.results for ref in result.issues)
         try:
-            self.flushed = [f"flush: {line}" for line in flush(cfg)]
-        except Exception as exc:  # leftovers stay for `rp-bts flush`; this run still files
+            lines = flush(cfg, skip=("trackers",) if kept else ())
+            self.flushed = [f"flush: {line}" for line in lines]
+        except Exception as exc:  # leftovers stay for `rp-bts flush`; this run has filed
             log.exception("rp-bts: flushing earlier work failed")
             self.problems.append(f"rp-bts: flushing earlier work failed: {exc!r}")
 
@@ -304,8 +311,6 @@ class RpBtsSession:
             tr.write_line(self.redactor.redact(problem), red=True)
         for warning in self.warnings:
             tr.write_line(self.redactor.redact(warning), yellow=True)
-        for line in self.flushed:
-            tr.write_line(self.redactor.redact(line))
         outcome = self.outcome
         if outcome is not None:
             if self.settings.mode == "dry-run":
@@ -317,6 +322,8 @@ class RpBtsSession:
                     tr.write_line(self.redactor.redact(line))
                 if not any(r.issues for r in outcome.run.results):
                     tr.write_line("no failures to file")
+        for line in self.flushed:  # sent after this run's own filing
+            tr.write_line(self.redactor.redact(line))
         for notice in self.notices:
             tr.write_line(notice.describe(tr.startpath))
         if self.results_path is not None:
