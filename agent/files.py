@@ -3,6 +3,7 @@ spilled to disk so that no process after the test ever holds a whole log in memo
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Final
 
 from .model import Attachment
+
+log = logging.getLogger("rp_bts_agent")
 
 #: a captured text longer than this (characters) is written in full to a file in the run folder;
 #: most failures print less, and theirs stays whole on the result with no file made.
@@ -45,9 +48,10 @@ def prune_runs(runs: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _keep(field: str, text: str) -> str:
+def _keep(field: str, text: str, attached: bool) -> str:
     """A traceback keeps its start and its end (where it failed); output keeps its end."""
-    cut = f"[... {len(text) - SPILL_TAIL} characters cut; the whole text is attached ...]"
+    where = "; the whole text is attached" if attached else ""
+    cut = f"[... {len(text) - SPILL_TAIL} characters cut{where} ...]"
     if field != "longrepr":
         return f"{cut}\n{text[-SPILL_TAIL:]}"
     half = SPILL_TAIL // 2
@@ -72,14 +76,25 @@ def spill(
         if len(text) <= SPILL_LIMIT:
             inline[field] = text
             continue
-        inline[field] = _keep(field, text)
-        if directory is None:
-            continue
-        name = SPILL_NAMES.get(field, f"{field}.txt")
+        written = None if directory is None else _write(directory, field, text, redact)
+        inline[field] = _keep(field, text, written is not None)
+        if written is not None:
+            files.append(written)
+    return inline, files
+
+
+def _write(
+    directory: Path, field: str, text: str, redact: Callable[[str], str] | None
+) -> Attachment | None:
+    """None when the disk refuses (full, read-only): the result keeps the tail, as without."""
+    name = SPILL_NAMES.get(field, f"{field}.txt")
+    path = directory / f"{os.urandom(6).hex()}-{name}"
+    try:
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{os.urandom(6).hex()}-{name}"
         with open(path, "w", encoding="utf-8", errors="replace", newline="") as out:
             out.write(redact(text) if redact is not None else text)
         size = path.stat().st_size
-        files.append(Attachment(name, str(path), "text/plain", size, spilled=field))
-    return inline, files
+    except OSError as exc:
+        log.warning("rp-bts: %s not spilled to %s: %s", field, directory, exc)
+        return None
+    return Attachment(name, str(path), "text/plain", size, spilled=field)

@@ -70,6 +70,11 @@ def test_short_texts_stay_whole_and_long_ones_spill(tmp_path: Path) -> None:
     assert Path(out.path).parent == tmp_path / "run"
     cut, none = spill({"stderr": long}, None)
     assert none == [] and cut["stderr"].endswith(long[-100:])
+    assert "attached" not in cut["stderr"]
+    (tmp_path / "a-file").write_text("", encoding="utf-8")  # the disk refuses: only cut
+    cut, none = spill({"stderr": long}, tmp_path / "a-file" / "run")
+    assert none == [] and cut["stderr"].endswith(long[-100:])
+    assert "attached" not in cut["stderr"] and "whole text is attached" in inline["stdout"]
 
 
 def test_details_file_is_streamed_from_spilled_files(tmp_path: Path) -> None:
