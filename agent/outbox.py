@@ -1,4 +1,7 @@
-"""Tracker work that could not be done, kept under ``.rp-bts/outbox.db`` for ``rp-bts flush``.
+"""Tracker work not done yet, kept under ``.rp-bts/outbox.db`` for ``rp-bts flush``.
+
+A run records its groups before it sends anything and, at its end, keeps only what a tracker
+did not take; so a run that is killed half way loses nothing either.
 
 What is kept is the group of failures itself, not the HTTP calls: replaying means running the
 pipeline on it again, which looks the fingerprint up before it creates and comments once per run,
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,13 @@ CREATE TABLE IF NOT EXISTS pending (
     PRIMARY KEY (run_id, integration, fingerprint)
 )
 """
+
+
+_UPSERT: Final = (
+    "INSERT INTO pending (run_id, integration, fingerprint, launch, results, error, state,"
+    " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET results ="
+    " excluded.results, error = excluded.error, state = excluded.state, updated = excluded.updated"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +71,21 @@ class Outbox:
             with conn:
                 yield conn
 
+    def begin(self, launch: Launch, groups: Iterable[tuple[str, Sequence[TestResult]]]) -> None:
+        """Record a run's groups before anything is sent: a run killed half way leaves them
+        ``pending``, and the next run or ``rp-bts flush`` sends them (issue 6, point 1)."""
+        with self._connect() as conn:
+            conn.executemany(_UPSERT, [self._row(launch, n, r, "", "pending") for n, r in groups])
+
+    def finish(
+        self, launch: Launch, kept: Iterable[tuple[str, Sequence[TestResult], str, str]]
+    ) -> None:
+        """The run is over: its groups are done but those ``kept`` (integration, results, error,
+        state), in one transaction."""
+        with self._connect() as conn:
+            conn.execute("DELETE FROM pending WHERE run_id = ?", (launch.run_id,))
+            conn.executemany(_UPSERT, [self._row(launch, *item) for item in kept])
+
     def keep(
         self,
         launch: Launch,
@@ -71,25 +96,25 @@ class Outbox:
     ) -> None:
         """Keep one group (its fingerprint, in one integration) of one run: ``pending`` for a
         later replay, ``failed`` (a refusal retrying will not fix) to be listed, not retried."""
+        with self._connect() as conn:
+            conn.execute(_UPSERT, self._row(launch, integration, results, error, state))
+
+    @staticmethod
+    def _row(
+        launch: Launch, integration: str, results: Sequence[TestResult], error: str, state: str
+    ) -> tuple[str, str, str, str, str, str, str, float]:
         launch_json = json.dumps(RunResults(launch, ()).to_json()["launch"])
         rows = json.dumps([result_to_json(r) for r in results])
-        with self._connect() as conn:
-            conn.execute(
-                "INSERT INTO pending (run_id, integration, fingerprint, launch, results, error,"
-                " state, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-                " results = excluded.results, error = excluded.error, state = excluded.state,"
-                " updated = excluded.updated",
-                (
-                    launch.run_id,
-                    integration,
-                    results[0].fingerprint,
-                    launch_json,
-                    rows,
-                    error,
-                    state,
-                    time.time(),
-                ),
-            )
+        return (
+            launch.run_id,
+            integration,
+            results[0].fingerprint,
+            launch_json,
+            rows,
+            error,
+            state,
+            time.time(),
+        )
 
     def entries(self, state: str = "pending") -> list[Entry]:
         if not self.path.exists():

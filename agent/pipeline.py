@@ -249,11 +249,12 @@ class Agent:
             integrations[integration.name] = integration
             groups[(integration.name, result.fingerprint)].append(result)
 
+        outbox = self._write_ahead(run.launch, groups) if self._keeps and groups else None
         plan = self._plan(groups, integrations, refs)
         if self.options.mode != "dry-run":
             self._execute(plan, integrations, run.launch, refs)
-            if self._keeps:
-                self._keep_in_outbox(run.launch)
+        if outbox is not None:
+            self._keep_in_outbox(outbox, run.launch)
         results = tuple(
             self._linked(r.with_issues(refs[r.nodeid]) if r.nodeid in refs else r)
             for r in run.results
@@ -271,14 +272,29 @@ class Agent:
         """This run writes its queued work to the outbox (a replay settles its own entries)."""
         return self.options.keep_in_outbox and self._queues
 
-    def _keep_in_outbox(self, launch: Launch) -> None:
+    def _write_ahead(
+        self, launch: Launch, groups: Mapping[tuple[str, str], list[TestResult]]
+    ) -> Outbox | None:
+        """Every group goes to the outbox before anything is sent, so none is lost when the
+        run dies half way; None when the outbox cannot be written (filing goes on)."""
+        outbox = Outbox(outbox_path(self.config.root))
         try:
-            outbox = Outbox(outbox_path(self.config.root))
-            for name, results, ref in self._kept:
-                state = "pending" if ref.action == "queued" else "failed"
-                outbox.keep(launch, name, results, ref.error, state)
+            outbox.begin(launch, ((name, group) for (name, _), group in groups.items()))
         except (sqlite3.Error, OSError) as exc:
-            self._error(f"the outbox {outbox_path(self.config.root)} cannot be written: {exc}")
+            self._error(f"the outbox {outbox.path} cannot be written: {exc}")
+            return None
+        return outbox
+
+    def _keep_in_outbox(self, outbox: Outbox, launch: Launch) -> None:
+        """Done groups leave the outbox; what a tracker did not take stays, with its error."""
+        kept = [
+            (name, results, ref.error, "pending" if ref.action == "queued" else "failed")
+            for name, results, ref in self._kept
+        ]
+        try:
+            outbox.finish(launch, kept)
+        except (sqlite3.Error, OSError) as exc:
+            self._error(f"the outbox {outbox.path} cannot be written: {exc}")
 
     def _linked(self, result: TestResult) -> TestResult:
         """Results that ran on Sauce Labs carry their job's signed links (results JSON, summary)."""

@@ -25,7 +25,7 @@ from jira_server import (  # noqa: F401 (fixtures)
     make_jira_fixture,
 )
 
-from conftest import results_json
+from conftest import DEMO_FINGERPRINTS, results_json, tracker_rows
 
 FINGERPRINTS = 12
 #: pytest options of each run, and whether Jira is down for it (all its work is kept)
@@ -141,3 +141,26 @@ def test_faults_lose_and_duplicate_nothing(
     )
     assert faults.counts.get("drop") and faults.counts.get("slow")  # the faults did happen
     assert faults.counts.get("error") and faults.counts.get("throttle")
+
+
+def test_a_run_killed_half_way_loses_nothing(demo: pytest.Pytester) -> None:
+    """Groups are in the outbox before anything is sent: a CI job cancelled while filing leaves
+    them, and the next flush files every one, once."""
+    from rp_bts_agent.cli import main
+
+    demo.makeconftest(
+        "import os\n"
+        "def rp_bts_issue_fields(draft, results, integration, launch):\n"
+        "    if 'test_key' in results[0].nodeid:\n"
+        "        os._exit(3)  # killed while filing\n"
+    )
+    result = demo.runpytest_subprocess("--rp-bts")
+    assert result.ret == 3
+    filed_before = len(tracker_rows(demo.path))
+    assert filed_before < DEMO_FINGERPRINTS
+    (demo.path / "conftest.py").unlink()
+    assert main(["--root", str(demo.path), "flush"]) == 0
+    assert len({fingerprint for _, fingerprint, _ in tracker_rows(demo.path)}) == DEMO_FINGERPRINTS
+    assert len(tracker_rows(demo.path)) == DEMO_FINGERPRINTS
+    assert main(["--root", str(demo.path), "flush"]) == 0  # nothing left, nothing filed twice
+    assert len(tracker_rows(demo.path)) == DEMO_FINGERPRINTS
