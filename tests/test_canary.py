@@ -395,6 +395,10 @@ def test_no_secret_leaks_anywhere(
     run_pytest("-n", "2", "-rA")
     sauce_server.fail_updates = 0
     cli("-v", "flush")
+    results = ".rp-bts/results.json"
+    assert "would DC tasks: comment on SHOP-1" in cli("process", results, "--mode", "dry-run")
+    assert "sent via 'Team mail'" in cli("notify", results)
+    assert "HTTP 401" in cli("post", results, "test_refused_jira", "--integration", "Wrong jira")
     for args in (("list", "--status", "all"), ("list", "--json"), ("show", "LOCAL-1")):
         cli("issues", *args)
     cli("integrations", "list")
@@ -408,7 +412,7 @@ def test_no_secret_leaks_anywhere(
     assert [i["fields"]["issuetype"]["name"] for i in cloud.state.issues.values()] == ["Bug"]
     assert [i["fields"]["issuetype"]["name"] for i in dc.state.issues.values()] == ["Task"]
     assert cloud.state.comments and dc.state.comments
-    assert len(starttls_server.inbox.received) == 2
+    assert len(starttls_server.inbox.received) == 3  # run 1's (kept), run 2's, `notify`
     assert {job: sauce_server.job(job)["passed"] for job in ("job-cloud", "job-dc")} == {
         "job-cloud": False,
         "job-dc": False,
