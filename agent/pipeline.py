@@ -8,6 +8,7 @@ never an exception into the test run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sqlite3
 import time
@@ -153,6 +154,7 @@ class Agent:
         redactor: Redactor,
         options: Options = Options(),
         progress: Progress | None = None,
+        breakers: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.hooks = hooks
@@ -160,8 +162,10 @@ class Agent:
         self.options = options
         self.progress = progress
         self._trackers: dict[str, Tracker] = {}
-        #: circuit breaker: integrations that did not answer, with the line that said so
-        self._down: dict[str, str] = {}
+        #: circuit breaker: integrations that did not answer, with the line that said so; shared
+        #: by the agents of one process (the replay of earlier work, then the run's own), so a
+        #: tracker that does not answer costs the process one timeout
+        self._down: dict[str, str] = breakers if breakers is not None else {}
         #: (integration, group, reference) of the work a tracker did not take
         self._kept: list[tuple[str, tuple[TestResult, ...], IssueRef]] = []
         self.record = FiledRecord(
@@ -219,7 +223,6 @@ class Agent:
 
     def run(self, run: RunResults) -> Outcome:
         self._errors = []
-        self._down = {}
         self._kept = []
         try:
             return self._run(run)
@@ -335,11 +338,11 @@ class Agent:
         plan: list[PlannedAction] = []
         for name, fingerprints in by_integration.items():
             integration = integrations[name]
-            try:
-                known = self.record.lookup(tracker_identity(integration), fingerprints)
-                existing = self.tracker(integration).find(fingerprints, known)
-            except (TrackerError, OSError) as exc:
-                ref = self._unavailable(name, exc, "")
+            existing = self._guarded(
+                name, "", None, functools.partial(self._find, integration, fingerprints)
+            )
+            if isinstance(existing, IssueRef):
+                ref = existing
                 for fingerprint in fingerprints:
                     results = tuple(groups[(name, fingerprint)])
                     self._keep(name, results, ref)
@@ -354,6 +357,13 @@ class Agent:
                         PlannedAction(action, name, fingerprint, results, existing.get(fingerprint))
                     )
         return plan
+
+    def _find(
+        self, integration: Integration, fingerprints: Sequence[str]
+    ) -> Mapping[str, RemoteIssue]:
+        """The tracker's issues for these fingerprints, our own record of what we filed first."""
+        known = self.record.lookup(tracker_identity(integration), fingerprints)
+        return self.tracker(integration).find(fingerprints, known)
 
     def _decide(self, integration: Integration, existing: RemoteIssue | None) -> Verb | None:
         if self.options.mode == "link":

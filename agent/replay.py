@@ -15,7 +15,10 @@ from .redact import Redactor
 MAX_ATTEMPTS = 20
 
 
-def flush_trackers(config: Config) -> list[str]:
+def flush_trackers(config: Config, breakers: dict[str, str] | None = None) -> list[str]:
+    """Replays each kept run; ``breakers`` (integration -> why it is down) is shared by them and
+    with the caller, so a tracker that does not answer is asked once, not once per kept run."""
+    breakers = {} if breakers is None else breakers
     outbox = Outbox(outbox_path(config.root))
     given_up = outbox.entries("failed")
     by_run: dict[str, list[Entry]] = defaultdict(list)
@@ -26,7 +29,11 @@ def flush_trackers(config: Config) -> list[str]:
     for entries in by_run.values():
         run = RunResults(entries[0].launch, tuple(r for e in entries for r in e.results))
         agent = Agent(
-            config, hooks=HookManager(), redactor=redactor, options=Options(keep_in_outbox=False)
+            config,
+            hooks=HookManager(),
+            redactor=redactor,
+            options=Options(keep_in_outbox=False),
+            breakers=breakers,
         )
         done = {r.nodeid: r.issues for r in agent.run(run).run.results}
         for entry in entries:
