@@ -15,6 +15,7 @@ from jira_server import (  # noqa: F401 (fixtures)
 )
 
 from conftest import DEMO_FINGERPRINTS, all_files, by_nodeid, results_json
+from rp_bts_agent.trackers import jira as jira_module
 
 CONFIG = """
 launch = "nightly"
@@ -217,6 +218,24 @@ def test_jira_down_queues_then_flush_files_once(
     assert len(jira.state.issues) == DEMO_FINGERPRINTS
     assert main([*root, "flush"]) == 0  # nothing left: nothing filed twice
     assert len(jira.state.issues) == DEMO_FINGERPRINTS
+
+
+def test_a_flush_asks_a_tracker_that_is_down_once(
+    jira_demo: pytest.Pytester, jira: RunningJira
+) -> None:
+    """Three kept runs, Jira still down: the flush keeps all three after one breaker trip."""
+    from rp_bts_agent.cli import main
+    from rp_bts_agent.outbox import Outbox, outbox_path
+
+    jira.state.outage = True
+    for _ in range(3):
+        jira_demo.runpytest("--rp-bts", "-k", "test_key")
+    kept = Outbox(outbox_path(jira_demo.path)).entries()
+    assert len({entry.run_id for entry in kept}) == 3
+    calls = len(jira.state.requests)
+    assert main(["--root", str(jira_demo.path), "flush"]) == 0
+    assert len(jira.state.requests) - calls == 1 + jira_module.RETRIES  # one call, its retries
+    assert len(Outbox(outbox_path(jira_demo.path)).entries()) == 3
 
 
 def test_a_run_flushes_earlier_leftovers_first(
