@@ -55,6 +55,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(updater, "rp_bts_sauce")
 
 
+def pytest_make_parametrize_id(config: pytest.Config, val: object) -> str | None:
+    """A parameter id made of a secret is masked where it is made: pytest prints test ids and
+    caches them, and they name issues and Sauce Labs jobs."""
+    session = config.pluginmanager.get_plugin("rp_bts_session")
+    if session is None or not isinstance(val, str):
+        return None
+    masked: str = session._redact_spilled(val)  # on an xdist worker, reads the config first
+    return masked.encode("unicode_escape").decode("ascii") if masked != val else None
+
+
 @pytest.fixture
 def rp_bts(request: pytest.FixtureRequest) -> RpBts:
     """Add attributes, a Sauce Labs job id or attachments to the current test's result."""

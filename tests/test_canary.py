@@ -230,24 +230,6 @@ FORMS = {
 }
 
 
-#: pytest prints and caches test ids before any plugin sees a report, so a parameter id made of
-#: a secret is pytest's to show; rp-bts must mask it everywhere it writes or sends.
-PYTEST_ID = f"test_dc[{SECRETS['JIRA_PAT'][0]}]"
-_PYTEST_LINE = re.compile(
-    r"^(test_spill\.py::\S+ (PASSED|FAILED|ERROR) |(PASSED|FAILED|ERROR) test_spill\.py::\S+"
-    r"( - |$)|_+ test_\S+ _+$)"
-)
-
-
-def pytest_owned(text: str) -> str:
-    """The secret test id taken out of pytest's own lines: progress, summary, section titles."""
-    lines = text.splitlines()
-    return "\n".join(
-        line.replace(PYTEST_ID, "test_dc[<id>]", 1) if _PYTEST_LINE.match(line) else line
-        for line in lines
-    )
-
-
 _BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{12,}={0,2}")
 
 
@@ -297,8 +279,6 @@ def file_texts(root: Path) -> Iterator[tuple[str, str | bytes]]:
         if name in ("stdout", "stderr") or _OWN_COPY.fullmatch(name):
             continue  # pytester's copies of the outputs (searched as they are); the test's file
         raw = path.read_bytes()
-        if name.startswith(".pytest_cache/"):
-            raw = raw.replace(PYTEST_ID.encode(), b"<pytest's test id>")
         for text in mail_texts(raw) if path.suffix == ".eml" else (raw,):
             yield name, text
 
@@ -364,7 +344,7 @@ def test_no_secret_leaks_anywhere(
     def searched(command: str, out: str) -> str:
         """The output and every file after each command: outbox files live only a while."""
         outputs.append(out)
-        found.update(leaks(command, pytest_owned(out)))
+        found.update(leaks(command, out))
         for name, text in file_texts(pytester.path):
             found.update(leaks(name, text))
         return out

@@ -210,6 +210,25 @@ def test_failed_update_is_kept_then_flushed_once(centers: SauceLabs, tmp_path: P
     assert len(centers.updates()) == 3
 
 
+def test_a_secret_in_the_test_id_is_neither_sent_nor_kept(
+    centers: SauceLabs, tmp_path: Path
+) -> None:
+    centers.add_account(USER, KEY)
+    centers.add_job("j1", USER)
+    config = Config(integrations=(integration(),), root=str(tmp_path))
+    name = f"t.py::test_a[{KEY}]"  # an id pytest made from a parameter, named explicitly
+    centers.fail_updates = 500
+    updater = sauce.Updater(config, "run-1")
+    assert updater.send(sauce.JobUpdate("j1", name, passed=False, key=f"run-1:{name}"))
+    updater.close()
+    (kept,) = (tmp_path / ".rp-bts" / "outbox").glob("sauce-*.jsonl")
+    assert KEY not in kept.read_text()
+    centers.fail_updates = 0
+    assert flush(config) == ["sauce: job j1 updated (failed)"]
+    assert centers.job("j1")["name"] == "t.py::test_a[***]"
+    assert KEY not in json.dumps(centers.requests)
+
+
 def test_down_data_center_costs_one_timeout(tmp_path: Path) -> None:
     config = Config(integrations=(integration(api_url="http://127.0.0.1:9"),), root=str(tmp_path))
     updater = sauce.Updater(config, "run-2")
