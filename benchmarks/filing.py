@@ -32,15 +32,17 @@ import math
 import multiprocessing
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -61,6 +63,8 @@ RATIO_GOAL: Final = 1.5
 RSS_GOAL_MB: Final = 200
 #: issues per ``POST /rest/api/2/issue/bulk``, Jira's limit
 BULK: Final = 50
+_KEY: Final = re.compile(r"(?<=/)SHOP-\d+(?=/|$)")
+_ID: Final = re.compile(r"(?<=/)\d+(?=/|$)")
 CONFIG: Final = """
 [[integrations]]
 kind = "jira"
@@ -288,9 +292,21 @@ class Round:
     floor_requests: int = 0
     first_time: float = 0.0
     first_requests: int = 0
+    #: the agent's calls by kind, first and second launch ("POST issue/{key}/attachments": 100)
+    first_kinds: Counter[str] = field(default_factory=Counter)
+    second_kinds: Counter[str] = field(default_factory=Counter)
     second_time: float = 0.0
     second_requests: int = 0
     rss: int = 0
+
+
+def kinds(requests: Sequence[tuple[str, str]]) -> Counter[str]:
+    """Calls by method and path, with ``{key}`` and ``{id}`` for issue keys and numeric ids."""
+    paths = (path.split("?")[0].removeprefix("/rest/api/2/") for _, path in requests)
+    return Counter(
+        f"{method} {_ID.sub('{id}', _KEY.sub('{key}', path))}"
+        for (method, _), path in zip(requests, paths, strict=True)
+    )
 
 
 def agent_round(
@@ -306,10 +322,12 @@ def agent_round(
         env = child_env(root, USER, PASSWORD)
         out.first_time, rss = run_agent(root, results[0], env, root / "out-1.json")
         out.first_requests = len(jira.state.requests)
+        out.first_kinds = kinds(jira.state.requests)
         check_filed(jira, args.fingerprints, log_bytes, "rp-bts process")
         jira.state.requests.clear()
         out.second_time, rss_again = run_agent(root, results[1], env, root / "out-2.json")
         out.second_requests = len(jira.state.requests)
+        out.second_kinds = kinds(jira.state.requests)
         out.rss = max(rss, rss_again)
         comments = sum(len(c) for c in jira.state.comments.values())
         if comments != args.fingerprints or len(jira.state.issues) != args.fingerprints:
@@ -368,6 +386,9 @@ def report(rounds: Sequence[Round], args: argparse.Namespace, json_mb: float) ->
         f"peak RSS of rp-bts process: {peak} MiB (goal < {RSS_GOAL_MB} MiB):"
         f" {'ok' if ok_rss else 'OVER GOAL'}"
     )
+    for launch, counts in (("new issues", last.first_kinds), ("comments", last.second_kinds)):
+        calls = ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
+        print(f"rp-bts process calls, {launch}: {calls}")
     return ok_ratio and ok_rss
 
 
