@@ -182,6 +182,8 @@ class Capture:
             inherited = self._inherited[parent] = frozenset(
                 name for name in OUR_MARKERS if name in keywords
             )
+        if not item.own_markers and not inherited:
+            return []  # most tests: no marker at all
         own = {mark.name for mark in item.own_markers}
         return [name for name in OUR_MARKERS if name in own or name in inherited]
 
@@ -244,10 +246,12 @@ class Collector:
             state[0] = "xfailed" if hasattr(report, "wasxfail") else "skipped"
             state[1] = report.when
         extra = report.__dict__.get("rp_bts")
-        if isinstance(extra, Mapping):
+        if extra is not None and isinstance(extra, Mapping):
             self.merge(nodeid, extra)
 
     def merge(self, nodeid: str, extra: Mapping[str, Any]) -> None:
+        if not extra:
+            return  # a plain test keeps no extras, so :meth:`results` builds it directly
         self.problems += extra.get("problems", ())
         merged = self.extras.setdefault(nodeid, {})
         for key, value in extra.items():
