@@ -42,6 +42,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     session = RpBtsSession(config, settings)
     config.pluginmanager.register(session, "rp_bts_session")
+    if session.is_controller and session.redactor:
+        from ._scrub import scrub_pytest_writers
+
+        scrub_pytest_writers(config, session.redactor)
     if not session.is_controller:
         config.pluginmanager.register(WorkerCapture(session.capture), "rp_bts_worker")
     if config.pluginmanager.hasplugin("xdist") and session.is_controller:

@@ -368,11 +368,12 @@ def test_no_secret_leaks_anywhere(
     # run 1, serial: the mail server is down and Sauce Labs answers 500
     monkeypatch.setenv("SMTP_PORT", str(free_port()))
     sauce_server.fail_updates = 500
-    first = run_pytest("-p", "no:xdist", "-rA", "-v")
+    live = ("-o", "log_cli=true", "--log-file=pytest.log", "--junitxml=junit.xml")
+    first = run_pytest("-p", "no:xdist", "-rA", "-v", *live)
     first.stdout.fnmatch_lines(["*Sauce Labs job*kept*", "*not sent: cannot reach 127.0.0.1:*"])
     # run 2, two workers: the mail server is back and gets what run 1 kept first
     monkeypatch.setenv("SMTP_PORT", str(starttls_server.port))
-    run_pytest("-n", "2", "-rA")
+    run_pytest("-n", "2", "-rA", "--junitxml=junit-n2.xml", "-o", "junit_logging=all")
     sauce_server.fail_updates = 0
     cli("-v", "flush")
     results = ".rp-bts/results.json"
@@ -387,6 +388,9 @@ def test_no_secret_leaks_anywhere(
         cli("integrations", "test", name)
 
     # every sink was reached, so a clean search means something
+    assert "live log call" in first.stdout.str()
+    assert "log JIRA_TOKEN=" in (pytester.path / "pytest.log").read_text(encoding="utf-8")
+    assert "<failure" in (pytester.path / "junit-n2.xml").read_text(encoding="utf-8")
     text = "\n".join(outputs)
     assert "HTTP 401" in text and "refused the login" in text
     assert [i["fields"]["issuetype"]["name"] for i in cloud.state.issues.values()] == ["Bug"]

@@ -1,0 +1,84 @@
+"""Secrets out of what pytest writes while tests run: the live log, ``--log-file`` and
+``--junitxml`` see each log record and report at once, before the session's end, where the
+rest of what pytest prints is scrubbed (``_session``). A test's own ``caplog`` is left as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any, final
+
+import pytest
+
+from rp_bts_agent.redact import Redactor
+
+
+@final
+class _Redacting(logging.Formatter):
+    """A log handler's own formatter, its output masked."""
+
+    def __init__(self, inner: logging.Formatter | None, redact: Callable[[str], str]) -> None:
+        super().__init__()
+        self._inner = inner or logging.Formatter()
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redact(self._inner.format(record))
+
+
+@final
+class _Masked:
+    """A failure's masked text that keeps its one-line crash message, which the short summary
+    and JUnit XML show (a plain string would make them show the traceback's first line)."""
+
+    def __init__(self, text: str, reprcrash: Any) -> None:
+        self.text = text
+        self.reprcrash = reprcrash
+
+    def toterminal(self, tw: Any) -> None:
+        tw.line(self.text)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _crash(longrepr: Any, redact: Callable[[str], str]) -> Any:
+    """pytest's crash line (a dataclass with ``message``) masked, or None."""
+    crash: Any = getattr(longrepr, "reprcrash", None)
+    message = getattr(crash, "message", None)
+    if not isinstance(message, str):
+        return None
+    try:
+        return dataclasses.replace(crash, message=redact(message))
+    except TypeError:  # not a dataclass in this pytest: no crash line, the text stays
+        return None
+
+
+@final
+class _ReportScrub:
+    """Each report loses its secrets before JUnit XML and the terminal read it."""
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        self.redact = redact
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        redact = self.redact
+        if report.failed and report.longrepr is not None:
+            text = report.longreprtext
+            clean = redact(text)
+            if clean != text:
+                report.longrepr = _Masked(clean, _crash(report.longrepr, redact))  # type: ignore[assignment]
+        if report.sections:
+            report.sections = [(title, redact(content)) for title, content in report.sections]
+
+
+def scrub_pytest_writers(config: pytest.Config, redactor: Redactor) -> None:
+    logs = config.pluginmanager.get_plugin("logging-plugin")
+    for name in ("log_cli_handler", "log_file_handler"):
+        handler = getattr(logs, name, None)
+        if isinstance(handler, logging.Handler):
+            handler.setFormatter(_Redacting(handler.formatter, redactor.redact))
+    config.pluginmanager.register(_ReportScrub(redactor.redact), "rp_bts_report_scrub")
