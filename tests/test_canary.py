@@ -276,8 +276,8 @@ def file_texts(root: Path) -> Iterator[tuple[str, str | bytes]]:
     """Every file of the project as bytes (SQLite databases too), mails also part by part."""
     for path in all_files(root):
         name = path.relative_to(root).as_posix()
-        if name in ("stdout", "stderr") or _OWN_COPY.fullmatch(name):
-            continue  # pytester's copies of the outputs (searched as they are); the test's file
+        if _OWN_COPY.fullmatch(name):
+            continue
         raw = path.read_bytes()
         for text in mail_texts(raw) if path.suffix == ".eml" else (raw,):
             yield name, text
