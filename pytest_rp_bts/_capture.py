@@ -18,8 +18,10 @@ import pytest
 from rp_bts_agent.files import spill
 from rp_bts_agent.hooks import HookManager
 from rp_bts_agent.model import (
+    FAILING,
     Attachment,
     Attribute,
+    Plain,
     TestResult,
     result_from_json,
     to_plain,
@@ -71,6 +73,11 @@ def _texts(report: pytest.TestReport) -> dict[str, str]:
         elif title.startswith("Captured stderr"):
             found["stderr"] += content
     return found
+
+
+def _capture_failed(item: pytest.Item, exc: Exception) -> dict[str, Any]:
+    log.exception("rp-bts: capturing %s failed", item.nodeid)
+    return {"problems": [f"rp-bts: capturing {item.nodeid} failed: {exc!r}"]}
 
 
 class ItemState:
@@ -127,7 +134,11 @@ class Capture:
             report.rp_bts = data  # type: ignore[attr-defined]
 
     def extras_safely(self, item: pytest.Item) -> dict[str, Any]:
-        return self._guarded(item, lambda: self.extras(item))
+        """:meth:`extras`, guarded as :meth:`_guarded` does, with no closure: it runs per test."""
+        try:
+            return self.extras(item)
+        except Exception as exc:
+            return _capture_failed(item, exc)
 
     @staticmethod
     def _guarded(item: pytest.Item, capture: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -135,8 +146,7 @@ class Capture:
         try:
             return capture()
         except Exception as exc:
-            log.exception("rp-bts: capturing %s failed", item.nodeid)
-            return {"problems": [f"rp-bts: capturing {item.nodeid} failed: {exc!r}"]}
+            return _capture_failed(item, exc)
 
     def failure(
         self,
@@ -204,15 +214,15 @@ class Capture:
                 if found.route is not None:
                     data["route"] = to_plain(found.route)
             data["markers"] = markers
-        state = item.stash.get(ITEM_STATE, None)
-        if state is not None:
+        if ITEM_STATE in item.stash:  # Stash.get would raise and catch a KeyError per test
+            state = item.stash[ITEM_STATE]
             attributes += state.attributes
             if state.attachments:
                 data["attachments"] = [to_plain(a) for a in state.attachments]
         if attributes:
             data["attributes"] = [to_plain(a) for a in attributes]
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and data:
+        callspec = getattr(item, "callspec", None) if data else None
+        if callspec is not None:
             data["params"] = callspec.id
         return data
 
@@ -257,12 +267,17 @@ class Collector:
         for key, value in extra.items():
             merged.setdefault(key, value)  # the first failing phase tells the story
 
-    def results(self) -> list[TestResult]:
-        out = []
+    def results(self) -> list[TestResult | Plain]:
+        """One result per test, in the order they ran; a test that passed (or was skipped) with
+        nothing more to say stays a :data:`~rp_bts_agent.model.Plain` tuple."""
+        out: list[TestResult | Plain] = []
         for nodeid, (outcome, phase, duration) in self.outcomes.items():
             extra = self.extras.get(nodeid)
             if extra is None:
-                out.append(TestResult(nodeid, outcome, phase, duration))
+                if outcome in FAILING:
+                    out.append(TestResult(nodeid, outcome, phase, duration))
+                else:
+                    out.append((nodeid, outcome, phase, duration))
                 continue
             data: dict[str, Any] = {
                 **extra,

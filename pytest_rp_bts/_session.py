@@ -23,7 +23,7 @@ from rp_bts_agent.config import load_config
 from rp_bts_agent.config_types import Config, ConfigError
 from rp_bts_agent.files import prune_runs, write_atomic
 from rp_bts_agent.hooks import HookManager, has_hooks
-from rp_bts_agent.model import Attribute, Launch, RunResults
+from rp_bts_agent.model import Attribute, Launch, Plain, RunResults, TestResult, dumps_results
 from rp_bts_agent.pipeline import Agent, Options, Outcome
 from rp_bts_agent.redact import Redactor
 from rp_bts_agent.rootdir import default_env_file
@@ -41,6 +41,13 @@ log = logging.getLogger("rp_bts_agent")
 RESULTS_DEFAULT = Path(".rp-bts") / "results.json"
 #: run folders (attachments written by tests, spooled failure details) kept under .rp-bts/runs
 KEEP_RUNS = 20
+
+
+def whole_run(launch: Launch, results: list[TestResult | Plain]) -> RunResults:
+    """Every result as a TestResult, for the readers of the whole run (the report, notices)."""
+    return RunResults(
+        launch, tuple(r if isinstance(r, TestResult) else TestResult(*r) for r in results)
+    )
 
 
 def new_run_id() -> str:
@@ -235,7 +242,12 @@ class RpBtsSession:
 
     def _finish(self, session: pytest.Session) -> None:
         self._collect(session)
-        run = RunResults(self._launch(), tuple(self.collector.results()))
+        launch = self._launch()
+        results = self.collector.results()
+        # The agent sees the results it may act on; a plain one (passed, nothing attached) has
+        # nothing to file, link or redact, and stays a tuple: most of a large run is such.
+        rich = [(i, result) for i, result in enumerate(results) if isinstance(result, TestResult)]
+        run = RunResults(launch, tuple(result for _, result in rich))
         cfg = self.agent_config
         if cfg is not None:
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -254,12 +266,15 @@ class RpBtsSession:
                 agent.progress = progress.update
                 self.outcome = agent.run(run)
             run = self.outcome.run
+            done = {result.nodeid: result for result in run.results}
+            for i, result in rich:
+                results[i] = done.get(result.nodeid, result)
             self._flush_leftovers(cfg, run)
             if self.settings.notify and self.settings.mode != "dry-run" and cfg.rules:
                 from rp_bts_agent.notify import notify  # jinja2 and email only when needed
 
-                self.notices = notify(cfg, run, self.hooks)
-        self._write_results(run)
+                self.notices = notify(cfg, whole_run(launch, results), self.hooks)
+        self._write_results(launch, results)
         if self.settings.mode != "dry-run":
             prune_runs(self.root / ".rp-bts" / "runs", KEEP_RUNS)
 
@@ -285,9 +300,9 @@ class RpBtsSession:
             log.exception("rp-bts: flushing earlier work failed")
             self.problems.append(f"rp-bts: flushing earlier work failed: {exc!r}")
 
-    def _write_results(self, run: RunResults) -> None:
+    def _write_results(self, launch: Launch, results: list[TestResult | Plain]) -> None:
         """Written even when the config is broken: ``rp-bts process`` can file it later."""
-        text = self.redactor.redact(run.dumps())
+        text = self.redactor.redact(dumps_results(launch, results))
         targets = [self.settings.results] if self.settings.results else []
         if self.settings.mode != "dry-run":
             targets.append(self.root / RESULTS_DEFAULT)
@@ -299,7 +314,9 @@ class RpBtsSession:
         if report is not None:
             from rp_bts_agent.report import render as render_report
 
-            html = render_report(run, report.parent.resolve(), config=self.agent_config)
+            html = render_report(
+                whole_run(launch, results), report.parent.resolve(), config=self.agent_config
+            )
             write_atomic(report, self.redactor.redact(html))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
