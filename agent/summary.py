@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .model import IssueRef, TestResult
-from .pipeline import PlannedAction
+
+if TYPE_CHECKING:  # the pipeline (trackers, pools, SQLite) loads only when the agent runs
+    from .pipeline import PlannedAction
 
 
 def _label(ref: IssueRef) -> str:

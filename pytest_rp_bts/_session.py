@@ -24,7 +24,6 @@ from rp_bts_agent.config_types import Config, ConfigError
 from rp_bts_agent.files import prune_runs, write_atomic
 from rp_bts_agent.hooks import HookManager, has_hooks
 from rp_bts_agent.model import Attribute, Launch, Plain, RunResults, TestResult, dumps_results
-from rp_bts_agent.pipeline import Agent, Options, Outcome
 from rp_bts_agent.redact import Redactor
 from rp_bts_agent.rootdir import default_env_file
 from rp_bts_agent.summary import display_path, issue_lines, link_lines, plan_lines
@@ -36,6 +35,7 @@ from ._summary import Progress
 
 if TYPE_CHECKING:
     from rp_bts_agent.notify import Notice
+    from rp_bts_agent.pipeline import Outcome
 
 log = logging.getLogger("rp_bts_agent")
 RESULTS_DEFAULT = Path(".rp-bts") / "results.json"
@@ -83,6 +83,8 @@ class RpBtsSession:
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.outcome: Outcome | None = None
+        #: no result needed the agent (all passed, nothing attached): it did not run
+        self.nothing_to_file = False
         self.notices: list[Notice] = []
         self.flushed: list[str] = []
         self.fallback: ReportLog | None = None
@@ -250,25 +252,13 @@ class RpBtsSession:
         run = RunResults(launch, tuple(result for _, result in rich))
         cfg = self.agent_config
         if cfg is not None:
-            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-            agent = Agent(
-                cfg,
-                hooks=self.hooks,
-                redactor=self.redactor,
-                options=Options(
-                    mode=self.settings.mode,  # type: ignore[arg-type]
-                    integration=self.settings.integration,
-                    spool=self.root / ".rp-bts" / "runs" / self.run_id,
-                    time_budget=cfg.time_budget,
-                ),
-            )
-            with Progress(reporter) as progress:
-                agent.progress = progress.update
-                self.outcome = agent.run(run)
-            run = self.outcome.run
-            done = {result.nodeid: result for result in run.results}
-            for i, result in rich:
-                results[i] = done.get(result.nodeid, result)
+            if run.results:
+                run = self._file(cfg, run)
+                done = {result.nodeid: result for result in run.results}
+                for i, result in rich:
+                    results[i] = done.get(result.nodeid, result)
+            else:
+                self.nothing_to_file = True  # the agent, its trackers and SQLite stay unloaded
             self._flush_leftovers(cfg, run)
             if self.settings.notify and self.settings.mode != "dry-run" and cfg.rules:
                 from rp_bts_agent.notify import notify  # jinja2 and email only when needed
@@ -277,6 +267,27 @@ class RpBtsSession:
         self._write_results(launch, results)
         if self.settings.mode != "dry-run":
             prune_runs(self.root / ".rp-bts" / "runs", KEEP_RUNS)
+
+    def _file(self, cfg: Config, run: RunResults) -> RunResults:
+        """The agent's work on this run's failures; its outcome goes to the terminal summary."""
+        from rp_bts_agent.pipeline import Agent, Options
+
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        agent = Agent(
+            cfg,
+            hooks=self.hooks,
+            redactor=self.redactor,
+            options=Options(
+                mode=self.settings.mode,  # type: ignore[arg-type]
+                integration=self.settings.integration,
+                spool=self.root / ".rp-bts" / "runs" / self.run_id,
+                time_budget=cfg.time_budget,
+            ),
+        )
+        with Progress(reporter) as progress:
+            agent.progress = progress.update
+            self.outcome = agent.run(run)
+        return self.outcome.run
 
     def _flush_leftovers(self, cfg: Config, run: RunResults) -> None:
         """What earlier runs could not send (issue 6: nothing lost), after this run's filing.
@@ -329,15 +340,17 @@ class RpBtsSession:
         for warning in self.warnings:
             tr.write_line(self.redactor.redact(warning), yellow=True)
         outcome = self.outcome
-        if outcome is not None:
+        if outcome is not None or self.nothing_to_file:
+            plan = outcome.plan if outcome is not None else []
+            acted = outcome.run.results if outcome is not None else ()
             if self.settings.mode == "dry-run":
-                for line in plan_lines(outcome.plan):
+                for line in plan_lines(plan):
                     tr.write_line(line)
                 tr.write_line("dry-run: nothing was changed")
             else:
-                for line in issue_lines(outcome.run.results) + link_lines(outcome.run.results):
+                for line in issue_lines(acted) + link_lines(acted):
                     tr.write_line(self.redactor.redact(line))
-                if not any(r.issues for r in outcome.run.results):
+                if not any(r.issues for r in acted):
                     tr.write_line("no failures to file")
         for line in self.flushed:  # sent after this run's own filing
             tr.write_line(self.redactor.redact(line))
