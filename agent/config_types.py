@@ -100,6 +100,8 @@ class Integration:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """One ``[[rules]]`` table: when a launch's summary mail goes out, and to whom."""
+
     name: str
     enabled: bool = True
     send_case: str = "failed"

@@ -36,6 +36,8 @@ class ResultsFormatError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Attribute:
+    """A ``key:value`` attribute of a result or a launch (ReportPortal's attributes)."""
+
     key: str
     value: str
 
@@ -149,6 +151,8 @@ class TestResult:
 
 @dataclass(frozen=True, slots=True)
 class Launch:
+    """One run of a suite: its name, time span and attributes, as the trackers show them."""
+
     name: str
     run_id: str
     project: str = ""
@@ -162,6 +166,8 @@ class Launch:
 
 @dataclass(frozen=True, slots=True)
 class RunResults:
+    """A launch and its results: what the results JSON holds."""
+
     launch: Launch
     results: tuple[TestResult, ...]
 

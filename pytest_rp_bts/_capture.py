@@ -27,8 +27,6 @@ from rp_bts_agent.model import (
     to_plain,
 )
 
-from ._markers import MarkerError, read_markers
-
 log = logging.getLogger("rp_bts_agent")
 
 #: caps on short texts a result carries; long output is spilled to files (agent.files.spill).
@@ -203,6 +201,8 @@ class Capture:
         attributes: list[Attribute] = []
         markers = self._markers_of(item)
         if markers:
+            from ._markers import MarkerError, read_markers  # loaded with the first marked test
+
             try:
                 found = read_markers(item)
             except MarkerError as exc:

@@ -21,6 +21,8 @@ class MarkerError(ValueError):
 
 @dataclass(slots=True)
 class Found:
+    """What a test's markers say: its attributes, known issues and route."""
+
     attributes: list[Attribute] = field(default_factory=list)
     known: list[KnownIssue] = field(default_factory=list)
     route: Route | None = None
