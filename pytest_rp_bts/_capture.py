@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -237,27 +237,30 @@ class Collector:
         #: one-line errors found on the workers (wrong marker arguments)
         self.problems: list[str] = []
 
-    def add(self, report: pytest.TestReport) -> None:
-        nodeid = report.nodeid
-        state = self.outcomes.get(nodeid)
-        if state is None:
-            state = self.outcomes[nodeid] = ["passed", "call", 0.0]
-        state[2] += report.duration
-        result = report.outcome
-        if result == "passed":
-            if report.when == "call" and hasattr(report, "wasxfail"):
-                state[0] = "xpassed"
-        elif result == "failed":
-            if report.when == "call":
-                state[0], state[1] = "failed", "call"
-            elif state[0] not in ("failed", "error"):
-                state[0], state[1] = "error", report.when
-        else:
-            state[0] = "xfailed" if hasattr(report, "wasxfail") else "skipped"
-            state[1] = report.when
-        extra = report.__dict__.get("rp_bts")
-        if extra is not None and isinstance(extra, Mapping):
-            self.merge(nodeid, extra)
+    def add_all(self, reports: Iterable[pytest.TestReport]) -> None:
+        """Merge phase reports in the order they ran (one loop: a 5,000-test run has 15,000)."""
+        outcomes = self.outcomes
+        for report in reports:
+            nodeid = report.nodeid
+            state = outcomes.get(nodeid)
+            if state is None:
+                state = outcomes[nodeid] = ["passed", "call", 0.0]
+            state[2] += report.duration
+            result = report.outcome
+            if result == "passed":
+                if report.when == "call" and hasattr(report, "wasxfail"):
+                    state[0] = "xpassed"
+            elif result == "failed":
+                if report.when == "call":
+                    state[0], state[1] = "failed", "call"
+                elif state[0] not in ("failed", "error"):
+                    state[0], state[1] = "error", report.when
+            else:
+                state[0] = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+                state[1] = report.when
+            extra = report.__dict__.get("rp_bts")
+            if extra is not None and isinstance(extra, Mapping):
+                self.merge(nodeid, extra)
 
     def merge(self, nodeid: str, extra: Mapping[str, Any]) -> None:
         if not extra:

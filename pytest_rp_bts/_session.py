@@ -226,20 +226,29 @@ class RpBtsSession:
 
     def _collect(self, session: pytest.Session) -> None:
         """Merge the reports; in this process's own tests, read markers and fixture data once."""
-        items = {item.nodeid: item for item in session.items}  # empty on an xdist controller
+        reports = self._reports()
         scrub = bool(self.redactor)
-        for report in self._reports():
+        items: dict[str, pytest.Item] | None = None
+        for report in reports:
             failed = report.outcome == "failed"
-            if failed and "rp_bts" not in report.__dict__ and report.nodeid in items:
+            if failed and "rp_bts" not in report.__dict__:
                 # a failure without an exception (strict XPASS): no exception_interact call
-                self.capture.annotate(items[report.nodeid], report, None, teardown=False)
+                if items is None:
+                    items = {item.nodeid: item for item in session.items}
+                item = items.get(report.nodeid)
+                if item is not None:
+                    self.capture.annotate(item, report, None, teardown=False)
             if scrub and (failed or report.sections):
                 self._scrub(report)
-            self.collector.add(report)
-        for nodeid in list(self.collector.outcomes):
-            item = items.get(nodeid)
-            if item is not None:
-                self.collector.merge(nodeid, self.capture.extras_safely(item))
+        self.collector.add_all(reports)
+        outcomes = self.collector.outcomes
+        merged: set[str] = set()
+        for item in session.items:  # none on an xdist controller: the workers sent theirs
+            extra = self.capture.extras_safely(item)
+            # a test's node id only for the few with extras: it is a property, not an attribute
+            if extra and (nodeid := item.nodeid) in outcomes and nodeid not in merged:
+                merged.add(nodeid)
+                self.collector.merge(nodeid, extra)
         self.problems += self.collector.problems
 
     def _finish(self, session: pytest.Session) -> None:
