@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Generator
+from operator import attrgetter
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -175,14 +176,17 @@ class RpBtsSession:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if self.fallback is not None or reporter is None:
             return self.fallback.reports if self.fallback is not None else []
-        stats = reporter.stats
+        test_report = pytest.TestReport
         reports = [
             r
-            for values in stats.values()
+            for values in reporter.stats.values()
             for r in values
-            if isinstance(r, pytest.TestReport) and r.outcome in ("passed", "failed", "skipped")
+            if isinstance(r, test_report) and r.outcome in ("passed", "failed", "skipped")
         ]
-        reports.sort(key=lambda r: getattr(r, "start", 0.0))
+        try:  # TestReport.start is there since pytest 7.3; a report made by hand may lack it
+            reports.sort(key=attrgetter("start"))
+        except AttributeError:
+            reports.sort(key=lambda r: getattr(r, "start", 0.0))
         return reports
 
     def _scrub(self, report: pytest.TestReport) -> None:
