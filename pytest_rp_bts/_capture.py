@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -137,6 +137,23 @@ class Capture:
             return self.extras(item)
         except Exception as exc:
             return _capture_failed(item, exc)
+
+    def extras_of(
+        self, items: Iterable[pytest.Item]
+    ) -> Iterator[tuple[pytest.Item, dict[str, Any]]]:
+        """Each item with its :meth:`extras`, where it has any. Most tests have no marker (nor a
+        parent with one) and no fixture data, which is told here without three calls per test."""
+        inherited = self._inherited
+        for item in items:
+            if (
+                not item.own_markers
+                and not inherited.get(item.parent, True)  # a parent not yet seen: ask extras
+                and ITEM_STATE not in item.stash
+            ):
+                continue
+            extra = self.extras_safely(item)
+            if extra:
+                yield item, extra
 
     @staticmethod
     def _guarded(item: pytest.Item, capture: Callable[[], dict[str, Any]]) -> dict[str, Any]:

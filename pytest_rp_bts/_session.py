@@ -247,10 +247,10 @@ class RpBtsSession:
         self.collector.add_all(reports)
         outcomes = self.collector.outcomes
         merged: set[str] = set()
-        for item in session.items:  # none on an xdist controller: the workers sent theirs
-            extra = self.capture.extras_safely(item)
-            # a test's node id only for the few with extras: it is a property, not an attribute
-            if extra and (nodeid := item.nodeid) in outcomes and nodeid not in merged:
+        # no items on an xdist controller: the workers sent their extras with the reports
+        for item, extra in self.capture.extras_of(session.items):
+            nodeid = item.nodeid
+            if nodeid in outcomes and nodeid not in merged:
                 merged.add(nodeid)
                 self.collector.merge(nodeid, extra)
         self.problems += self.collector.problems
