@@ -15,9 +15,12 @@ from .redact import Redactor
 MAX_ATTEMPTS = 20
 
 
-def flush_trackers(config: Config, breakers: dict[str, str] | None = None) -> list[str]:
+def flush_trackers(
+    config: Config, breakers: dict[str, str] | None = None, time_budget: float | None = None
+) -> list[str]:
     """Replays each kept run; ``breakers`` (integration -> why it is down) is shared by them and
-    with the caller, so a tracker that does not answer is asked once, not once per kept run."""
+    with the caller, so a tracker that does not answer is asked once, not once per kept run.
+    ``time_budget`` bounds each replay (a run's session end; ``rp-bts flush`` has none)."""
     breakers = {} if breakers is None else breakers
     outbox = Outbox(outbox_path(config.root))
     given_up = outbox.entries("failed")
@@ -32,7 +35,7 @@ def flush_trackers(config: Config, breakers: dict[str, str] | None = None) -> li
             config,
             hooks=HookManager(),
             redactor=redactor,
-            options=Options(keep_in_outbox=False),
+            options=Options(keep_in_outbox=False, time_budget=time_budget),
             breakers=breakers,
         )
         done = {r.nodeid: r.issues for r in agent.run(run).run.results}

@@ -265,14 +265,18 @@ class RpBtsSession:
         run = RunResults(launch, tuple(result for _, result in rich))
         cfg = self.agent_config
         if cfg is not None:
+            started = time.monotonic()
+            #: integration -> why it is down: shared by the replay and the run's own filing
+            breakers: dict[str, str] = {}
+            self._flush_leftovers(cfg, breakers)
             if run.results:
-                run = self._file(cfg, run)
+                budget = max(cfg.time_budget - (time.monotonic() - started), 0.0)
+                run = self._file(cfg, run, breakers, budget)
                 done = {result.nodeid: result for result in run.results}
                 for i, result in rich:
                     results[i] = done.get(result.nodeid, result)
             else:
                 self.nothing_to_file = True  # the agent, its trackers and SQLite stay unloaded
-            self._flush_leftovers(cfg, run)
             if self.settings.notify and self.settings.mode != "dry-run" and cfg.rules:
                 from rp_bts_agent.notify import notify  # jinja2 and email only when needed
 
@@ -281,7 +285,9 @@ class RpBtsSession:
         if self.settings.mode != "dry-run":
             prune_runs(self.root / ".rp-bts" / "runs", KEEP_RUNS)
 
-    def _file(self, cfg: Config, run: RunResults) -> RunResults:
+    def _file(
+        self, cfg: Config, run: RunResults, breakers: dict[str, str], budget: float
+    ) -> RunResults:
         """The agent's work on this run's failures; its outcome goes to the terminal summary."""
         from rp_bts_agent.pipeline import Agent, Options
 
@@ -294,33 +300,32 @@ class RpBtsSession:
                 mode=self.settings.mode,  # type: ignore[arg-type]
                 integration=self.settings.integration,
                 spool=self.root / ".rp-bts" / "runs" / self.run_id,
-                time_budget=cfg.time_budget,
+                time_budget=budget,
             ),
+            breakers=breakers,
         )
         with Progress(reporter) as progress:
             agent.progress = progress.update
             self.outcome = agent.run(run)
         return self.outcome.run
 
-    def _flush_leftovers(self, cfg: Config, run: RunResults) -> None:
-        """What earlier runs could not send (issue 6: nothing lost), after this run's filing.
-
-        When this run kept tracker work (a tracker did not answer, or the time budget ran out),
-        the earlier tracker work stays too: replaying it would wait for a tracker that is down
-        once more, and the run would pay a second connect timeout (benchmarks/unreachable.py).
-        """
+    def _flush_leftovers(self, cfg: Config, breakers: dict[str, str]) -> None:
+        """What earlier runs could not send goes first (issue 6: nothing lost). A tracker found
+        down here stays down for this run's own filing (``breakers``): it costs the session end
+        one connect timeout, not two (benchmarks/unreachable.py)."""
         state = self.root / ".rp-bts"
         if self.settings.mode == "dry-run" or not (
             (state / "outbox.db").exists() or (state / "outbox").is_dir()
         ):
             return
         from rp_bts_agent.flush import flush
+        from rp_bts_agent.replay import flush_trackers
 
-        kept = any(ref.action == "queued" for result in run.results for ref in result.issues)
         try:
-            lines = flush(cfg, skip=("trackers",) if kept else ())
+            lines = flush_trackers(cfg, breakers, cfg.time_budget)
+            lines += flush(cfg, skip=("trackers",))
             self.flushed = [f"flush: {line}" for line in lines]
-        except Exception as exc:  # leftovers stay for `rp-bts flush`; this run has filed
+        except Exception as exc:  # leftovers stay for `rp-bts flush`; this run files its own
             log.exception("rp-bts: flushing earlier work failed")
             self.problems.append(f"rp-bts: flushing earlier work failed: {exc!r}")
 

@@ -1,4 +1,4 @@
-"""Leftovers of earlier runs are sent after a run's own filing, and never at the cost of a second
+"""Leftovers of earlier runs are sent before a run's own filing, and never at the cost of a second
 wait for a tracker that is down (benchmarks/unreachable.py measures the connect timeout)."""
 
 from __future__ import annotations
