@@ -236,7 +236,7 @@ def _deliver(
     name: str,
     redactor: Redactor,
 ) -> Notice:
-    """Write the ``.eml`` (no server), or send it, keeping it for ``rp-bts flush`` on failure."""
+    """Write the ``.eml`` (no server), or send it, kept for ``rp-bts flush`` until it is sent."""
     if server is None:
         try:
             outbox = Path(config.root) / ".rp-bts" / "outbox"
@@ -248,16 +248,21 @@ def _deliver(
                 rule, to, error=redactor.redact(one_line(f"cannot write the message: {exc}", 300))
             )
         return Notice(rule, to, path=str(path))
+    try:  # kept before it is sent: a run killed while sending leaves it for ``rp-bts flush``
+        kept: Path | None = keep_pending(config.root, msg, name)
+        keep_error = ""
+    except (OSError, ValueError) as exc:  # still worth sending
+        kept, keep_error = None, str(exc)
     try:
         send(server, msg)
     except SendError as exc:
         error = redactor.redact(str(exc))
-        try:
-            kept = keep_pending(config.root, msg, name)
-        except (OSError, ValueError) as write_error:
-            lost = one_line(f"{error}; and it cannot be kept: {write_error}", 400)
+        if kept is None:
+            lost = one_line(f"{error}; and it cannot be kept: {keep_error}", 400)
             return Notice(rule, to, error=redactor.redact(lost))
         return Notice(rule, to, path=str(kept), error=error)
+    if kept is not None:
+        kept.unlink(missing_ok=True)
     return Notice(rule, to, sent_via=server.name)
 
 

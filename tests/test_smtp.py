@@ -252,6 +252,32 @@ def test_injection_and_undecodable_output(
             assert "\x00" not in content
 
 
+def test_a_message_is_kept_until_it_is_sent(
+    plain_server: Server,  # noqa: F811
+    tmp_path: Path,
+    hooks: HookManager,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recorded before it is sent (a run killed while sending loses nothing), gone once sent."""
+    pending = tmp_path / ".rp-bts" / "outbox" / "pending"
+    rule = Rule("team", send_case="always", recipients=("team@example.com",))
+    config = _config(tmp_path, plain_server, rule)
+    (notice,) = notify(config, _run(PASSED), hooks)
+    assert notice.sent_via == "Team mail" and list(pending.glob("*.eml")) == []
+
+    def killed(integration: Integration, message: EmailMessage) -> None:
+        raise KeyboardInterrupt  # the CI job is cancelled while the message is on its way
+
+    monkeypatch.setattr("rp_bts_agent.notify.send", killed)
+    with pytest.raises(KeyboardInterrupt):
+        notify(config, _run(PASSED), hooks)
+    assert len(list(pending.glob("*.eml"))) == 1
+    monkeypatch.undo()
+    (kept,) = pending.glob("*.eml")
+    assert flush(config) == [f"sent: mail {kept.name} to team@example.com via 'Team mail'"]
+    assert len(plain_server.inbox.received) == 2
+
+
 def test_unreachable_server_keeps_the_message_for_flush(
     plain_server: Server,  # noqa: F811
     tmp_path: Path,
