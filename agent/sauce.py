@@ -354,8 +354,12 @@ def outbox_dir(root: str | Path) -> Path:
     return Path(root) / ".rp-bts" / "outbox"
 
 
+#: an outbox line ``{"sent": key}`` says the update kept under that key went through
+SENT: Final = "sent"
+
+
 def keep(root: str | Path, updates: Iterable[JobUpdate], tag: str) -> Path | None:
-    """Append updates that could not be sent to this process's outbox file (JSON lines)."""
+    """Append updates not sent yet to this process's outbox file (JSON lines)."""
     lines = [u.to_json() + "\n" for u in updates]
     if not lines:
         return None
@@ -399,20 +403,27 @@ class Updater:
         client = self._clients.get(slot)
         if client is None:
             client = self._clients[slot] = SauceClient(integration, update.data_center or None)
+        # kept before it is sent, marked sent after: a run killed on the way loses nothing
+        try:
+            kept = keep(self.config.root, [update], self.tag)
+        except OSError as exc:  # still worth sending
+            log.warning("rp-bts: Sauce Labs update for job %s not kept: %s", update.job_id, exc)
+            kept = None
         try:
             log.info("%s", send_update(client, update))
         except SauceError as exc:
             if exc.status == 0:
                 self._down.add(slot)
-            keep(self.config.root, [update], self.tag)
             return (
                 f"rp-bts: Sauce Labs job {update.job_id} not updated: {exc}; "
                 "kept for `rp-bts flush`"
             )
         except Exception as exc:  # contained: the verdict belongs to the tests
             log.exception("rp-bts: Sauce Labs update failed")
-            keep(self.config.root, [update], self.tag)
             return f"rp-bts: Sauce Labs job {update.job_id} not updated: {type(exc).__name__}"
+        if kept is not None:
+            with kept.open("a", encoding="utf-8") as out:
+                out.write(json.dumps({SENT: update.key}) + "\n")
         return None
 
 
@@ -454,6 +465,10 @@ def flush_pending(config: Config) -> list[str]:
         for raw in claim.read_text(encoding="utf-8").splitlines():
             if raw.strip():
                 try:
+                    data = json.loads(raw)
+                    if isinstance(data, dict) and set(data) == {SENT}:
+                        pending.pop(str(data[SENT]), None)  # kept, then sent after all
+                        continue
                     update = JobUpdate.from_json(raw)
                 except (ValueError, TypeError):
                     lines.append(f"sauce: skipped an unreadable line in {path.name}")

@@ -210,6 +210,32 @@ def test_failed_update_is_kept_then_flushed_once(centers: SauceLabs, tmp_path: P
     assert len(centers.updates()) == 3
 
 
+def test_an_update_is_kept_until_it_is_sent(
+    centers: SauceLabs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorded before it is sent (a run killed on the way loses nothing); once sent, a flush
+    sends it no second time."""
+    centers.add_account(USER, KEY)
+    centers.add_job("j1", USER)
+    centers.add_job("j2", USER)
+    config = Config(integrations=(integration(),), root=str(tmp_path))
+    updater = sauce.Updater(config, "run-1")
+    assert updater.send(sauce.JobUpdate("j1", "t.py::test_a", passed=False, key="a")) is None
+
+    def killed(client: sauce.SauceClient, update: sauce.JobUpdate) -> str:
+        raise KeyboardInterrupt  # the CI job is cancelled while the update is on its way
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sauce, "send_update", killed)
+        with pytest.raises(KeyboardInterrupt):
+            updater.send(sauce.JobUpdate("j2", "t.py::test_b", passed=False, key="b"))
+    updater.close()
+    assert len(centers.updates()) == 1
+    assert flush(config) == ["sauce: job j2 updated (failed)"]  # j1 went through already
+    assert flush(config) == []
+    assert len(centers.updates()) == 2
+
+
 def test_a_secret_in_the_test_id_is_neither_sent_nor_kept(
     centers: SauceLabs, tmp_path: Path
 ) -> None:
