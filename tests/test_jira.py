@@ -397,6 +397,8 @@ def test_tracker_io_runs_on_a_bounded_pool(make_jira: Any, tmp_path: Path) -> No
         "/rest/api/2/issue/bulk"
     ] * 2
     assert not any(p == "/rest/api/2/issue" for _, p in server.state.requests)
+    # both batches need the create metadata at once: it is fetched once (types, then fields)
+    assert len([p for _, p in server.state.requests if "/createmeta/" in p]) == 2
     assert 2 <= server.state.max_in_flight <= POOL_SIZE
 
 

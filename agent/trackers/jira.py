@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -230,6 +231,7 @@ class JiraTracker:
         self.cloud = False
         self.version: tuple[int, ...] = ()
         self._meta: dict[str, dict[str, dict[str, Any]]] = {}
+        self._meta_lock = threading.Lock()
         #: fingerprint -> ids of issues filed for it (ours, or from our record): Cloud search
         #: is eventually consistent, and ``reconcileIssues`` makes it see them at once.
         self._filed: dict[str, list[int]] = {}
@@ -438,9 +440,14 @@ class JiraTracker:
         return types
 
     def fields_of(self, issue_type: str) -> dict[str, dict[str, Any]]:
-        """fieldId -> field metadata for an issue type (by name or id); cached."""
-        if issue_type in self._meta:
+        """fieldId -> field metadata for an issue type (by name or id); cached, and fetched
+        once even when batches on the pool ask at the same time."""
+        with self._meta_lock:
+            if issue_type not in self._meta:
+                self._meta[issue_type] = self._fetch_fields(issue_type)
             return self._meta[issue_type]
+
+    def _fetch_fields(self, issue_type: str) -> dict[str, dict[str, Any]]:
         types = self.issue_types()
         chosen = [t for t in types if issue_type in (t.get("name"), t.get("id"))]
         if not chosen:
@@ -455,9 +462,7 @@ class JiraTracker:
             maxResults=200,
         )
         items = page.get("fields") or page.get("values") or []
-        meta = {str(f.get("fieldId") or f.get("key")): f for f in items}
-        self._meta[issue_type] = meta
-        return meta
+        return {str(f.get("fieldId") or f.get("key")): f for f in items}
 
     def _field_value(self, meta: Mapping[str, Any] | None, value: Any) -> Any:
         """A config value (``"High"``, ``["Checkout"]``) in the shape the field's schema wants."""
