@@ -79,7 +79,7 @@ def _heads(secrets: Iterable[str]) -> re.Pattern[str] | None:
 class Redactor:
     """Masks a fixed set of secrets with ``***``; cheap to call when there are none."""
 
-    __slots__ = ("_heads", "_pattern", "_tails")
+    __slots__ = ("_ends", "_heads", "_pattern", "_tails")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         kept = [s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH]
@@ -89,6 +89,10 @@ class Redactor:
         self._heads = _heads(kept)
         # a tail right after a cut is a head right before it in the reversed text
         self._tails = _heads(s[::-1] for s in kept)
+        #: the shortest head and tail of each secret: a text holding none of them has no piece
+        #: to mask, and skips the two scans (one of them over the reversed text)
+        long_enough = [s for s in kept if len(s) > _MIN_PARTIAL]
+        self._ends = tuple({e for s in long_enough for e in (s[:_MIN_PARTIAL], s[-_MIN_PARTIAL:])})
 
     def __bool__(self) -> bool:
         return self._pattern is not None
@@ -96,7 +100,12 @@ class Redactor:
     def redact(self, text: str) -> str:
         if self._pattern is None or not text:
             return text
-        if self._heads is not None and self._tails is not None and _ELLIPSIS in text:
+        if (
+            self._heads is not None
+            and self._tails is not None
+            and _ELLIPSIS in text
+            and any(end in text for end in self._ends)
+        ):
             text = self._heads.sub(MASK, text)
             text = self._tails.sub(MASK, text[::-1])[::-1]
         return self._pattern.sub(MASK, text)
