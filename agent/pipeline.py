@@ -499,9 +499,14 @@ class Agent:
             for a in actions
         ]
         tracker = self.tracker(integration)
-        answers = self._guarded(
-            name, "create failed: ", deadline, lambda: tracker.create_many(drafts)
-        )
+        tries = 0
+
+        def create_many() -> list[RemoteIssue | TrackerError]:
+            nonlocal tries
+            tries += 1
+            return tracker.create_many(drafts)
+
+        answers = self._guarded(name, "create failed: ", deadline, create_many)
         if isinstance(answers, IssueRef):
             for action in actions:
                 self._keep(name, action.results, answers)
@@ -517,6 +522,10 @@ class Agent:
                 self.record.add(
                     tracker_identity(integration), action.fingerprint, answer.key, answer.issue_id
                 )
+            if answer.existed and tries > 1:
+                # found on a second try: most likely our first one, whose answer was lost; it
+                # gets this draft's attachments and links rather than a comment repeating it
+                answer = dataclasses.replace(answer, existed=False)
             filed.append((draft, answer))
         return filed
 

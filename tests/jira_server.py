@@ -230,6 +230,8 @@ class JiraState:
         #: seconds added to every call (a remote Jira's round trip), and random faults
         self.latency = 0.0
         self.faults: Faults | None = None
+        #: paths whose next call is served and then dropped unanswered (one entry per call)
+        self.drop_after: list[str] = []
         self.indexed: set[str] = set()
         self.can_create = True
         self.issues: dict[str, dict[str, Any]] = {}
@@ -698,6 +700,10 @@ class _Handler(BaseHTTPRequestHandler):
         if state.latency:
             time.sleep(state.latency)
         fault = state.faults.draw() if state.faults is not None else ""
+        with state.lock:
+            if path in state.drop_after:
+                state.drop_after.remove(path)
+                fault = "drop"
         if fault == "error":
             self._reply(Reply(500, {"errorMessages": ["Internal server error"]}))
             return

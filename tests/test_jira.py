@@ -402,6 +402,40 @@ def test_tracker_io_runs_on_a_bounded_pool(make_jira: Any, tmp_path: Path) -> No
     assert 2 <= server.state.max_in_flight <= POOL_SIZE
 
 
+def test_a_create_whose_answer_was_lost_is_completed_not_repeated(
+    make_jira: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 6, point 3: Jira filed the batch but the answer never came; the retry finds the
+    issues, files none twice, and gives them their attachments."""
+    from rp_bts_agent import pipeline
+    from rp_bts_agent.config_types import Config
+    from rp_bts_agent.hooks import HookManager
+    from rp_bts_agent.model import Launch, RunResults, TestResult
+    from rp_bts_agent.pipeline import Agent, Options
+    from rp_bts_agent.redact import Redactor
+
+    monkeypatch.setattr(pipeline, "PAUSE", 0.0)
+    server = make_jira("cloud")
+    server.state.drop_after = ["/rest/api/2/issue/bulk"]
+    config = Config(integrations=(integration(server),), root=str(tmp_path))
+    failures = tuple(
+        TestResult(f"t.py::test_{i}", "failed", exc_type="E", longrepr="E", fingerprint=f"fp{i}")
+        for i in range(3)
+    )
+    agent = Agent(
+        config, hooks=HookManager(), redactor=Redactor(()), options=Options(spool=tmp_path)
+    )
+    outcome = agent.run(RunResults(Launch("nightly", "run-1"), failures))
+    assert [p for m, p in server.state.requests if p.endswith("/bulk")] == [
+        "/rest/api/2/issue/bulk"
+    ]  # one bulk call: the retry found the issues
+    assert len(server.state.issues) == 3
+    assert {ref.action for r in outcome.run.results for ref in r.issues} == {"created"}
+    for key in server.state.issues:
+        assert [a["filename"] for a in server.state.attachments[key]] == ["failure-details.txt"]
+        assert server.state.comments.get(key, []) == []
+
+
 def test_two_jobs_filing_at_once_end_with_one_open_issue(make_jira: Any) -> None:
     """Issue 6, point 3: the later duplicate is closed as a duplicate and linked to the first."""
     server = make_jira("cloud")
