@@ -504,7 +504,9 @@ class Agent:
         def create_many() -> list[RemoteIssue | TrackerError]:
             nonlocal tries
             tries += 1
-            return tracker.create_many(drafts)
+            # the plan has just looked these fingerprints up; after a failed try, look again:
+            # it may have filed them (two jobs filing at once are settled after the create)
+            return tracker.create_many(drafts, look_first=tries > 1)
 
         answers = self._guarded(name, "create failed: ", deadline, create_many)
         if isinstance(answers, IssueRef):

@@ -120,11 +120,15 @@ class Tracker(Protocol):
         """File a new issue with its attachments and links; idempotent on the fingerprint."""
         ...
 
-    def create_many(self, drafts: Sequence[IssueDraft]) -> list[RemoteIssue | TrackerError]:
+    def create_many(
+        self, drafts: Sequence[IssueDraft], *, look_first: bool = True
+    ) -> list[RemoteIssue | TrackerError]:
         """File up to ``batch`` issues in as few calls as the tracker allows, one answer per
         draft in order (a refused draft is its error; the others still go). Idempotent on the
-        fingerprint: a draft whose issue is open already answers that issue, ``existed`` set.
-        Attachments and links may be left to :meth:`complete`, so they can go in parallel."""
+        fingerprint: a draft whose issue is open already answers that issue, ``existed`` set;
+        ``look_first=False`` skips that lookup where the caller has just made it (a tracker
+        whose check costs nothing may check anyway). Attachments and links may be left to
+        :meth:`complete`, so they can go in parallel."""
         ...
 
     def complete(self, key: str, draft: IssueDraft) -> None:

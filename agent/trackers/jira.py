@@ -515,13 +515,16 @@ class JiraTracker:
             self.complete(answer.key, draft)
         return answer
 
-    def create_many(self, drafts: Sequence[IssueDraft]) -> list[RemoteIssue | TrackerError]:
+    def create_many(
+        self, drafts: Sequence[IssueDraft], *, look_first: bool = True
+    ) -> list[RemoteIssue | TrackerError]:
         """Look the fingerprints up (another job, or an earlier attempt whose answer was lost,
         may have filed them), file the rest with ``/issue/bulk``, then settle duplicates."""
         self._writable("create")
         answers: list[RemoteIssue | TrackerError | None] = [None] * len(drafts)
-        fingerprints = [d.fingerprint for d in drafts if d.fingerprint]
-        open_now = {f: i for f, i in self.find(fingerprints).items() if not i.closed}
+        fingerprints = [d.fingerprint for d in drafts if d.fingerprint] if look_first else []
+        found = self.find(fingerprints) if fingerprints else {}
+        open_now = {f: i for f, i in found.items() if not i.closed}
         todo: list[tuple[int, dict[str, Any]]] = []
         for number, draft in enumerate(drafts):
             found = open_now.get(draft.fingerprint) if draft.fingerprint else None

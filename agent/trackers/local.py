@@ -514,8 +514,11 @@ class LocalTracker:
             self.complete(issue.key, draft)
         return issue
 
-    def create_many(self, drafts: Sequence[IssueDraft]) -> list[RemoteIssue | TrackerError]:
-        """One by one: SQLite has no round trip to save."""
+    def create_many(
+        self, drafts: Sequence[IssueDraft], *, look_first: bool = True
+    ) -> list[RemoteIssue | TrackerError]:
+        """One by one: SQLite has no round trip to save, and each insert checks in its
+        transaction whatever ``look_first`` says."""
         answers: list[RemoteIssue | TrackerError] = []
         for draft in drafts:
             try:
