@@ -43,11 +43,11 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import requests
+from _common import rp_bts_version
 from requests.adapters import HTTPAdapter
 
 from rp_bts_agent.files import spill, write_atomic
@@ -277,13 +277,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
-
-
 @dataclass(slots=True)
 class Round:
     """One round's figures: seconds, requests and peak RSS (MiB)."""
@@ -355,7 +348,7 @@ def report(rounds: Sequence[Round], args: argparse.Namespace, json_mb: float) ->
     last = rounds[-1]
     fingerprints = args.fingerprints
     print(
-        f"pytest-rp-bts {_version('pytest-rp-bts')} filing: {args.results:,} failing results,"
+        f"pytest-rp-bts {rp_bts_version()} filing: {args.results:,} failing results,"
         f" {fingerprints} fingerprints, {args.log_mb:g} MB of log each (results JSON"
         f" {json_mb:.1f} MB); Jira test server (Cloud), {args.latency * 1000:g} ms per request;"
         f" {len(rounds)} rounds; Python {platform.python_version()}, {platform.system()}"

@@ -27,10 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Final
+
+from _common import package_version, rp_bts_version
 
 GOAL: Final = 1.03
 
@@ -97,7 +98,7 @@ def instructions(cmd: list[str], root: Path, env: dict[str, str], expected: int)
 
 def report_instructions(counts: dict[bool, int], expected: int) -> int:
     ratio = counts[True] / counts[False]
-    print(f"pytest-rp-bts {_version('pytest-rp-bts')}: {expected:,} passing tests, instructions")
+    print(f"pytest-rp-bts {rp_bts_version()}: {expected:,} passing tests, instructions")
     print()
     print(f"| off (`-p no:rp_bts`) | {counts[False]:,} |")
     print(f"| on (`--rp-bts`)      | {counts[True]:,} |")
@@ -128,13 +129,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.xdist and find_spec("xdist") is None:
         parser.error("--xdist needs pytest-xdist installed in this interpreter")
     return args
-
-
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "ok" if ratio <= GOAL else "OVER GOAL"
     xdist = ", xdist -n 2" if args.xdist else ""
     print(
-        f"pytest-rp-bts {_version('pytest-rp-bts')} overhead: {expected:,} passing tests"
+        f"pytest-rp-bts {rp_bts_version()} overhead: {expected:,} passing tests"
         f" ({args.files} files x {args.tests}){xdist}, {args.rounds} rounds;"
-        f" Python {platform.python_version()}, pytest {_version('pytest')}, {platform.system()}"
+        f" Python {platform.python_version()}, pytest {package_version('pytest')},"
+        f" {platform.system()}"
     )
     print()
     print("| plugin                | median   | min      |")

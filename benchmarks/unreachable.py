@@ -29,9 +29,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Final
+
+from _common import rp_bts_version
 
 from rp_bts_agent.trackers.jira import CONNECT_TIMEOUT
 
@@ -117,13 +118,6 @@ def child_env(root: Path) -> dict[str, str]:
     return env
 
 
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "?"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--tests", type=int, default=20, help="tests in the suite (20)")
@@ -168,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     median = {name: statistics.median(values) for name, values in times.items()}
     print(
-        f"pytest-rp-bts {_version('pytest-rp-bts')}: {args.tests} tests, {args.failing} failing"
+        f"pytest-rp-bts {rp_bts_version()}: {args.tests} tests, {args.failing} failing"
         f" ({args.fingerprints} fingerprints), Jira not answering (connect timeout"
         f" {CONNECT_TIMEOUT:g} s), {args.rounds} rounds; Python {platform.python_version()},"
         f" {platform.system()}"
