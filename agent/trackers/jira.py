@@ -523,8 +523,8 @@ class JiraTracker:
         self._writable("create")
         answers: list[RemoteIssue | TrackerError | None] = [None] * len(drafts)
         fingerprints = [d.fingerprint for d in drafts if d.fingerprint] if look_first else []
-        found = self.find(fingerprints) if fingerprints else {}
-        open_now = {f: i for f, i in found.items() if not i.closed}
+        filed_before = self.find(fingerprints) if fingerprints else {}
+        open_now = {f: i for f, i in filed_before.items() if not i.closed}
         todo: list[tuple[int, dict[str, Any]]] = []
         for number, draft in enumerate(drafts):
             found = open_now.get(draft.fingerprint) if draft.fingerprint else None
