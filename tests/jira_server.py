@@ -814,6 +814,26 @@ class RunningJira:
     def url(self) -> str:
         return self.state.url()
 
+    def integration_toml(self, **extra: str) -> str:
+        """A ``[[integrations]]`` block for this server, its login through ``${JIRA_USER}`` and
+        ``${JIRA_TOKEN}`` (see :meth:`login_env`); ``extra`` keys are written as given."""
+        lines = [
+            "[[integrations]]",
+            'kind = "jira"',
+            'name = "Shop bugs"',
+            f'url = "{self.url}"',
+            'project_key = "SHOP"',
+            'username = "${JIRA_USER}"',
+            'password = "${JIRA_TOKEN}"',
+            *(f"{key} = {value}" for key, value in extra.items()),
+        ]
+        return "\n".join(lines) + "\n"
+
+    def login_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The variables :meth:`integration_toml` refers to, with this flavour's login."""
+        monkeypatch.setenv("JIRA_USER", USER if self.state.cloud else DC_USER)
+        monkeypatch.setenv("JIRA_TOKEN", PASSWORD)
+
 
 def start(flavour: str = "cloud", context: str = "") -> RunningJira:
     state = JiraState(flavour, context)

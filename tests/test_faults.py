@@ -52,14 +52,6 @@ CONFIG = """
 launch = "nightly"
 time_budget = 120
 
-[[integrations]]
-kind = "jira"
-name = "Shop bugs"
-url = "{url}"
-project_key = "SHOP"
-username = "${{JIRA_USER}}"
-password = "${{JIRA_TOKEN}}"
-timeout = 1
 """
 
 _RUN_IN_DESCRIPTION = re.compile(r"\(run ([0-9a-f-]+)\)")
@@ -73,9 +65,8 @@ def test_faults_lose_and_duplicate_nothing(
     from rp_bts_agent.trackers.jira import JiraTracker
 
     jira: RunningJira = make_jira("cloud")
-    monkeypatch.setenv("JIRA_USER", USER)
-    monkeypatch.setenv("JIRA_TOKEN", PASSWORD)
-    pytester.makefile(".toml", **{"rp-bts": CONFIG.format(url=jira.url)})
+    jira.login_env(monkeypatch)
+    pytester.makefile(".toml", **{"rp-bts": CONFIG + jira.integration_toml(timeout="1")})
     pytester.makepyfile(
         test_bugs=SUITE.format(tests="".join(TEST.format(n=n) for n in range(FINGERPRINTS)))
     )

@@ -53,14 +53,7 @@ def test_binary(capsys):
 CONFIG = """
 launch = "nightly\\r\\nBcc: evil@example.com {{panel}}[~admin] <script>x</script>"
 
-[[integrations]]
-kind = "jira"
-name = "Shop bugs"
-url = "{url}"
-project_key = "SHOP"
-username = "${{JIRA_USER}}"
-password = "${{JIRA_TOKEN}}"
-
+{jira}
 {mail}
 [[rules]]
 name = "team"
@@ -79,9 +72,8 @@ def test_hostile_output_is_text_in_every_sink(
     plain_server: Server,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("JIRA_USER", USER if jira.state.cloud else "qa")
-    monkeypatch.setenv("JIRA_TOKEN", PASSWORD)
-    config = CONFIG.format(url=jira.url, mail=plain_server.integration_toml())
+    jira.login_env(monkeypatch)
+    config = CONFIG.format(jira=jira.integration_toml(), mail=plain_server.integration_toml())
     pytester.makefile(".toml", **{"rp-bts": config})
     pytester.makepyfile(test_hostile=SUITE)
     result = pytester.runpytest_subprocess("--rp-bts", "--rp-bts-report=report.html")

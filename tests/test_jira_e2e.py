@@ -17,36 +17,23 @@ from jira_server import (  # noqa: F401 (fixtures)
 from conftest import DEMO_FINGERPRINTS, all_files, by_nodeid, results_json
 from rp_bts_agent.trackers import jira as jira_module
 
-CONFIG = """
-launch = "nightly"
-
-[[integrations]]
-kind = "jira"
-name = "Shop bugs"
-url = "{url}"
-project_key = "SHOP"
-auth = "basic"
-username = "${{JIRA_USER}}"
-password = "${{JIRA_TOKEN}}"
-issue_type = "Bug"
-fields = {{ priority = "High", components = ["Checkout"] }}
-on_closed = "{on_closed}"
-"""
-
 
 @pytest.fixture
 def jira_demo(
     demo: pytest.Pytester, jira: RunningJira, monkeypatch: pytest.MonkeyPatch
 ) -> pytest.Pytester:
-    monkeypatch.setenv("JIRA_USER", USER if jira.state.cloud else DC_USER)
-    monkeypatch.setenv("JIRA_TOKEN", PASSWORD)
+    jira.login_env(monkeypatch)
     configure(demo, jira, "new")
     return demo
 
 
 def configure(pytester: pytest.Pytester, jira: RunningJira, on_closed: str) -> None:
-    text = CONFIG.format(url=jira.url, on_closed=on_closed)
-    pytester.makefile(".toml", **{"rp-bts": text})
+    integration = jira.integration_toml(
+        issue_type='"Bug"',
+        fields='{ priority = "High", components = ["Checkout"] }',
+        on_closed=f'"{on_closed}"',
+    )
+    pytester.makefile(".toml", **{"rp-bts": 'launch = "nightly"\n\n' + integration})
 
 
 def _results(pytester: pytest.Pytester) -> dict[str, dict[str, Any]]:
@@ -114,8 +101,7 @@ def test_files_once_with_xdist(jira_demo: pytest.Pytester, jira: RunningJira) ->
 def test_closed_issue_follows_on_closed(
     pytester: pytest.Pytester, jira: RunningJira, monkeypatch: pytest.MonkeyPatch, policy: str
 ) -> None:
-    monkeypatch.setenv("JIRA_USER", USER if jira.state.cloud else DC_USER)
-    monkeypatch.setenv("JIRA_TOKEN", PASSWORD)
+    jira.login_env(monkeypatch)
     configure(pytester, jira, policy)
     pytester.makepyfile("def test_a():\n    assert 0\n")
     pytester.runpytest("--rp-bts")
@@ -135,8 +121,7 @@ def test_closed_issue_follows_on_closed(
 def test_issue_marker_shows_status(
     pytester: pytest.Pytester, jira: RunningJira, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("JIRA_USER", USER if jira.state.cloud else DC_USER)
-    monkeypatch.setenv("JIRA_TOKEN", PASSWORD)
+    jira.login_env(monkeypatch)
     configure(pytester, jira, "new")
     pytester.makepyfile(
         """

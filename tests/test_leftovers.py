@@ -13,23 +13,12 @@ from jira_server import (  # noqa: F401 (fixtures)
     jira_fixture,
 )
 
-CONFIG = """
-[[integrations]]
-kind = "jira"
-name = "Shop bugs"
-url = "{url}"
-project_key = "SHOP"
-username = "${{JIRA_USER}}"
-password = "${{JIRA_TOKEN}}"
-"""
-
 
 def test_a_tracker_still_down_is_tried_once_per_run(
     demo: pytest.Pytester, jira: RunningJira, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("JIRA_USER", USER if jira.state.cloud else DC_USER)
-    monkeypatch.setenv("JIRA_TOKEN", PASSWORD)
-    demo.makefile(".toml", **{"rp-bts": CONFIG.format(url=jira.url)})
+    jira.login_env(monkeypatch)
+    demo.makefile(".toml", **{"rp-bts": jira.integration_toml()})
     jira.state.outage = True
     demo.runpytest("--rp-bts", "-k", "test_key").stdout.fnmatch_lines(["queued *"])
     one_trip = len(jira.state.requests)
