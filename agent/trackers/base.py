@@ -146,3 +146,14 @@ class Tracker(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+def create_one(tracker: Tracker, draft: IssueDraft) -> RemoteIssue:
+    """``Tracker.create`` for any tracker: one draft through ``create_many`` (its refusal
+    raised), then ``complete`` unless another process had filed it already."""
+    (answer,) = tracker.create_many([draft])
+    if isinstance(answer, TrackerError):
+        raise answer
+    if not answer.existed:
+        tracker.complete(answer.key, draft)
+    return answer

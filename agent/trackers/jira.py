@@ -31,7 +31,14 @@ from urllib3.util.retry import Retry
 
 from ..connection import CheckOptions, CheckResult
 from . import _jira_markup as markup
-from .base import AttachmentFile, CommentDraft, IssueDraft, RemoteIssue, TrackerError
+from .base import (
+    AttachmentFile,
+    CommentDraft,
+    IssueDraft,
+    RemoteIssue,
+    TrackerError,
+    create_one,
+)
 
 if TYPE_CHECKING:
     from ..config_types import Integration
@@ -508,12 +515,7 @@ class JiraTracker:
     # -- writing -------------------------------------------------------------------------------
 
     def create(self, draft: IssueDraft) -> RemoteIssue:
-        (answer,) = self.create_many([draft])
-        if isinstance(answer, TrackerError):
-            raise answer
-        if not answer.existed:
-            self.complete(answer.key, draft)
-        return answer
+        return create_one(self, draft)
 
     def create_many(
         self, drafts: Sequence[IssueDraft], *, look_first: bool = True

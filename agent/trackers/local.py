@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 from ..connection import CheckOptions, CheckResult
-from .base import AttachmentFile, CommentDraft, IssueDraft, RemoteIssue, TrackerError
+from .base import AttachmentFile, CommentDraft, IssueDraft, RemoteIssue, TrackerError, create_one
 
 if TYPE_CHECKING:
     from ..config_types import Integration
@@ -509,10 +509,7 @@ class LocalTracker:
 
     def create(self, draft: IssueDraft) -> RemoteIssue:
         """File the draft, unless an issue for its fingerprint is open (then ``existed=True``)."""
-        issue = self._insert(draft)
-        if not issue.existed:
-            self.complete(issue.key, draft)
-        return issue
+        return create_one(self, draft)
 
     def create_many(
         self, drafts: Sequence[IssueDraft], *, look_first: bool = True
