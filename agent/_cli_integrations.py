@@ -13,10 +13,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import kinds
 from ._cli_common import load, project_root
-from .config import INTEGRATION_KEYS, Scope, read_config_file
+from .config import Scope, integration_keys, read_config_file
 from .config_edit import add_integration, edit_integration, remove_integration, reset, unlink
-from .config_types import KINDS, SECRET_KEYS, ConfigError, Integration
+from .config_types import ConfigError, Integration
 from .connection import CheckOptions, check
 from .model import to_plain
 from .redact import MASK, Redactor, redact_url_credentials
@@ -30,7 +31,6 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = ["add_parser"]
 
 Command = Callable[[argparse.Namespace], int]
-_FIELDS = frozenset(Integration.__dataclass_fields__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cmd.set_defaults(func=_guarded(_list))
 
     cmd = commands.add_parser("add", help="add an integration")
-    cmd.add_argument("kind", choices=KINDS)
+    cmd.add_argument("kind", choices=kinds.names())
     cmd.add_argument("name")
     _settings(cmd)
     cmd.set_defaults(func=_guarded(_add))
@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cmd.set_defaults(func=_guarded(_remove))
 
     cmd = commands.add_parser("unlink", help="use the project's own integrations of a kind")
-    cmd.add_argument("kind", choices=KINDS)
+    cmd.add_argument("kind", choices=kinds.names())
     cmd.set_defaults(func=_guarded(_unlink))
 
     cmd = commands.add_parser("test", help="check that an integration works, with hints")
@@ -68,14 +68,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cmd.add_argument("--to", default="", metavar="ADDRESS", help="e-mail: send a test message")
     cmd.set_defaults(func=_guarded(_test))
 
-    from ._cli_jira import add_configure  # imports this module: registered late
+    from ._cli_kinds import add_parsers  # a kind's configure and oauth steps
 
-    add_configure(commands)
+    add_parsers(commands, _guarded, parse_setting)
 
     cmd = commands.add_parser(
         "reset", help="delete the project's integrations of a kind: use global"
     )
-    cmd.add_argument("kind", choices=KINDS)
+    cmd.add_argument("kind", choices=kinds.names())
     cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     cmd.set_defaults(func=_guarded(_reset))
 
@@ -253,12 +253,11 @@ def describe(integration: Integration) -> dict[str, Any]:
         "source": integration.source,
         "file": integration.file,
     }
-    for key, spec in INTEGRATION_KEYS[integration.kind].items():
-        field = spec.field or key
+    for key, spec in integration_keys(integration.kind).items():
         if key in row:
             continue
-        value = getattr(integration, field) if field in _FIELDS else integration.extra.get(key)
-        if key in SECRET_KEYS and value:
+        value = getattr(integration.settings, key)
+        if spec.secret and value:
             value = integration.refs.get(key, MASK)
         if value is not None:
             row[key] = to_plain(value)
@@ -271,9 +270,7 @@ def _where(row: Mapping[str, Any]) -> str:
         return redact_url_credentials(str(row["url"]))
     if row.get("host"):
         return f"{row['host']}:{row.get('port')}"
-    if row["kind"] == "sauce":
-        return str(row.get("api_url") or row.get("data_center", ""))
-    return str(row.get("path", ""))
+    return str(row.get("api_url") or row.get("data_center") or row.get("path", ""))
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

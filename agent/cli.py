@@ -12,18 +12,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, _cli_integrations, _cli_issues
+from . import __version__, _cli_integrations, kinds
 from ._cli_common import load
 from .config_types import Config, ConfigError
 from .files import write_atomic
 from .flush import flush
 from .hooks import HookManager
+from .launch import Finish, LaunchEnd, finish
 from .model import IssueRef, ResultsFormatError, RunResults, TestResult
 from .notify import notify
-from .pipeline import MODES, Agent, Options, Outcome, merge_runs
+from .pipeline import MODES, Agent, Options, merge_runs
 from .redact import Redactor
+from .state import State
 from .summary import issue_lines, plan_lines
-from .trackers.base import TrackerError
+from .tracker import TrackerError
 
 INCLUDE_CHOICES = ("logs", "attachments", "comments")
 
@@ -57,7 +59,7 @@ def _agent(args: argparse.Namespace, config: Config, **options: object) -> Agent
         config,
         hooks=_hooks(args),
         redactor=Redactor(config.secrets()),
-        options=Options(spool=Path(config.root) / ".rp-bts" / "spool", **options),  # type: ignore[arg-type]
+        options=Options(spool=State(config.root).spool, **options),  # type: ignore[arg-type]
     )
 
 
@@ -72,27 +74,58 @@ def _write(run: RunResults, path: Path, redactor: Redactor) -> None:
     write_atomic(path, redactor.redact(run.dumps()))
 
 
-def _report(outcome: Outcome, mode: str) -> int:
-    lines = plan_lines(outcome.plan) if mode == "dry-run" else issue_lines(outcome.run.results)
-    for line in lines or ["no failures to file"]:
-        print(line)
-    for error in outcome.errors:
-        print(f"rp-bts: {error}", file=sys.stderr)
-    return 1 if outcome.errors else 0
+def _end(args: argparse.Namespace, config: Config, run: RunResults, how: Finish) -> int:
+    """The launch's end, as a run of pytest has it: results and report first, leftovers
+    replayed, filing under the time budget, mail."""
+    redactor = Redactor(config.secrets())
+    end = finish(
+        config,
+        Path(config.root),
+        run.launch,
+        run.results,
+        how,
+        hooks=_hooks(args),
+        redactor=redactor,
+    )
+    _print_end(end, how, redactor)
+    return 1 if end.errors else 0
+
+
+def _print_end(end: LaunchEnd, how: Finish, redactor: Redactor) -> None:
+    if how.mode == "dry-run":
+        lines = plan_lines(end.filing.plan if end.filing else [])
+    else:
+        acted = end.filing.run.results if end.filing else ()
+        lines = issue_lines(r for r in acted if how.only is None or r.nodeid in how.only)
+    for line in end.flushed + (lines or ["no failures to file"]):
+        print(redactor.redact(line))
+    for notice in end.notices:
+        print(notice.describe())
+    if end.results_path is not None:
+        print(f"results: {end.results_path}")
+    if end.report_path is not None:
+        print(f"report: {end.report_path}")
+    for error in end.errors:
+        print(error if error.startswith("rp-bts") else f"rp-bts: {error}", file=sys.stderr)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
     """Run the agent on saved results, several CI shards merged into one launch."""
     config = load(args)
     run = merge_runs(_read(args.results))
-    outcome = _agent(args, config, mode=args.mode, integration=args.integration or "").run(run)
-    output: Path = args.output or Path(config.root) / ".rp-bts" / "results.json"
-    if args.mode != "dry-run":
-        _write(outcome.run, output, Redactor(config.secrets()))
-        print(f"results: {output}")
-        if not args.no_notify:
-            _notify(config, outcome.run, _hooks(args))
-    return _report(outcome, args.mode)
+    state = State(config.root)
+    writes = args.mode != "dry-run"
+    how = Finish(
+        mode=args.mode,
+        integration=args.integration or "",
+        notify=not args.no_notify,
+        results=[args.output] if args.output and writes else [],
+        default_results=writes and args.output is None,
+        report=(args.report or state.report) if writes else None,
+        spool=state.spool,
+        prune=False,
+    )
+    return _end(args, config, run, how)
 
 
 def _notify(config: Config, run: RunResults, hooks: HookManager) -> None:
@@ -139,19 +172,18 @@ def cmd_post(args: argparse.Namespace) -> int:
     result = _pick(run, args.test)
     if not result.failing:
         raise CliError(f"{result.nodeid} {result.outcome}; only failures are posted")
-    single = RunResults(run.launch, (result,))
-    agent = _agent(
-        args,
-        config,
+    how = Finish(
         integration=args.integration or "",
+        notify=False,
+        results=[args.results],
+        default_results=False,
+        spool=State(config.root).spool,
+        prune=False,
         include=_include(args.include),
         log_lines=args.log_lines,
+        only=frozenset((result.nodeid,)),
     )
-    outcome = agent.run(single)
-    (posted,) = outcome.run.results
-    merged = posted.with_issues((*result.issues, *posted.issues))
-    _write(_replace(run, merged), args.results, Redactor(config.secrets()))
-    return _report(outcome, "post")
+    return _end(args, config, run, how)
 
 
 def cmd_link(args: argparse.Namespace) -> int:
@@ -197,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--mode", choices=MODES, default="post")
     process.add_argument("--integration", help="integration failures go to by default")
     process.add_argument("--output", type=Path, help="merged results file to write")
+    process.add_argument(
+        "--report", type=Path, help="HTML report to write (default: .rp-bts/report.html)"
+    )
     process.add_argument("--hooks", action="append", help=hooks_help)
     process.add_argument("--no-notify", action="store_true", help="send no summary e-mail")
     process.set_defaults(func=cmd_process)
@@ -227,7 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--integration", help="integration the issue lives in")
     link.set_defaults(func=cmd_link, hooks=None)
 
-    _cli_issues.add_parser(sub)
+    for name in kinds.names():  # a kind's own commands (the local tracker's ``issues``)
+        try:
+            commands = kinds.get(name).commands
+        except kinds.KindError:  # a broken third-party kind never takes the CLI down
+            continue
+        if commands is not None:
+            commands(sub)
     return parser
 
 

@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, final
 
-from .config_types import KINDS, SECRET_KEYS, Config, ConfigError, Integration, Rule
+from . import kinds
+from .config_types import Config, ConfigError, Integration, Rule, Source
 from .rootdir import default_global_file, project_config_file
+from .settings import Key, SettingsContext, ValueType, keys_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,15 +28,15 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
-    "INTEGRATION_KEYS",
     "RULE_KEYS",
     "TOP_KEYS",
     "ConfigFile",
     "Entry",
     "Env",
-    "Key",
     "Scope",
+    "build_integration",
     "check_section",
+    "integration_keys",
     "load_config",
     "parse_toml",
     "read_config_file",
@@ -43,110 +45,16 @@ __all__ = [
 ]
 
 Scope = Literal["global", "project"]
-ValueType = Literal["str", "path", "int", "bool", "strs", "table"]
-
-
-class Key(NamedTuple):
-    """What one config key holds: its type, its allowed values, the Integration field it fills.
-
-    This and the other internal records here are NamedTuples, not dataclasses: the plugin loads
-    this module at every ``--rp-bts`` start, and a NamedTuple class is made in a tenth of the time.
-    """
-
-    type: ValueType = "str"
-    choices: tuple[str, ...] = ()
-    field: str = ""
-
 
 _STR: Final = Key()
-_TLS: Final = {"verify_tls": Key("bool"), "ca_file": Key("path")}
-_NAMED: Final = {"kind": _STR, "name": _STR}
-_TRACKER: Final = {
-    **_NAMED,
-    "url": _STR,
-    "project_key": _STR,
-    "username": _STR,
-    "password": _STR,
-    "issue_type": _STR,
-    "fields": Key("table"),
-    "include": Key("strs", ("logs", "attachments", "comments")),
-    # how many lines of the log tail go into an issue (ReportPortal's log quantity)
-    "log_lines": Key("int"),
-    # seconds to wait for each answer; a tracker slower than this is retried, then queued
-    "timeout": Key("int"),
-    "on_closed": Key(choices=("new", "reopen")),
-    **_TLS,
-}
-_OAUTH1: Final = {
-    "consumer_key": _STR,
-    "private_key_file": Key("path"),
-    "access_token": _STR,
-    "access_token_secret": _STR,
-}
+#: every integration table has these, whatever its kind
+_IDENTITY: Final = {"kind": _STR, "name": _STR}
 
-#: kind -> key -> what it holds. Keys that Integration has no field for land in ``extra``.
-INTEGRATION_KEYS: Final[Mapping[str, Mapping[str, Key]]] = {
-    "jira": {
-        **_TRACKER,
-        "auth": Key(choices=("basic", "pat", "oauth1")),
-        "token": _STR,
-        **_OAUTH1,
-    },
-    "rally": {
-        **_TRACKER,
-        "workspace": _STR,
-        "auth": Key(choices=("api-key", "basic")),
-        "api_key": _STR,
-    },
-    "clarity": {
-        **_TRACKER,
-        "auth": Key(choices=("basic", "session", "api-key", "oauth1")),
-        "api_key": _STR,
-        "client_id": _STR,
-        **_OAUTH1,
-        "request_token_url": _STR,
-        "authorize_url": _STR,
-        "access_token_url": _STR,
-        "sync": Key("table"),
-    },
-    "sauce": {
-        **_NAMED,
-        "username": _STR,
-        "access_key": _STR,
-        "data_center": Key(choices=("us-west-1", "eu-central-1", "us-east-4")),
-        "api_url": _STR,
-        "driver_fixture": _STR,
-        # job assets to download and attach to posted issues, each at most asset_cap bytes
-        "assets": Key("strs"),
-        "asset_cap": Key("int"),
-        **_TLS,
-    },
-    "email": {
-        **_NAMED,
-        "host": _STR,
-        "port": Key("int"),
-        "security": Key(choices=("none", "starttls", "ssl")),
-        # a bool here, unlike the trackers' auth method: SMTP either logs in or does not.
-        "auth": Key("bool", field="smtp_auth"),
-        "username": _STR,
-        "password": _STR,
-        "sender": _STR,
-        **_TLS,
-    },
-    # a tracker too: key prefix, issue type, fields and the closed-issue policy apply to it
-    "local": {
-        **{k: v for k, v in _TRACKER.items() if k not in ("username", "password", *_TLS)},
-        "path": Key("path"),
-    },
-}
 
-#: values a kind gets when its file does not say.
-_KIND_DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = {
-    "jira": {"auth": "basic"},
-    "rally": {"url": "https://rally1.rallydev.com", "auth": "api-key"},
-    "clarity": {"auth": "basic"},
-}
-_SMTP_PORTS: Final = {"none": 25, "starttls": 587, "ssl": 465}
+def integration_keys(kind: str) -> Mapping[str, Key]:
+    """The keys an integration of ``kind`` may have: its identity, then its kind's settings."""
+    return {**_IDENTITY, **keys_of(kinds.get(kind).settings)}
+
 
 RULE_KEYS: Final[Mapping[str, Key]] = {
     "name": _STR,
@@ -165,7 +73,8 @@ TOP_KEYS: Final[Mapping[str, Key]] = {
     "project": _STR,
     "launch": _STR,
     "owner": _STR,
-    "unlinked": Key("strs", KINDS),
+    # checked against the installed kinds when read
+    "unlinked": Key("strs"),
     "default_integration": _STR,
     # parametrized tests failing alike share one issue unless this keeps their ids apart
     "fingerprint_params": Key("bool"),
@@ -173,7 +82,6 @@ TOP_KEYS: Final[Mapping[str, Key]] = {
     "time_budget": Key("int"),
 }
 
-_INTEGRATION_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Integration))
 _TYPE_NAMES: Final[Mapping[ValueType, str]] = {
     "str": "a string",
     "path": "a path (a string)",
@@ -290,9 +198,15 @@ def check_section(
         name = table.get("name")
         loc = f"{prefix}integrations{_label(name, index)}"
         kind = table.get("kind")
-        if kind not in KINDS:
+        if not isinstance(kind, str):
             message = "missing kind" if kind is None else f"unknown kind {kind!r}"
-            raise ConfigError(path, f"{loc}.kind", f"{message}; use one of {', '.join(KINDS)}")
+            raise ConfigError(
+                path, f"{loc}.kind", f"{message}; use one of {', '.join(kinds.names())}"
+            )
+        try:
+            schema = integration_keys(kind)
+        except kinds.KindError as exc:
+            raise ConfigError(path, f"{loc}.kind", str(exc)) from None
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(path, f"{loc}.name", "every integration needs a unique name")
         if name in seen:
@@ -300,7 +214,6 @@ def check_section(
                 path, f"{loc}.name", f"duplicate name {name!r} (also {seen[name]}); rename one"
             )
         seen[name] = loc
-        schema = INTEGRATION_KEYS[kind]
         for key in table:
             if key not in schema:
                 raise ConfigError(path, f"{loc}.{key}", _unknown(key, schema, f"for kind {kind}"))
@@ -461,8 +374,9 @@ def _values(
 
 def _check_secrets(entry: Entry, source: ConfigFile, warnings: list[str]) -> None:
     """Literal credentials: refused in a world-writable file, warned about in a project file."""
+    schema = integration_keys(entry.kind)
     for key, raw in entry.table.items():
-        if key not in SECRET_KEYS or not isinstance(raw, str) or not raw or _VAR.search(raw):
+        if not schema[key].secret or not isinstance(raw, str) or not raw or _VAR.search(raw):
             continue
         where = f"{entry.loc}.{key}"
         if _writable_by(source.mode, stat.S_IWOTH):
@@ -485,22 +399,38 @@ def _check_secrets(entry: Entry, source: ConfigFile, warnings: list[str]) -> Non
 
 
 def _integration(entry: Entry, source: ConfigFile, env: Env | None, root: Path) -> Integration:
-    schema = INTEGRATION_KEYS[entry.kind]
-    values = {**_KIND_DEFAULTS.get(entry.kind, {})}
-    values.update(_values(entry.table, schema, source.path, entry.loc, env))
-    if entry.kind == "email" and "port" not in values:
-        values["port"] = _SMTP_PORTS[values.get("security", "starttls")]
-    if entry.kind == "local" and not values.get("path"):
-        values["path"] = str(root / ".rp-bts" / "tracker.db")
-    fields: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for key, value in values.items():
-        name = schema[key].field or key
-        (fields if name in _INTEGRATION_FIELDS else extra)[name] = value
+    """An integration with its kind's settings typed, completed and checked by the kind."""
+    settings_class = kinds.get(entry.kind).settings
+    values = _values(entry.table, integration_keys(entry.kind), source.path, entry.loc, env)
+    del values["kind"], values["name"]
+    values = settings_class.complete(values, SettingsContext(root, source.path, entry.loc))
     refs = {
         k: v for k, v in entry.table.items() if isinstance(v, str) and _VAR.search(v) is not None
     }
-    return Integration(**fields, source=source.scope, file=str(source.path), extra=extra, refs=refs)
+    return Integration(
+        kind=entry.kind,
+        name=str(entry.table["name"]),
+        settings=settings_class(**values),
+        source=source.scope,
+        file=str(source.path),
+        refs=refs,
+    )
+
+
+def build_integration(
+    kind: str,
+    name: str,
+    *,
+    root: Path = Path("."),
+    source: Source = "project",
+    **values: Any,
+) -> Integration:
+    """An integration made in code (embedding, tests), completed as the loader completes one:
+    ``values`` are typed already; ``root`` is where defaults such as ``.rp-bts/`` go."""
+    settings_class = kinds.get(kind).settings
+    context = SettingsContext(Path(root), Path(root) / "rp-bts.toml", name)
+    settings = settings_class(**settings_class.complete(dict(values), context))
+    return Integration(kind=kind, name=name, settings=settings, source=source)
 
 
 def _rule(entry: Entry, source: ConfigFile, env: Env | None) -> Rule:
@@ -527,6 +457,13 @@ def resolve(
         for f in (glob, proj)
     }
     unlinked: tuple[str, ...] = top["project"].get("unlinked", ())
+    for kind in unlinked:
+        if kind not in kinds.names():
+            raise ConfigError(
+                proj.path,
+                f"{proj.prefix}unlinked",
+                f"unknown value {kind!r}; use one of {', '.join(kinds.names())}",
+            )
     #: kinds the project takes from the global file: those it has and the project did not unlink.
     from_global = {e.kind for e in glob.integrations} - set(unlinked)
 

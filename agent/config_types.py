@@ -5,29 +5,16 @@ Kept apart from the loader so trackers and the pipeline depend on shapes, not on
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Literal, TypeVar
 
-KINDS: Final = ("jira", "rally", "clarity", "sauce", "email", "local")
-#: kinds that receive failures; ``sauce`` and ``email`` only decorate and notify.
-TRACKER_KINDS: Final = frozenset(("jira", "rally", "clarity", "local"))
-#: keys whose values are credentials: redacted everywhere, warned about when literal.
-SECRET_KEYS: Final = frozenset(
-    (
-        "password",
-        "token",
-        "api_key",
-        "access_key",
-        "access_token",
-        "access_token_secret",
-        "consumer_secret",
-        "client_secret",
-    )
-)
+from .settings import Settings, TrackerSettings
 
 Source = Literal["global", "project", "default"]
+S = TypeVar("S", bound=Settings)
 
 
 class ConfigError(Exception):
@@ -43,59 +30,38 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Integration:
-    """One named integration, with ``${VAR}`` already filled and paths made absolute."""
+    """One named integration: its identity, and its kind's typed settings (``${VAR}`` filled,
+    paths made absolute)."""
 
     kind: str
     name: str
+    settings: Settings
     source: Source = "project"
     file: str = ""
-    url: str = ""
-    project_key: str = ""
-    workspace: str = ""
-    auth: str = ""
-    username: str = ""
-    password: str = ""
-    token: str = ""
-    api_key: str = ""
-    client_id: str = ""
-    issue_type: str = ""
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    include: tuple[str, ...] = ("logs", "attachments", "comments")
-    log_lines: int = 50
-    #: seconds a tracker may take to answer one call (connecting has its own, shorter limit)
-    timeout: int = 60
-    on_closed: Literal["new", "reopen"] = "new"
-    verify_tls: bool = True
-    ca_file: str = ""
-    # email
-    host: str = ""
-    port: int = 0
-    security: str = "starttls"
-    sender: str = ""
-    smtp_auth: bool = False
-    # sauce
-    access_key: str = ""
-    data_center: str = "us-west-1"
-    api_url: str = ""
-    driver_fixture: str = "driver"
-    assets: tuple[str, ...] = ()
-    asset_cap: int = 50 * 1024 * 1024
-    # local
-    path: str = ""
-    #: keys of other issues (OAuth, Clarity sync, ...) kept verbatim until their code reads them.
-    extra: Mapping[str, Any] = field(default_factory=dict)
     #: key -> its ``${VAR}`` text as written, so listings show the reference, never the value.
     refs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_tracker(self) -> bool:
-        return self.kind in TRACKER_KINDS
+        return isinstance(self.settings, TrackerSettings)
+
+    def settings_as(self, cls: type[S]) -> S:
+        """The settings as the kind's own class (what the kind's code reads)."""
+        if not isinstance(self.settings, cls):
+            raise TypeError(f"integration {self.name!r} ({self.kind}) has no {cls.__name__}")
+        return self.settings
+
+    def with_settings(self, **changes: object) -> Integration:
+        """The same integration with some settings changed (a test, a data centre tried)."""
+        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, **changes))
+
+    @property
+    def tracker_settings(self) -> TrackerSettings:
+        return self.settings_as(TrackerSettings)
 
     def secrets(self) -> tuple[str, ...]:
         """Every credential value of this integration, for the redactor."""
-        values = [getattr(self, key, "") for key in SECRET_KEYS]
-        values += [str(v) for k, v in self.extra.items() if k in SECRET_KEYS]
-        return tuple(v for v in values if isinstance(v, str) and v)
+        return self.settings.secrets()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from .config_types import Config, Integration
+from .config_types import Integration
 from .model import Launch, TestResult
-from .sauce import job_links
-from .trackers.base import AttachmentFile, Body, CommentDraft, IssueDraft, Section
+from .tracker import AttachmentFile, Body, CommentDraft, IssueDraft, Section
 
 SUMMARY_LIMIT: Final = 255
 #: how much of a traceback goes into the description; the whole text goes as an attachment.
@@ -66,7 +65,6 @@ def _sections(
     include: Sequence[str],
     *,
     head: str,
-    config: Config | None,
     log_lines: int,
 ) -> list[Section]:
     first = results[0]
@@ -89,11 +87,9 @@ def _sections(
         log = _tail(first.log or first.stderr or first.stdout, log_lines)
         if log and log_lines > 0:
             sections.append(Section(f"Log (last {log_lines} lines)", log, True))
-    links = [
-        f"{r.nodeid}: {link.title}: {link.url}" for r in results for link in job_links(r, config)
-    ]
+    links = [f"{r.nodeid}: {link.title}: {link.url}" for r in results for link in r.links]
     if links:
-        sections.append(Section("Sauce Labs", "\n".join(links)))
+        sections.append(Section("Links", "\n".join(links)))
     sections.append(Section("Fingerprint", first.fingerprint))
     return sections
 
@@ -153,13 +149,12 @@ def issue_draft(
     include: Sequence[str],
     spool: Path | None = None,
     relates_to: str = "",
-    config: Config | None = None,
     log_lines: int | None = None,
 ) -> IssueDraft:
-    """``config`` gives the Sauce Labs integration whose credentials sign the job's links."""
+    settings = integration.tracker_settings
     first = results[0]
     route = first.route
-    fields = dict(integration.fields)
+    fields = dict(settings.fields)
     if route is not None:
         fields.update(route.fields)
     head = f"{len(results)} test(s) failed in launch '{launch.name}' with the same fingerprint."
@@ -174,18 +169,17 @@ def issue_draft(
                     launch,
                     include,
                     head=head,
-                    config=config,
-                    log_lines=integration.log_lines if log_lines is None else log_lines,
+                    log_lines=settings.log_lines if log_lines is None else log_lines,
                 )
             )
         ),
         fingerprint=first.fingerprint,
-        issue_type=(route.issue_type if route and route.issue_type else integration.issue_type),
+        issue_type=(route.issue_type if route and route.issue_type else settings.issue_type),
         labels=(first.fingerprint,) if first.fingerprint else (),
         fields=fields,
         attachments=_attachments(results, include, spool),
         relates_to=relates_to,
-        links=tuple({link.key: link for r in results for link in job_links(r, config)}.values()),
+        links=tuple({link.key: link for r in results for link in r.links}.values()),
     )
 
 
@@ -194,10 +188,9 @@ def comment_draft(
     launch: Launch,
     *,
     include: Sequence[str],
-    config: Config | None = None,
     log_lines: int = 50,
 ) -> CommentDraft:
     """The one comment a run adds to an issue that is already open for these failures."""
     head = f"Failed again in launch '{launch.name}' (run {launch.run_id}): {len(results)} test(s)."
-    sections = _sections(results, launch, include, head=head, config=config, log_lines=log_lines)
+    sections = _sections(results, launch, include, head=head, log_lines=log_lines)
     return CommentDraft(body=Body(tuple(sections)), run_id=launch.run_id)

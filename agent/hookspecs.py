@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from .config_types import Config, Integration
     from .model import Launch, TestResult
-    from .trackers.base import IssueDraft
+    from .tracker import IssueDraft
 
 PROJECT = "rp_bts"
 hookspec = pluggy.HookspecMarker(PROJECT)

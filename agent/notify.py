@@ -6,6 +6,8 @@ so a new user sees what would be sent without a mail server.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -17,14 +19,16 @@ from typing import Final
 
 import jinja2
 
+from . import kinds
 from .config_types import Config, Integration, Rule
 from .content import one_line
+from .files import write_bytes_atomic
 from .hooks import HookManager
+from .kinds import Mailer, SendError
 from .model import RunResults, TestResult
 from .redact import Redactor
 from .report import printable, render_capped, web_url
-from .sauce import job_links
-from .smtp import SendError, keep_pending, send
+from .state import State
 from .summary import display_path
 
 log = logging.getLogger("rp_bts_agent")
@@ -33,7 +37,8 @@ OWNER: Final = "OWNER"
 #: send cases ``more_N``: the share of tests with an issue must exceed N percent.
 _SHARE: Final = {"more_10": 0.10, "more_20": 0.20, "more_50": 0.50}
 _LINKED: Final = frozenset(("created", "commented", "linked", "known"))
-DEFAULT_SENDER: Final = "rp-bts <rp-bts@localhost>"  # the same as smtp.DEFAULT_SENDER
+DEFAULT_SENDER: Final = "rp-bts <rp-bts@localhost>"
+_SAFE_NAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 _ENV: Final = jinja2.Environment(
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
@@ -162,7 +167,6 @@ def message(
     to: Sequence[str],
     sender: str,
     *,
-    config: Config | None = None,
     redact: Callable[[str], str] = str,
 ) -> EmailMessage:
     """Text and HTML, and the report attached (capped); values from tests are escaped (HTML),
@@ -174,7 +178,7 @@ def message(
     lines = [title, "", _counts(run), ""]
     rows = []
     for result in shown:
-        links = job_links(result, config)
+        links = result.links
         refs = "; ".join(
             f"{i.key or '-'} ({i.action}{', ' + i.status if i.status else ''})"
             + (f" {web_url(i.url)}" if web_url(i.url) else "")
@@ -216,7 +220,7 @@ def message(
         ci_job=ci_job,
     )
     msg.add_alternative(redact(html), subtype="html")
-    report = redact(render_capped(run, config=config))
+    report = redact(render_capped(run))
     msg.add_attachment(
         report.encode("utf-8"), maintype="text", subtype="html", filename="rp-bts-report.html"
     )
@@ -237,24 +241,23 @@ def _deliver(
     redactor: Redactor,
 ) -> Notice:
     """Write the ``.eml`` (no server), or send it, kept for ``rp-bts flush`` until it is sent."""
+    state = State(config.root)
     if server is None:
         try:
-            outbox = Path(config.root) / ".rp-bts" / "outbox"
-            outbox.mkdir(parents=True, exist_ok=True)
-            path = outbox / f"{name}.eml"
-            path.write_bytes(msg.as_bytes())
+            path = state.outbox_dir / f"{name}.eml"
+            write_bytes_atomic(path, msg.as_bytes())
         except (OSError, ValueError) as exc:
             return Notice(
                 rule, to, error=redactor.redact(one_line(f"cannot write the message: {exc}", 300))
             )
         return Notice(rule, to, path=str(path))
     try:  # kept before it is sent: a run killed while sending leaves it for ``rp-bts flush``
-        kept: Path | None = keep_pending(config.root, msg, name)
+        kept: Path | None = keep_pending(state, msg, name)
         keep_error = ""
     except (OSError, ValueError) as exc:  # still worth sending
         kept, keep_error = None, str(exc)
     try:
-        send(server, msg)
+        _mailer(server).send(server, msg)
     except SendError as exc:
         error = redactor.redact(str(exc))
         if kept is None:
@@ -266,16 +269,69 @@ def _deliver(
     return Notice(rule, to, sent_via=server.name)
 
 
+def _mailer(integration: Integration) -> Mailer:
+    mailer = kinds.get(integration.kind).mail
+    assert mailer is not None  # chosen by mail_server()
+    return mailer
+
+
+def mail_server(config: Config) -> Integration | None:
+    """The integration that sends mail: the first of a kind that can."""
+    for integration in config.integrations:
+        if kinds.get(integration.kind).mail is not None:
+            return integration
+    return None
+
+
+def keep_pending(state: State, message: EmailMessage, name: str) -> Path:
+    """Keep a message that could not be sent, for ``rp-bts flush``; never overwrites another."""
+    folder = state.outbox_of("pending")
+    stem = _SAFE_NAME.sub("-", name).strip("-")[:80] or "message"
+    path = folder / f"{stem}.eml"
+    number = 1
+    while path.exists():
+        number += 1
+        path = folder / f"{stem}-{number}.eml"
+    write_bytes_atomic(path, message.as_bytes())
+    return path
+
+
+def flush_mail(config: Config) -> list[str]:
+    """Send every kept message through the mail server; a sent one is removed."""
+    folder = State(config.root).outbox_of("pending")
+    paths = sorted(folder.glob("*.eml")) if folder.is_dir() else []
+    if not paths:
+        return []
+    server = mail_server(config)
+    if server is None:
+        return [f"failed: mail {p.name}: no e-mail integration configured" for p in paths]
+    lines = []
+    for path in paths:
+        try:
+            parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            assert isinstance(parsed, EmailMessage)
+            _mailer(server).send(server, parsed)
+        except SendError as exc:
+            lines.append(f"failed: mail {path.name}: {exc}")
+            continue
+        except (OSError, ValueError) as exc:
+            lines.append(f"failed: mail {path.name}: cannot read it ({exc})")
+            continue
+        path.unlink(missing_ok=True)
+        lines.append(f"sent: mail {path.name} to {parsed['To']} via {server.name!r}")
+    return lines
+
+
 def notify(config: Config, run: RunResults, hooks: HookManager) -> list[Notice]:
     """Evaluate every rule and deliver its message; errors are notices, never exceptions.
 
-    With an e-mail integration the message goes through the first one (a failure keeps it for
-    ``rp-bts flush``); without, it is written as an ``.eml`` under ``.rp-bts/outbox/``.
+    With a mail server (an integration of a kind that sends mail) the message goes through it
+    (a failure keeps it for ``rp-bts flush``); without, it is written as an ``.eml`` under
+    ``.rp-bts/outbox/``.
     """
     notices = []
-    mail = config.of_kind("email")
-    server = mail[0] if mail else None
-    sender = server.sender if server is not None and server.sender else DEFAULT_SENDER
+    server = mail_server(config)
+    sender = (_mailer(server).sender(server) if server is not None else "") or DEFAULT_SENDER
     redactor = Redactor(config.secrets())
     for rule in config.rules:
         if not rule_applies(rule, run):
@@ -284,7 +340,7 @@ def notify(config: Config, run: RunResults, hooks: HookManager) -> list[Notice]:
         if not to:
             notices.append(Notice(rule.name, (), error="no recipients (OWNER is not known)"))
             continue
-        msg = message(rule, run, to, sender, config=config, redact=redactor.redact)
+        msg = message(rule, run, to, sender, redact=redactor.redact)
         try:
             verdicts = hooks.hook.rp_bts_email(message=msg, launch=run.launch, rule_name=rule.name)
         except Exception as exc:  # a user's hook never breaks the run: the message is dropped

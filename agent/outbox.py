@@ -55,10 +55,6 @@ class Entry:
     error: str
 
 
-def outbox_path(root: str | Path) -> Path:
-    return Path(root) / ".rp-bts" / "outbox.db"
-
-
 class Outbox:
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -19,50 +19,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, TypeVar
 
+from . import kinds
+from .config import build_integration
 from .config_types import Config, Integration
 from .content import comment_draft, issue_draft, one_line
 from .filed import FiledRecord
 from .hooks import HookManager
-from .model import IssueRef, KnownIssue, Launch, RunResults, TestResult
-from .outbox import Outbox, outbox_path
+from .model import IssueRef, KnownIssue, Launch, Link, RunResults, TestResult
+from .outbox import Outbox
 from .redact import Redactor
-from .sauce import (
-    SauceClient,
-    SauceError,
-    data_center_of,
-    download_assets,
-    integration_for,
-    job_links,
-)
-from .trackers import open_tracker
-from .trackers.base import AttachmentFile, IssueDraft, RemoteIssue, Tracker, TrackerError
+from .state import State
+from .tracker import AttachmentFile, IssueDraft, RemoteIssue, Tracker, TrackerError
 
 log = logging.getLogger("rp_bts_agent")
 
 Mode = Literal["post", "link", "dry-run"]
 MODES: Final = ("post", "link", "dry-run")
 Verb = Literal["create", "comment", "reopen", "link"]
-Progress = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int], None]
 T = TypeVar("T")
 
-#: concurrent calls into one tracker: enough to hide latency, few enough not to be throttled.
-POOL_SIZE: Final = 4
 #: tries of one tracker step whose failure was transient (a 500, a lost answer), and the pause
 #: before the second (doubling after)
 ATTEMPTS: Final = 3
 PAUSE = 0.5
 
-#: the tracker used when no integration is configured: a new user needs no server.
-EMBEDDED_LOCAL: Final = "local"
+
+def embedded_tracker(root: str | Path) -> Integration:
+    """The tracker used when no integration is configured: a new user needs no server."""
+    kind = kinds.get_embedded().name
+    return build_integration(kind, kind, root=Path(root), source="default")
 
 
-def embedded_local(root: str | Path) -> Integration:
-    return Integration(
-        kind="local",
-        name=EMBEDDED_LOCAL,
-        source="default",
-        path=str(Path(root) / ".rp-bts" / "tracker.db"),
-    )
+def open_tracker(integration: Integration, *, read_only: bool = False) -> Tracker:
+    """The tracker behind an integration; ``read_only`` (dry-run) must change nothing."""
+    try:
+        kind = kinds.get(integration.kind)
+    except kinds.KindError as exc:
+        raise TrackerError(f"integration '{integration.name}': {exc}") from None
+    if kind.tracker is None:
+        raise TrackerError(
+            f"integration '{integration.name}': kind '{integration.kind}' does not file issues"
+        )
+    return kind.tracker(integration, read_only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +94,7 @@ Filed = IssueRef | tuple[IssueDraft, RemoteIssue]
 
 
 @dataclass(slots=True)
-class Outcome:
+class FilingReport:
     """What the agent did; ``errors`` are one-line, already redacted."""
 
     run: RunResults
@@ -124,8 +123,7 @@ class Options:
 
 def tracker_identity(integration: Integration) -> str:
     """Which tracker project an integration files into: integrations may share one."""
-    where = integration.path if integration.kind == "local" else integration.url.rstrip("/")
-    return f"{integration.kind}:{where}:{integration.project_key}"
+    return integration.tracker_settings.identity(integration.kind)
 
 
 def redact_result(result: TestResult, redactor: Redactor) -> TestResult:
@@ -153,7 +151,7 @@ class Agent:
         hooks: HookManager,
         redactor: Redactor,
         options: Options = Options(),
-        progress: Progress | None = None,
+        progress: ProgressCallback | None = None,
         breakers: dict[str, str] | None = None,
     ) -> None:
         self.config = config
@@ -168,9 +166,8 @@ class Agent:
         self._down: dict[str, str] = breakers if breakers is not None else {}
         #: (integration, group, reference) of the work a tracker did not take
         self._kept: list[tuple[str, tuple[TestResult, ...], IssueRef]] = []
-        self.record = FiledRecord(
-            Path(config.root) / ".rp-bts" / "filed.db", read_only=options.mode == "dry-run"
-        )
+        self.state = State(config.root)
+        self.record = FiledRecord(self.state.filed_db, read_only=options.mode == "dry-run")
         self._errors: list[str] = []
 
     # -- routing ---------------------------------------------------------------------------
@@ -180,8 +177,9 @@ class Agent:
 
     def resolve(self, name: str) -> Integration | None:
         found = self.config.integration(name)
-        if found is None and name == EMBEDDED_LOCAL and not self._trackers_configured():
-            return embedded_local(self.config.root)
+        if found is None and not self._trackers_configured():
+            embedded = embedded_tracker(self.config.root)
+            return embedded if name == embedded.name else None
         return found
 
     def route(self, result: TestResult) -> Integration:
@@ -196,7 +194,7 @@ class Agent:
                 raise TrackerError(f"no tracker integration named '{chosen}'")
             return integration
         configured = self._trackers_configured()
-        return configured[0] if configured else embedded_local(self.config.root)
+        return configured[0] if configured else embedded_tracker(self.config.root)
 
     def tracker(self, integration: Integration) -> Tracker:
         tracker = self._trackers.get(integration.name)
@@ -221,7 +219,7 @@ class Agent:
 
     # -- the pipeline ----------------------------------------------------------------------
 
-    def run(self, run: RunResults) -> Outcome:
+    def run(self, run: RunResults) -> FilingReport:
         self._errors = []
         self._kept = []
         try:
@@ -229,11 +227,13 @@ class Agent:
         finally:
             self.close()
 
-    def _run(self, run: RunResults) -> Outcome:
+    def _run(self, run: RunResults) -> FilingReport:
         if self.redactor:
             run = RunResults(
                 run.launch, tuple(redact_result(r, self.redactor) for r in run.results)
             )
+        if self._linkers:  # before drafting: issues, mails and the report show the links
+            run = RunResults(run.launch, tuple(self._linked(r) for r in run.results))
         refs: dict[str, list[IssueRef]] = defaultdict(list)
         groups: dict[tuple[str, str], list[TestResult]] = defaultdict(list)
         integrations: dict[str, Integration] = {}
@@ -259,10 +259,9 @@ class Agent:
         if outbox is not None:
             self._keep_in_outbox(outbox, run.launch)
         results = tuple(
-            self._linked(r.with_issues(refs[r.nodeid]) if r.nodeid in refs else r)
-            for r in run.results
+            r.with_issues(refs[r.nodeid]) if r.nodeid in refs else r for r in run.results
         )
-        return Outcome(RunResults(run.launch, results), plan, list(self._errors))
+        return FilingReport(RunResults(run.launch, results), plan, list(self._errors))
 
     @property
     def _queues(self) -> bool:
@@ -280,7 +279,7 @@ class Agent:
     ) -> Outbox | None:
         """Every group goes to the outbox before anything is sent, so none is lost when the
         run dies half way; None when the outbox cannot be written (filing goes on)."""
-        outbox = Outbox(outbox_path(self.config.root))
+        outbox = Outbox(self.state.outbox_db)
         try:
             outbox.begin(launch, ((name, group) for (name, _), group in groups.items()))
         except (sqlite3.Error, OSError) as exc:
@@ -300,10 +299,32 @@ class Agent:
             self._error(f"the outbox {outbox.path} cannot be written: {exc}")
 
     def _linked(self, result: TestResult) -> TestResult:
-        """Results that ran on Sauce Labs carry their job's signed links (results JSON, summary)."""
-        if not result.attributes or result.attribute("SLID") is None:
+        """Links to the result's pages (a Sauce Labs job and its video), computed once here and
+        kept on the result: the results JSON, issues, the summary, mail and report read them."""
+        if not result.attributes:
             return result
-        return dataclasses.replace(result, links=job_links(result, self.config))
+        links = tuple(link for linker in self._linkers for link in linker(result, self.config))
+        return dataclasses.replace(result, links=links) if links else result
+
+    @functools.cached_property
+    def _linkers(self) -> list[Callable[[TestResult, Config], tuple[Link, ...]]]:
+        """Every installed kind that links results: a ``slid`` marker links its job even with
+        no Sauce Labs integration configured (unsigned, then)."""
+        linkers = []
+        for name in kinds.names():
+            try:
+                linker = kinds.get(name).links
+            except kinds.KindError as exc:  # a broken third-party kind: said once, skipped
+                self._error(str(exc))
+                continue
+            if linker is not None:
+                linkers.append(linker)
+        return linkers
+
+    @functools.cached_property
+    def _kinds(self) -> list[kinds.Kind]:
+        """The kinds of the configured integrations (each loaded once)."""
+        return [kinds.get(name) for name in dict.fromkeys(i.kind for i in self.config.integrations)]
 
     def _known(self, result: TestResult, known: KnownIssue) -> IssueRef:
         """The ``issue`` marker: fetch the status where we can, never file."""
@@ -372,7 +393,7 @@ class Agent:
             return "create"
         if not existing.closed:
             return "comment"
-        return "reopen" if integration.on_closed == "reopen" else "create"
+        return "reopen" if integration.tracker_settings.on_closed == "reopen" else "create"
 
     def _execute(
         self,
@@ -392,7 +413,7 @@ class Agent:
             by_integration[action.integration].append(action)
         pools = {
             name: ThreadPoolExecutor(
-                max_workers=1 if integrations[name].kind == "local" else POOL_SIZE,
+                max_workers=kinds.get(integrations[name].kind).pool_size,
                 thread_name_prefix=f"rp-bts-{integrations[name].kind}",
             )
             for name in by_integration
@@ -520,7 +541,7 @@ class Agent:
                 self._keep(name, action.results, ref)
                 filed.append(ref)
                 continue
-            if integration.kind != "local":  # the local tracker's own search is never stale
+            if kinds.get(integration.kind).own_record:  # a search that lags behind writes
                 self.record.add(
                     tracker_identity(integration), action.fingerprint, answer.key, answer.issue_id
                 )
@@ -574,33 +595,27 @@ class Agent:
     def _keep(self, name: str, results: tuple[TestResult, ...], ref: IssueRef) -> None:
         self._kept.append((name, results, ref))
 
-    def _sauce_assets(self, results: Sequence[TestResult]) -> tuple[AttachmentFile, ...]:
-        """The chosen Sauce Labs assets of the failures' jobs (``assets`` of the integration)."""
+    def _extra_attachments(self, results: Sequence[TestResult]) -> tuple[AttachmentFile, ...]:
+        """Files other integrations add to a new issue (the chosen Sauce Labs assets)."""
+        if self.options.spool is None:
+            return ()
         files: list[AttachmentFile] = []
-        for result in results:
-            job = result.attribute("SLID")
-            sauce = integration_for(self.config, result.attribute("SLDC"))
-            if not job or sauce is None or not sauce.assets or self.options.spool is None:
+        for kind in self._kinds:
+            if kind.attachments is None:
                 continue
-            try:
-                with SauceClient(sauce, data_center_of(result, sauce)) as client:
-                    found, skipped = download_assets(
-                        client, job, self.options.spool, sauce.assets, sauce.asset_cap
-                    )
-            except SauceError as exc:
-                self._error(f"{result.nodeid}: Sauce Labs assets of job {job}: {exc}")
-                continue
-            for line in skipped:
-                log.warning("%s", line)
-            files += [AttachmentFile(a.name, a.path, a.mime) for a in found]
+            found, problems = kind.attachments(results, self.config, self.options.spool)
+            files += found
+            for problem in problems:
+                self._error(problem)
         return tuple(files)
 
     def _log_lines(self, integration: Integration) -> int:
         chosen = self.options.log_lines
-        return integration.log_lines if chosen is None else chosen
+        return integration.tracker_settings.log_lines if chosen is None else chosen
 
     def _include(self, integration: Integration) -> tuple[str, ...]:
-        return self.options.include if self.options.include is not None else integration.include
+        chosen = self.options.include
+        return integration.tracker_settings.include if chosen is None else chosen
 
     def _perform(self, action: PlannedAction, integration: Integration, launch: Launch) -> IssueRef:
         tracker = self.tracker(integration)
@@ -619,7 +634,6 @@ class Agent:
             action.results,
             launch,
             include=self._include(integration),
-            config=self.config,
             log_lines=self._log_lines(integration),
         )
         self.tracker(integration).comment(issue.key, comment)
@@ -635,11 +649,10 @@ class Agent:
             include=self._include(integration),
             spool=self.options.spool,
             relates_to=relates_to,
-            config=self.config,
             log_lines=self._log_lines(integration),
         )
         if "attachments" in self._include(integration):
-            assets = self._sauce_assets(action.results)
+            assets = self._extra_attachments(action.results)
             if assets:
                 draft = dataclasses.replace(draft, attachments=draft.attachments + assets)
         results = list(action.results)

@@ -7,9 +7,10 @@ from collections import defaultdict
 from .config_types import Config
 from .hooks import HookManager
 from .model import RunResults
-from .outbox import Entry, Outbox, outbox_path
+from .outbox import Entry, Outbox
 from .pipeline import Agent, Options
 from .redact import Redactor
+from .state import State
 
 #: a group whose tracker keeps refusing is listed as failed after this many replays
 MAX_ATTEMPTS = 20
@@ -22,7 +23,7 @@ def flush_trackers(
     with the caller, so a tracker that does not answer is asked once, not once per kept run.
     ``time_budget`` bounds each replay (a run's session end; ``rp-bts flush`` has none)."""
     breakers = {} if breakers is None else breakers
-    outbox = Outbox(outbox_path(config.root))
+    outbox = Outbox(State(config.root).outbox_db)
     given_up = outbox.entries("failed")
     by_run: dict[str, list[Entry]] = defaultdict(list)
     for entry in outbox.entries():

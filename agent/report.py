@@ -14,16 +14,12 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import jinja2
 from markupsafe import Markup, escape
 
 from .model import RunResults, TestResult
-from .sauce import job_links
-
-if TYPE_CHECKING:
-    from .config_types import Config
 
 #: per failure; the results JSON and the issues carry the whole text.
 FAILURE_TEXT_LIMIT: Final = 8_000
@@ -151,9 +147,7 @@ def _attachment(
     return entry
 
 
-def _row(
-    result: TestResult, base: Path | None, budget: _Budget, config: Config | None
-) -> dict[str, object]:
+def _row(result: TestResult, base: Path | None, budget: _Budget) -> dict[str, object]:
     failure = _clip_escaped(result.longrepr or result.message, budget.text_limit)
     return {
         "nodeid": printable(result.nodeid),
@@ -162,7 +156,7 @@ def _row(
         "exc_type": printable(result.exc_type),
         "failure": failure if result.failing else "",
         "issues": result.issues,
-        "links": job_links(result, config),
+        "links": result.links,
         "attachments": [
             _attachment(a.name, a.path, a.mime, base, budget) for a in result.attachments
         ],
@@ -181,7 +175,6 @@ def render(
     run: RunResults,
     base: Path | None,
     *,
-    config: Config | None = None,
     max_failures: int | None = None,
     passed: bool = True,
 ) -> str:
@@ -214,7 +207,7 @@ def render(
             ci_job=launch.environment.get("ci_job", ""),
             omitted=" and ".join(omitted)
             + ("; the full report is with the run" if omitted else ""),
-            rows=[_row(r, base, budget, config) for r in listed],
+            rows=[_row(r, base, budget) for r in listed],
         )
         # many failures with long texts: spend less on each text until the report fits
         if len(html) <= TARGET_BYTES or budget.text_limit <= FAILURE_TEXT_FLOOR:
@@ -222,15 +215,13 @@ def render(
         text_budget //= 2
 
 
-def render_capped(
-    run: RunResults, *, config: Config | None = None, limit: int = ATTACHMENT_LIMIT
-) -> str:
+def render_capped(run: RunResults, *, limit: int = ATTACHMENT_LIMIT) -> str:
     """The report for an e-mail: failures only, as many as fit in ``limit`` bytes (the top ones
     first), and a count of the rest.
     """
     count = ATTACHMENT_FAILURES
     while True:
-        html = render(run, None, config=config, max_failures=count, passed=False)
+        html = render(run, None, max_failures=count, passed=False)
         if count == 0 or len(html.encode("utf-8")) <= limit:
             return html
         count //= 2

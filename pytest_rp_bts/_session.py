@@ -19,36 +19,26 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from rp_bts_agent import environment
+from rp_bts_agent import environment, kinds
 from rp_bts_agent.config import load_config
 from rp_bts_agent.config_types import Config, ConfigError
-from rp_bts_agent.files import prune_runs, write_atomic
 from rp_bts_agent.hooks import HookManager, has_hooks
-from rp_bts_agent.model import Attribute, Launch, Plain, RunResults, TestResult, dumps_results
+from rp_bts_agent.model import Attribute, Launch
 from rp_bts_agent.redact import Redactor
 from rp_bts_agent.rootdir import default_env_file
+from rp_bts_agent.state import State
 from rp_bts_agent.summary import display_path, issue_lines, link_lines, plan_lines
 
 from ._capture import Capture, Collector
 from ._fixture import ATTACHMENT_DIR
 from ._options import Settings
-from ._summary import Progress
+from ._progress import ProgressLine
 
 if TYPE_CHECKING:
-    from rp_bts_agent.notify import Notice
-    from rp_bts_agent.pipeline import Outcome
+    from rp_bts_agent.kinds import Kind, LiveReporter
+    from rp_bts_agent.launch import LaunchEnd
 
 log = logging.getLogger("rp_bts_agent")
-RESULTS_DEFAULT = Path(".rp-bts") / "results.json"
-#: run folders (attachments written by tests, spooled failure details) kept under .rp-bts/runs
-KEEP_RUNS = 20
-
-
-def whole_run(launch: Launch, results: list[TestResult | Plain]) -> RunResults:
-    """Every result as a TestResult, for the readers of the whole run (the report, notices)."""
-    return RunResults(
-        launch, tuple(r if isinstance(r, TestResult) else TestResult(*r) for r in results)
-    )
 
 
 def new_run_id() -> str:
@@ -69,7 +59,7 @@ class RpBtsSession:
         run_dir: Path | None = None
         if self.settings.mode != "dry-run" or self.settings.results is not None:
             # a dry-run that records results (a CI shard) keeps attachments for `rp-bts process`
-            run_dir = config.stash[ATTACHMENT_DIR] = self.root / ".rp-bts" / "runs" / self.run_id
+            run_dir = config.stash[ATTACHMENT_DIR] = State(self.root).run(self.run_id)
         self.capture = Capture(
             self.root,
             self.hooks,
@@ -83,25 +73,41 @@ class RpBtsSession:
         #: errors (they fail the run under --rp-bts-strict) and warnings (they never do)
         self.problems: list[str] = []
         self.warnings: list[str] = []
-        self.outcome: Outcome | None = None
-        #: no result needed the agent (all passed, nothing attached): it did not run
-        self.nothing_to_file = False
-        self.notices: list[Notice] = []
-        self.flushed: list[str] = []
+        self.end: LaunchEnd | None = None
         self.fallback: ReportLog | None = None
         if self.workerinput is None and not config.pluginmanager.has_plugin("terminalreporter"):
             self.fallback = ReportLog()
             config.pluginmanager.register(self.fallback, "rp_bts_report_log")
-        self.results_path: Path | None = None
         self.agent_config: Config | None = None
         self.redactor = Redactor(())
         self._config_read = False
-        if self.workerinput is None or self.workerinput.get("rp_bts_sauce"):
-            self._load_config()  # on workers only for Sauce Labs job updates, sent as tests end
+        if self.workerinput is None or self.workerinput.get("rp_bts_live"):
+            self._load_config()  # on workers only for live reporting (Sauce Labs job updates)
 
     @property
     def is_controller(self) -> bool:
         return self.workerinput is None
+
+    def live_kinds(self) -> list[Kind]:
+        """The configured kinds that report each test as it ends (none in a dry-run)."""
+        cfg = self.agent_config
+        if cfg is None or not cfg.integrations or self.settings.mode == "dry-run":
+            return []
+        try:
+            found = [kinds.get(name) for name in dict.fromkeys(i.kind for i in cfg.integrations)]
+        except kinds.KindError as exc:  # the config loaded it once: not expected, still contained
+            self.problems.append(f"rp-bts: {exc}")
+            return []
+        return [kind for kind in found if kind.live is not None]
+
+    def live_reporters(self) -> list[LiveReporter]:
+        cfg = self.agent_config
+        tag = f"{self.run_id}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+        return [
+            kind.live(cfg, self.launch_name(), self.run_id, tag)
+            for kind in self.live_kinds()
+            if kind.live is not None and cfg is not None
+        ]
 
     def _adopt(self, plugin: object) -> None:
         """``rp_bts_*`` functions in conftest files become hook implementations of the agent."""
@@ -209,8 +215,8 @@ class RpBtsSession:
             log.exception("rp-bts: agent failed")
             self.problems.append(f"rp-bts: agent failed: {self.redactor.redact(repr(exc))}")
         errors = list(self.problems)
-        if self.outcome is not None:
-            errors += self.outcome.errors
+        if self.end is not None:
+            errors += self.end.errors
         if self.settings.strict and errors and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -256,111 +262,47 @@ class RpBtsSession:
         self.problems += self.collector.problems
 
     def _finish(self, session: pytest.Session) -> None:
+        """Collected here, handed over: the launch's end is the agent's (``launch.finish``)."""
+        from rp_bts_agent.launch import Finish, finish
+
         self._collect(session)
-        launch = self._launch()
-        results = self.collector.results()
-        # The agent sees the results it may act on; a plain one (passed, nothing attached) has
-        # nothing to file, link or redact, and stays a tuple: most of a large run is such.
-        rich = [(i, result) for i, result in enumerate(results) if isinstance(result, TestResult)]
-        run = RunResults(launch, tuple(result for _, result in rich))
-        cfg = self.agent_config
-        if cfg is not None:
-            started = time.monotonic()
-            #: integration -> why it is down: shared by the replay and the run's own filing
-            breakers: dict[str, str] = {}
-            self._flush_leftovers(cfg, breakers)
-            if run.results:
-                budget = max(cfg.time_budget - (time.monotonic() - started), 0.0)
-                run = self._file(cfg, run, breakers, budget)
-                done = {result.nodeid: result for result in run.results}
-                for i, result in rich:
-                    results[i] = done.get(result.nodeid, result)
-            else:
-                self.nothing_to_file = True  # the agent, its trackers and SQLite stay unloaded
-            if self.settings.notify and self.settings.mode != "dry-run" and cfg.rules:
-                from rp_bts_agent.notify import notify  # jinja2 and email only when needed
-
-                self.notices = notify(cfg, whole_run(launch, results), self.hooks)
-        self._write_results(launch, results)
-        if self.settings.mode != "dry-run":
-            prune_runs(self.root / ".rp-bts" / "runs", KEEP_RUNS)
-
-    def _file(
-        self, cfg: Config, run: RunResults, breakers: dict[str, str], budget: float
-    ) -> RunResults:
-        """The agent's work on this run's failures; its outcome goes to the terminal summary."""
-        from rp_bts_agent.pipeline import Agent, Options
-
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        agent = Agent(
-            cfg,
-            hooks=self.hooks,
-            redactor=self.redactor,
-            options=Options(
-                mode=self.settings.mode,  # type: ignore[arg-type]
-                integration=self.settings.integration,
-                spool=self.root / ".rp-bts" / "runs" / self.run_id,
-                time_budget=budget,
-            ),
-            breakers=breakers,
-        )
-        with Progress(reporter) as progress:
-            agent.progress = progress.update
-            self.outcome = agent.run(run)
-        return self.outcome.run
-
-    def _flush_leftovers(self, cfg: Config, breakers: dict[str, str]) -> None:
-        """What earlier runs could not send goes first (issue 6: nothing lost). A tracker found
-        down here stays down for this run's own filing (``breakers``): it costs the session end
-        one connect timeout, not two (benchmarks/unreachable.py)."""
-        state = self.root / ".rp-bts"
-        if self.settings.mode == "dry-run" or not (
-            (state / "outbox.db").exists() or (state / "outbox").is_dir()
-        ):
-            return
-        from rp_bts_agent.flush import flush
-        from rp_bts_agent.replay import flush_trackers
-
-        try:
-            lines = flush_trackers(cfg, breakers, cfg.time_budget)
-            lines += flush(cfg, skip=("trackers",))
-            self.flushed = [f"flush: {line}" for line in lines]
-        except Exception as exc:  # leftovers stay for `rp-bts flush`; this run files its own
-            log.exception("rp-bts: flushing earlier work failed")
-            self.problems.append(f"rp-bts: flushing earlier work failed: {exc!r}")
-
-    def _write_results(self, launch: Launch, results: list[TestResult | Plain]) -> None:
-        """Written even when the config is broken: ``rp-bts process`` can file it later."""
-        text = self.redactor.redact(dumps_results(launch, results))
-        targets = [self.settings.results] if self.settings.results else []
-        if self.settings.mode != "dry-run":
-            targets.append(self.root / RESULTS_DEFAULT)
-        for path in targets:
-            assert path is not None
-            write_atomic(path, text)
-        self.results_path = targets[0] if targets else None
-        report = self.settings.report
-        if report is not None:
-            from rp_bts_agent.report import render as render_report
-
-            html = render_report(
-                whole_run(launch, results), report.parent.resolve(), config=self.agent_config
+        settings = self.settings
+        with ProgressLine(reporter) as progress:
+            self.end = finish(
+                self.agent_config,
+                self.root,
+                self._launch(),
+                self.collector.results(),
+                Finish(
+                    mode=settings.mode,  # type: ignore[arg-type]
+                    integration=settings.integration,
+                    notify=settings.notify,
+                    results=[settings.results] if settings.results else [],
+                    default_results=settings.mode != "dry-run",
+                    report=settings.report,
+                    spool=State(self.root).run(self.run_id),
+                    progress=progress.update,
+                ),
+                hooks=self.hooks,
+                redactor=self.redactor,
             )
-            write_atomic(report, self.redactor.redact(html))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.is_controller:
             return
         tr = terminalreporter
         tr.section("rp-bts")
-        for problem in self.problems:
+        end = self.end
+        for problem in self.problems + (end.problems if end is not None else []):
             tr.write_line(self.redactor.redact(problem), red=True)
         for warning in self.warnings:
             tr.write_line(self.redactor.redact(warning), yellow=True)
-        outcome = self.outcome
-        if outcome is not None or self.nothing_to_file:
-            plan = outcome.plan if outcome is not None else []
-            acted = outcome.run.results if outcome is not None else ()
+        if end is None:
+            return
+        if end.filing is not None or end.nothing_to_file:
+            plan = end.filing.plan if end.filing is not None else []
+            acted = end.filing.run.results if end.filing is not None else ()
             if self.settings.mode == "dry-run":
                 for line in plan_lines(plan):
                     tr.write_line(line)
@@ -370,14 +312,14 @@ class RpBtsSession:
                     tr.write_line(self.redactor.redact(line))
                 if not any(r.issues for r in acted):
                     tr.write_line("no failures to file")
-        for line in self.flushed:  # sent after this run's own filing
+        for line in end.flushed:  # sent before this run's own filing
             tr.write_line(self.redactor.redact(line))
-        for notice in self.notices:
+        for notice in end.notices:
             tr.write_line(notice.describe(tr.startpath))
-        if self.results_path is not None:
-            tr.write_line(f"results: {display_path(self.results_path, tr.startpath)}")
-        if self.settings.report is not None:
-            tr.write_line(f"report: {display_path(self.settings.report, tr.startpath)}")
+        if end.results_path is not None:
+            tr.write_line(f"results: {display_path(end.results_path, tr.startpath)}")
+        if end.report_path is not None:
+            tr.write_line(f"report: {display_path(end.report_path, tr.startpath)}")
 
 
 class ReportLog:
@@ -417,5 +359,4 @@ class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["rp_bts_run_id"] = self.session.run_id
         node.workerinput["rp_bts_fingerprint_params"] = self.session.capture.include_params
-        cfg = self.session.agent_config
-        node.workerinput["rp_bts_sauce"] = bool(cfg and cfg.of_kind("sauce"))
+        node.workerinput["rp_bts_live"] = bool(self.session.live_kinds())

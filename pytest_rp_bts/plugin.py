@@ -50,13 +50,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(WorkerCapture(session.capture), "rp_bts_worker")
     if config.pluginmanager.hasplugin("xdist") and session.is_controller:
         config.pluginmanager.register(XdistHooks(session), "rp_bts_xdist")
-    cfg = session.agent_config
-    if cfg is not None and cfg.of_kind("sauce") and settings.mode != "dry-run":
-        from ._sauce import SauceUpdater
+    reporters = session.live_reporters()
+    if reporters:
+        from ._live import LiveReporting
 
-        tag = f"{session.run_id}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-        updater = SauceUpdater(cfg, launch=session.launch_name(), run_id=session.run_id, tag=tag)
-        config.pluginmanager.register(updater, "rp_bts_sauce")
+        config.pluginmanager.register(LiveReporting(reporters), "rp_bts_live")
 
 
 def pytest_make_parametrize_id(config: pytest.Config, val: object) -> str | None:

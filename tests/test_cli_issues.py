@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rp_bts_agent._cli_issues import add_parser, tracker_path
-from rp_bts_agent.trackers.base import AttachmentFile, Body, CommentDraft, IssueDraft, Section
-from rp_bts_agent.trackers.local import LocalTracker
+from rp_bts_agent.integrations.local.cli import add_parser, tracker_path
+from rp_bts_agent.integrations.local.tracker import LocalTracker
+from rp_bts_agent.tracker import AttachmentFile, Body, CommentDraft, IssueDraft, Section
 
 BODY = Body((Section("Test", "tests/test_shop.py::test_pay"), Section("Traceback", "boom", True)))
 

@@ -80,7 +80,7 @@ def test_a_project_uses_global_integrations_by_default(root: Path, global_file: 
     assert jira is not None
     assert jira.source == "global"
     assert jira.file == str(global_file)
-    assert jira.password == "corp-secret-token"
+    assert jira.settings.password == "corp-secret-token"
     assert [i.name for i in config.integrations] == ["Corp Jira", "Corp mail"]
     assert config.project == "shop"
     assert config.global_file == str(global_file)
@@ -148,7 +148,7 @@ def test_project_integration_of_a_kind_global_lacks_is_used(root: Path, global_f
     rally = config.integration("Shop rally")
     assert rally is not None
     assert rally.source == "project"
-    assert rally.url == "https://rally1.rallydev.com"  # the kind's default
+    assert rally.settings.url == "https://rally1.rallydev.com"  # the kind's default
     assert config.warnings == ()
 
 
@@ -178,11 +178,11 @@ def test_several_integrations_on_one_tracker_project(root: Path) -> None:
     )
     config = load(root)
     defects, tasks = config.of_kind("jira")
-    assert (defects.project_key, defects.issue_type) == ("SHOP", "Defect")
-    assert defects.fields == {"priority": "High", "components": ["Checkout"]}
-    assert (tasks.project_key, tasks.issue_type) == ("SHOP", "Task")
-    assert tasks.fields == {"labels": ["triage"]}
-    assert tasks.include == ("logs",)
+    assert (defects.settings.project_key, defects.settings.issue_type) == ("SHOP", "Defect")
+    assert defects.settings.fields == {"priority": "High", "components": ["Checkout"]}
+    assert (tasks.settings.project_key, tasks.settings.issue_type) == ("SHOP", "Task")
+    assert tasks.settings.fields == {"labels": ["triage"]}
+    assert tasks.settings.include == ("logs",)
     assert config.default_integration == "Shop tasks"
 
 
@@ -434,10 +434,10 @@ def test_variables_from_environment_and_env_file_environment_wins(root: Path) ->
         environ={"JIRA_HOST": "jira.example.com", "JIRA_USER": "from-env"},
     )
     jira = config.integrations[0]
-    assert jira.url == "https://jira.example.com/jira"
-    assert jira.username == "from-env"
-    assert jira.password == "token-from-file"
-    assert jira.fields == {"components": ["Checkout"]}
+    assert jira.settings.url == "https://jira.example.com/jira"
+    assert jira.settings.username == "from-env"
+    assert jira.settings.password == "token-from-file"
+    assert jira.settings.fields == {"components": ["Checkout"]}
     assert jira.refs["password"] == "${JIRA_TOKEN}"
     assert config.warnings == ()
 
@@ -452,7 +452,7 @@ def test_explicit_env_file_must_exist(root: Path) -> None:
 def test_dot_env_beside_the_root_is_read_by_default(root: Path) -> None:
     write(root / "rp-bts.toml", '[[integrations]]\nkind = "rally"\nname = "R"\napi_key = "${K}"\n')
     write(root / ".env", "K=rally-key-123\n", 0o600)
-    assert load(root).integrations[0].api_key == "rally-key-123"
+    assert load(root).integrations[0].settings.api_key == "rally-key-123"
 
 
 def test_numbers_and_booleans_are_coerced_after_substitution(root: Path) -> None:
@@ -467,6 +467,7 @@ def test_numbers_and_booleans_are_coerced_after_substitution(root: Path) -> None
         auth = "${SMTP_AUTH}"
         verify_tls = "${SMTP_VERIFY}"
         security = "${SMTP_SECURITY}"
+        allow_plaintext_auth = "${SMTP_AUTH}"
 
         [[integrations]]
         kind = "email"
@@ -483,15 +484,19 @@ def test_numbers_and_booleans_are_coerced_after_substitution(root: Path) -> None
         SMTP_SECURITY="none",
     )
     mail, plain = config.integrations
-    assert (mail.host, mail.port, mail.smtp_auth, mail.verify_tls) == (
+    assert (
+        mail.settings.host,
+        mail.settings.port,
+        mail.settings.auth,
+        mail.settings.verify_tls,
+    ) == (
         "mail.example.com",
         2525,
         True,
         False,
     )
-    assert mail.security == "none"
-    assert mail.auth == ""  # the email auth flag never lands in the trackers' auth method
-    assert (plain.port, plain.smtp_auth) == (465, False)
+    assert mail.settings.security == "none"
+    assert (plain.settings.port, plain.settings.auth) == (465, False)
 
 
 def test_enum_is_checked_after_substitution(root: Path) -> None:
@@ -536,17 +541,19 @@ def test_paths_are_relative_to_the_file_that_names_them(root: Path, tmp_path: Pa
     jira = config.integration("J")
     local = config.integration("Custom")
     assert clarity is not None and jira is not None and local is not None
-    assert clarity.extra["private_key_file"] == str(tmp_path / "admin" / "keys" / "clarity.pem")
-    assert clarity.ca_file == "/etc/ssl/corp.pem"
-    assert clarity.extra["sync"] == {"period": "15m", "push": True}
-    assert clarity.extra["request_token_url"] == "https://clarity.example.com/oauth/request"
-    assert jira.ca_file == str(root.resolve() / "certs" / "corp-ca.pem")
-    assert local.path == str(root.resolve() / "data" / "bugs.db")
+    assert clarity.settings.private_key_file == str(tmp_path / "admin" / "keys" / "clarity.pem")
+    assert clarity.settings.ca_file == "/etc/ssl/corp.pem"
+    assert clarity.settings.sync == {"period": "15m", "push": True}
+    assert clarity.settings.request_token_url == "https://clarity.example.com/oauth/request"
+    assert jira.settings.ca_file == str(root.resolve() / "certs" / "corp-ca.pem")
+    assert local.settings.path == str(root.resolve() / "data" / "bugs.db")
 
 
 def test_local_tracker_defaults_under_the_root(root: Path) -> None:
     write(root / "rp-bts.toml", '[[integrations]]\nkind = "local"\nname = "L"\n')
-    assert load(root).integrations[0].path == str(root.resolve() / ".rp-bts" / "tracker.db")
+    assert load(root).integrations[0].settings.path == str(
+        root.resolve() / ".rp-bts" / "tracker.db"
+    )
 
 
 def test_pyproject_tool_rp_bts(root: Path) -> None:
@@ -634,7 +641,7 @@ def test_world_writable_file_with_references_only_is_read(root: Path) -> None:
         '[[integrations]]\nkind = "email"\nname = "M"\npassword = "${P}"\n',
         0o666,
     )
-    assert load(root, P="pw-from-env").integrations[0].password == "pw-from-env"
+    assert load(root, P="pw-from-env").integrations[0].settings.password == "pw-from-env"
 
 
 @posix_only
@@ -648,7 +655,7 @@ def test_group_writable_file_with_literal_secret_warns(root: Path, global_file: 
     (warning,) = config.warnings
     assert str(global_file) in warning
     assert "group can write" in warning
-    assert config.integrations[0].access_key == "sauce-key-1"
+    assert config.integrations[0].settings.access_key == "sauce-key-1"
 
 
 @posix_only
@@ -658,7 +665,7 @@ def test_world_writable_env_file_is_refused_when_it_gives_a_value(root: Path) ->
     err = error(root)
     assert (err.file, err.key) == (str(env_file), "K")
     # the environment wins, so the file is not read for K
-    assert load(root, K="from-env").integrations[0].api_key == "from-env"
+    assert load(root, K="from-env").integrations[0].settings.api_key == "from-env"
 
 
 # --- rootdir -----------------------------------------------------------------------------------
@@ -770,3 +777,30 @@ def test_redact_url_credentials() -> None:
     assert redact_url_credentials("https://jira.example.com/x?q=1") == (
         "https://jira.example.com/x?q=1"
     )
+
+
+def test_a_login_without_tls_is_refused_unless_allowed(root: Path) -> None:
+    write(
+        root / "rp-bts.toml",
+        '[[integrations]]\nkind = "email"\nname = "M"\nsecurity = "none"\nauth = true\n',
+    )
+    err = error(root)
+    assert err.key == 'integrations["M"].auth'
+    assert "allow_plaintext_auth = true" in err.message
+
+
+def test_a_sender_is_an_address_and_its_name_apart(root: Path) -> None:
+    write(
+        root / "rp-bts.toml",
+        '[[integrations]]\nkind = "email"\nname = "M"\nsender = "QA Bot <qa@example.com>"\n'
+        '[[integrations]]\nkind = "email"\nname = "N"\nsender = "Report Portal"\n',
+    )
+    err = error(root)
+    assert err.key == 'integrations["N"].sender'
+    assert "sender_name" in err.message
+    write(
+        root / "rp-bts.toml",
+        '[[integrations]]\nkind = "email"\nname = "M"\nsender = "QA Bot <qa@example.com>"\n',
+    )
+    (mail,) = load(root).integrations
+    assert (mail.settings.sender, mail.settings.sender_name) == ("qa@example.com", "QA Bot")

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from rp_bts_agent.config_types import Config, Integration
+import dataclasses
+
+from rp_bts_agent import kinds
+from rp_bts_agent.config import build_integration
+from rp_bts_agent.config_types import Config
 from rp_bts_agent.content import comment_draft, issue_draft
+from rp_bts_agent.integrations.sauce.client import auth_token
 from rp_bts_agent.model import Attribute, Launch, TestResult
-from rp_bts_agent.sauce import auth_token
 
 ACCESS_KEY = "sauce-access-key-canary-123"
 
 
 def test_issue_and_comment_carry_signed_sauce_links() -> None:
-    sauce = Integration(
+    sauce = build_integration(
         kind="sauce",
         name="Sauce EU",
         username="alice",
         access_key=ACCESS_KEY,
         data_center="eu-central-1",
     )
-    tracker = Integration(kind="local", name="local")
+    tracker = build_integration(kind="local", name="local")
     config = Config(integrations=(sauce, tracker))
     result = TestResult(
         "t.py::test_a",
@@ -28,14 +32,17 @@ def test_issue_and_comment_carry_signed_sauce_links() -> None:
         fingerprint="rpbts1-x",
         attributes=(Attribute("SLID", "job42"), Attribute("SLDC", "eu-central-1")),
     )
+    links = kinds.get("sauce").links
+    assert links is not None
+    result = dataclasses.replace(result, links=links(result, config))  # as the pipeline does
     launch = Launch("nightly", "run-1")
-    draft = issue_draft([result], tracker, launch, include=("logs",), config=config)
+    draft = issue_draft([result], tracker, launch, include=("logs",))
     token = auth_token("alice", ACCESS_KEY, "job42")
     urls = [link.url for link in draft.links]
     assert any("app.eu-central-1.saucelabs.com/tests/job42" in u and token in u for u in urls)
     body = draft.body.plain()
     assert token in body
-    comment = comment_draft([result], launch, include=("logs",), config=config).body.plain()
+    comment = comment_draft([result], launch, include=("logs",)).body.plain()
     assert token in comment
     assert ACCESS_KEY not in body + comment + " ".join(urls)
 
@@ -49,7 +56,7 @@ def test_log_quantity_per_integration_and_per_post() -> None:
         log="one\ntwo\nthree\nfour\nfive",
     )
     launch = Launch("nightly", "run-1")
-    two = Integration(kind="local", name="local", log_lines=2)
+    two = build_integration(kind="local", name="local", log_lines=2)
     body = issue_draft([result], two, launch, include=("logs",)).body.plain()
     assert "Log (last 2 lines):\nfour\nfive" in body and "three" not in body
     body = issue_draft([result], two, launch, include=("logs",), log_lines=0).body.plain()

@@ -61,8 +61,9 @@ def test_faults_lose_and_duplicate_nothing(
     pytester: pytest.Pytester, make_jira: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rp_bts_agent.cli import main
-    from rp_bts_agent.outbox import Outbox, outbox_path
-    from rp_bts_agent.trackers.jira import JiraTracker
+    from rp_bts_agent.integrations.jira.tracker import JiraTracker
+    from rp_bts_agent.outbox import Outbox
+    from rp_bts_agent.state import State
 
     jira: RunningJira = make_jira("cloud")
     jira.login_env(monkeypatch)
@@ -93,14 +94,14 @@ def test_faults_lose_and_duplicate_nothing(
             refs.append(ref)
 
     assert any(ref["action"] == "queued" for ref in refs)
-    kept = Outbox(outbox_path(pytester.path)).entries()
+    kept = Outbox(State(pytester.path).outbox_db).entries()
     assert kept
     assert main(["--root", str(pytester.path), "flush"]) == 0  # still down: kept again
-    assert len(Outbox(outbox_path(pytester.path)).entries()) == len(kept)
+    assert len(Outbox(State(pytester.path).outbox_db).entries()) == len(kept)
     jira.state.outage = False  # Jira recovers
     jira.state.faults = None
     assert main(["--root", str(pytester.path), "flush"]) == 0
-    assert Outbox(outbox_path(pytester.path)).entries() == []  # nothing pending, nothing failed
+    assert Outbox(State(pytester.path).outbox_db).entries() == []  # nothing pending, nothing failed
 
     issues = list(jira.state.issues.values())
     fingerprints = {label for issue in issues for label in issue["fields"]["labels"]}

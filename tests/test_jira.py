@@ -22,13 +22,14 @@ from jira_server import (  # noqa: F401
     make_jira_fixture,
 )
 
+from rp_bts_agent.config import build_integration
 from rp_bts_agent.config_types import Integration
+from rp_bts_agent.integrations.jira import tracker as jira_module
+from rp_bts_agent.integrations.jira.markup import escape, noformat, render
+from rp_bts_agent.integrations.jira.tracker import JiraTracker, parse_key
 from rp_bts_agent.model import Link
-from rp_bts_agent.trackers import jira as jira_module
-from rp_bts_agent.trackers import open_tracker
-from rp_bts_agent.trackers._jira_markup import escape, noformat, render
-from rp_bts_agent.trackers.base import Body, CommentDraft, IssueDraft, Section, TrackerError
-from rp_bts_agent.trackers.jira import JiraTracker, parse_key
+from rp_bts_agent.pipeline import open_tracker
+from rp_bts_agent.tracker import Body, CommentDraft, IssueDraft, Section, TrackerError
 
 
 def integration(server: RunningJira, **kw: Any) -> Integration:
@@ -44,7 +45,7 @@ def integration(server: RunningJira, **kw: Any) -> Integration:
         "issue_type": "Bug",
     }
     values.update(kw)
-    return Integration(**values)
+    return build_integration(**values)
 
 
 def draft(fingerprint: str = "rpbts1-abc", **kw: Any) -> IssueDraft:
@@ -277,7 +278,7 @@ def test_html_answer_is_a_tracker_error(make_jira: Any) -> None:
 @responses.activate
 def test_not_json_and_down_once() -> None:
     responses.get("https://jira.example.com/rest/api/2/serverInfo", body="<html>login</html>")
-    i = Integration(
+    i = build_integration(
         kind="jira",
         name="j",
         url="https://jira.example.com",
@@ -296,7 +297,7 @@ def closed_port() -> int:
 
 
 def test_refused_connection_is_retryable_and_tried_once() -> None:
-    i = Integration(
+    i = build_integration(
         kind="jira",
         name="j",
         url=f"http://127.0.0.1:{closed_port()}",
@@ -372,11 +373,12 @@ def test_our_record_finds_what_a_lagging_cloud_search_does_not(
 
 def test_tracker_io_runs_on_a_bounded_pool(make_jira: Any, tmp_path: Path) -> None:
     """Issue 6, point 4: creates go 50 to a call; the writes that follow (attachments) overlap,
-    at most POOL_SIZE at a time."""
+    at most the kind's pool size at a time."""
+    from rp_bts_agent import kinds
     from rp_bts_agent.config_types import Config
     from rp_bts_agent.hooks import HookManager
     from rp_bts_agent.model import Launch, RunResults, TestResult
-    from rp_bts_agent.pipeline import POOL_SIZE, Agent, Options
+    from rp_bts_agent.pipeline import Agent, Options
     from rp_bts_agent.redact import Redactor
 
     server = make_jira("dc")
@@ -399,7 +401,7 @@ def test_tracker_io_runs_on_a_bounded_pool(make_jira: Any, tmp_path: Path) -> No
     assert not any(p == "/rest/api/2/issue" for _, p in server.state.requests)
     # both batches need the create metadata at once: it is fetched once (types, then fields)
     assert len([p for _, p in server.state.requests if "/createmeta/" in p]) == 2
-    assert 2 <= server.state.max_in_flight <= POOL_SIZE
+    assert 2 <= server.state.max_in_flight <= kinds.get("jira").pool_size
 
 
 def test_a_create_whose_answer_was_lost_is_completed_not_repeated(

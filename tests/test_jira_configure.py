@@ -110,14 +110,16 @@ def test_unknown_issue_type(project: Path, capsys: pytest.CaptureFixture[str]) -
 def test_stored_fields_are_filed(project: Path, jira: RunningJira, tmp_path: Any) -> None:
     assert configure(project, "--field", "Severity=S1", "--field", "priority=Low") == 0
     from rp_bts_agent.config import load_config
-    from rp_bts_agent.trackers import open_tracker
-    from rp_bts_agent.trackers.base import Body, IssueDraft
+    from rp_bts_agent.pipeline import open_tracker
+    from rp_bts_agent.tracker import Body, IssueDraft
 
     config = load_config(project)
     integration = config.integration("Shop bugs")
     assert integration is not None
     tracker = open_tracker(integration)
-    tracker.create(IssueDraft("s", Body(()), "fp-1", fields=integration.fields, labels=("fp-1",)))
+    tracker.create(
+        IssueDraft("s", Body(()), "fp-1", fields=integration.settings.fields, labels=("fp-1",))
+    )
     tracker.close()
     fields = jira.state.issues["SHOP-1"]["fields"]
     assert fields["customfield_10060"] == {"value": "S1"}

@@ -17,7 +17,7 @@ from jira_server import (  # noqa: F401 (fixtures)
     make_jira_fixture,
 )
 
-from rp_bts_agent.config_types import Integration
+from rp_bts_agent.config import build_integration
 from rp_bts_agent.connection import CheckOptions, CheckResult, check
 
 
@@ -33,7 +33,7 @@ def run(server: RunningJira | None, **kw: Any) -> CheckResult:
         "issue_type": "Bug",
     }
     values.update(kw)
-    result = check(Integration(**values), CheckOptions())
+    result = check(build_integration(**values), CheckOptions())
     secret = str(values.get("password") or values.get("token") or "")
     assert secret not in result.summary + " ".join(result.hints)
     return result

@@ -15,7 +15,7 @@ from jira_server import (  # noqa: F401 (fixtures)
 )
 
 from conftest import DEMO_FINGERPRINTS, all_files, by_nodeid, results_json
-from rp_bts_agent.trackers import jira as jira_module
+from rp_bts_agent.integrations.jira import tracker as jira_module
 
 
 @pytest.fixture
@@ -210,17 +210,18 @@ def test_a_flush_asks_a_tracker_that_is_down_once(
 ) -> None:
     """Three kept runs, Jira still down: the flush keeps all three after one breaker trip."""
     from rp_bts_agent.cli import main
-    from rp_bts_agent.outbox import Outbox, outbox_path
+    from rp_bts_agent.outbox import Outbox
+    from rp_bts_agent.state import State
 
     jira.state.outage = True
     for _ in range(3):
         jira_demo.runpytest("--rp-bts", "-k", "test_key")
-    kept = Outbox(outbox_path(jira_demo.path)).entries()
+    kept = Outbox(State(jira_demo.path).outbox_db).entries()
     assert len({entry.run_id for entry in kept}) == 3
     calls = len(jira.state.requests)
     assert main(["--root", str(jira_demo.path), "flush"]) == 0
     assert len(jira.state.requests) - calls == 1 + jira_module.RETRIES  # one call, its retries
-    assert len(Outbox(outbox_path(jira_demo.path)).entries()) == 3
+    assert len(Outbox(State(jira_demo.path).outbox_db).entries()) == 3
 
 
 def test_a_run_flushes_earlier_leftovers_first(

@@ -16,10 +16,11 @@ from jira_server import (  # noqa: F401 (fixtures)
     make_jira_fixture,
 )
 
+from rp_bts_agent.config import build_integration
 from rp_bts_agent.config_types import Integration
 from rp_bts_agent.connection import CheckOptions, check
-from rp_bts_agent.trackers.base import Body, IssueDraft, TrackerError
-from rp_bts_agent.trackers.jira import JiraTracker
+from rp_bts_agent.integrations.jira.tracker import JiraTracker
+from rp_bts_agent.tracker import Body, IssueDraft, TrackerError
 
 TOKEN = "oauth-access-token-31337"
 
@@ -46,18 +47,16 @@ def oauth_jira(make_jira: Any, tmp_path: Path) -> tuple[RunningJira, Path]:
 
 
 def oauth_integration(server: RunningJira, pem: Path, token: str = TOKEN) -> Integration:
-    return Integration(
+    return build_integration(
         kind="jira",
         name="DC oauth",
         url=server.url,
         project_key="SHOP",
         auth="oauth1",
-        extra={
-            "consumer_key": OAUTH_CONSUMER,
-            "private_key_file": str(pem),
-            "access_token": token,
-            "access_token_secret": "",
-        },
+        consumer_key=OAUTH_CONSUMER,
+        private_key_file=str(pem),
+        access_token=token,
+        access_token_secret="",
     )
 
 
@@ -147,7 +146,7 @@ def test_oauth_dance_stores_token_as_env_secret(
     monkeypatch.delenv("JIRA_DC_OAUTH_ACCESS_TOKEN")
     monkeypatch.delenv("JIRA_DC_OAUTH_ACCESS_TOKEN_SECRET")
     integration = load_config(root).integration("DC oauth")
-    assert integration is not None and integration.auth == "oauth1"
+    assert integration is not None and integration.settings.auth == "oauth1"
     assert check(integration, CheckOptions()).ok  # the stored token works
 
 

@@ -18,8 +18,14 @@ from typing import Any
 
 import pytest
 
-from rp_bts_agent.config_types import Integration
-from rp_bts_agent.trackers.base import (
+from rp_bts_agent.config import build_integration
+from rp_bts_agent.integrations.local.tracker import (
+    SCHEMA_VERSION,
+    LocalTracker,
+    UnknownIssue,
+    safe_name,
+)
+from rp_bts_agent.tracker import (
     AttachmentFile,
     Body,
     CommentDraft,
@@ -27,12 +33,6 @@ from rp_bts_agent.trackers.base import (
     Section,
     Tracker,
     TrackerError,
-)
-from rp_bts_agent.trackers.local import (
-    SCHEMA_VERSION,
-    LocalTracker,
-    UnknownIssue,
-    safe_name,
 )
 
 BODY = Body((Section("Test", "tests/test_shop.py::test_pay"), Section("Traceback", "boom", True)))
@@ -220,7 +220,7 @@ def test_get_by_key_or_url(db: Path) -> None:
 
 
 def test_key_prefix_and_integration(tmp_path: Path) -> None:
-    integration = Integration(
+    integration = build_integration(
         kind="local", name="Shop bugs", path=str(tmp_path / "shop.db"), project_key="SHOP"
     )
     with LocalTracker.from_integration(integration) as tracker:
@@ -228,8 +228,8 @@ def test_key_prefix_and_integration(tmp_path: Path) -> None:
         assert issue.key == "SHOP-1"
         assert tracker.list_issues(integration="Shop bugs")[0].key == "SHOP-1"
         assert tracker.list_issues(integration="other") == []
-    with pytest.raises(ValueError, match="not local"):
-        LocalTracker.from_integration(Integration(kind="jira", name="J"))
+    with pytest.raises(TypeError, match="LocalSettings"):
+        LocalTracker.from_integration(build_integration(kind="jira", name="J"))
     with pytest.raises(TrackerError, match="project_key"):
         LocalTracker(tmp_path / "x.db", key_prefix="../EVIL")
 
@@ -407,8 +407,8 @@ def test_threads_share_one_tracker(tracker: LocalTracker) -> None:
 _FILER = r"""
 import json, sys, time
 from pathlib import Path
-from rp_bts_agent.trackers.base import Body, IssueDraft, Section
-from rp_bts_agent.trackers.local import LocalTracker
+from rp_bts_agent.tracker import Body, IssueDraft, Section
+from rp_bts_agent.integrations.local.tracker import LocalTracker
 
 db, ready, go, name = sys.argv[1:5]
 Path(ready).touch()

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from rp_bts_agent.model import Attachment, Attribute, IssueRef, Launch, RunResults, TestResult
+from rp_bts_agent.integrations.sauce.client import job_links
+from rp_bts_agent.model import (
+    Attachment,
+    Attribute,
+    IssueRef,
+    Launch,
+    Link,
+    RunResults,
+    TestResult,
+)
 from rp_bts_agent.report import ATTACHMENT_LIMIT, render, render_capped
 
 #: a 1x1 PNG
@@ -64,6 +73,11 @@ def test_report_is_self_contained_and_escaped(pytester: pytest.Pytester) -> None
     assert re.search(r'class="o failed">failed', html)
 
 
+def _job_links(job: str) -> tuple[Link, ...]:
+    """A Sauce Labs job's links, as the pipeline puts them on a result."""
+    return job_links(TestResult("t.py::t", "failed", attributes=(Attribute("SLID", job),)))
+
+
 def _big_run(failing: int, text: str) -> RunResults:
     results = [
         TestResult(
@@ -73,6 +87,7 @@ def _big_run(failing: int, text: str) -> RunResults:
             exc_type="AssertionError" if i < failing else "",
             longrepr=text if i < failing else "",
             attributes=(Attribute("SLID", f"job-{i}"),) if i < failing else (),
+            links=_job_links(f"job-{i}") if i < failing else (),
             issues=(
                 IssueRef("Shop bugs", f"SHOP-{i}", f"https://jira.example.com/browse/SHOP-{i}"),
             )
@@ -143,6 +158,7 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
         exc_type="AssertionError",
         longrepr="def test_checkout():\n>       assert total == 42\nE       assert 41 == 42\n",
         attributes=(Attribute("SLID", "abc123"),),
+        links=_job_links("abc123"),
         attachments=(Attachment("shot.png", str(image), "image/png", len(PNG)),),
         issues=(IssueRef("Shop bugs", "SHOP-7", "https://jira.example.com/browse/SHOP-7", "Open"),),
     )

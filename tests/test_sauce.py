@@ -16,11 +16,12 @@ import pytest
 from sauce_server import SauceLabs, check_request, sauce_server_fixture  # noqa: F401
 
 from conftest import all_files, by_nodeid, results_json
-from rp_bts_agent import sauce
 from rp_bts_agent.cli import main
+from rp_bts_agent.config import build_integration
 from rp_bts_agent.config_types import Config, Integration
 from rp_bts_agent.connection import CheckOptions, check
 from rp_bts_agent.flush import flush
+from rp_bts_agent.integrations.sauce import client as sauce
 from rp_bts_agent.model import Attribute, TestResult
 
 USER = "shop-ci"
@@ -35,7 +36,7 @@ def integration(**kw: Any) -> Integration:
         "access_key": KEY,
         "data_center": "us-west-1",
     }
-    return Integration(**{**values, **kw})
+    return build_integration(**{**values, **kw})
 
 
 def result(*attributes: tuple[str, str]) -> TestResult:

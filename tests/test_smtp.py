@@ -24,20 +24,22 @@ from smtp_server import (  # noqa: F401  (fixtures)
     tls_ca,
 )
 
-from rp_bts_agent import smtp
 from rp_bts_agent.cli import main
+from rp_bts_agent.config import build_integration
 from rp_bts_agent.config_types import Config, Integration, Rule
 from rp_bts_agent.connection import CheckOptions, check
 from rp_bts_agent.flush import flush
 from rp_bts_agent.hooks import HookManager
-from rp_bts_agent.model import Attribute, IssueRef, Launch, RunResults, TestResult
-from rp_bts_agent.notify import notify
+from rp_bts_agent.integrations.email import smtp
+from rp_bts_agent.model import Attribute, IssueRef, Launch, Link, RunResults, TestResult
+from rp_bts_agent.notify import keep_pending, notify
+from rp_bts_agent.state import State
 
 SERVERS = ("starttls_server", "ssl_server", "plain_server")
 
 
 def _integration(server: Server, **changes: object) -> Integration:
-    integration = Integration(
+    integration = build_integration(
         kind="email",
         name="Team mail",
         host=server.host,
@@ -45,11 +47,11 @@ def _integration(server: Server, **changes: object) -> Integration:
         security=server.security,
         ca_file=server.ca_file,
         sender="QA Bot <qa@example.com>",
-        smtp_auth=server.auth,
+        auth=server.auth,
         username=USER if server.auth else "",
         password=PASSWORD if server.auth else "",
     )
-    return dataclasses.replace(integration, **changes)  # type: ignore[arg-type]
+    return integration.with_settings(**changes)
 
 
 @pytest.fixture(params=SERVERS)
@@ -95,6 +97,8 @@ FAILED = TestResult(
     longrepr="def test_checkout():\n>   assert 1 == 2\nE   assert 1 == 2",
     attributes=(Attribute("SLID", "abc123"),),
     issues=(IssueRef("Shop bugs", "SHOP-7", "https://jira.example.com/browse/SHOP-7", "Open"),),
+    # the pipeline puts a result's links on it once; the mail shows them
+    links=(Link("Sauce Labs job", "https://app.saucelabs.com/tests/abc123", "saucelabs-job"),),
 )
 UNLINKED = TestResult("tests/test_shop.py::test_cart", "error", exc_type="RuntimeError")
 PASSED = TestResult("tests/test_shop.py::test_home", "passed")
@@ -268,7 +272,7 @@ def test_a_message_is_kept_until_it_is_sent(
     def killed(integration: Integration, message: EmailMessage) -> None:
         raise KeyboardInterrupt  # the CI job is cancelled while the message is on its way
 
-    monkeypatch.setattr("rp_bts_agent.notify.send", killed)
+    monkeypatch.setattr("rp_bts_agent.integrations.email.smtp.send", killed)
     with pytest.raises(KeyboardInterrupt):
         notify(config, _run(PASSED), hooks)
     assert len(list(pending.glob("*.eml"))) == 1
@@ -303,7 +307,7 @@ def test_unreachable_server_keeps_the_message_for_flush(
 
 
 def test_flush_failure_keeps_the_message(tmp_path: Path) -> None:
-    smtp.keep_pending(tmp_path, EmailMessage(), "m")
+    keep_pending(State(tmp_path), EmailMessage(), "m")
     (line,) = flush(Config(root=str(tmp_path)))
     assert line == "failed: mail m.eml: no e-mail integration configured"
     assert (tmp_path / ".rp-bts" / "outbox" / "pending" / "m.eml").exists()
@@ -343,7 +347,7 @@ def test_tls_problems_are_one_line(
     result = check(untrusted, CheckOptions())
     assert not result.ok
     assert result.summary.startswith(f"TLS certificate of 127.0.0.1:{ssl_server.port} not trusted")
-    assert check(dataclasses.replace(untrusted, verify_tls=False), CheckOptions()).ok
+    assert check(untrusted.with_settings(verify_tls=False), CheckOptions()).ok
     no_tls = _integration(plain_server, security="starttls")
     summary = check(no_tls, CheckOptions()).summary
     assert summary == f"127.0.0.1:{plain_server.port} does not offer STARTTLS; " + (
@@ -360,7 +364,7 @@ def test_silent_server_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        integration = Integration(kind="email", name="m", host="127.0.0.1", port=port)
+        integration = build_integration(kind="email", name="m", host="127.0.0.1", port=port)
         result = check(integration, CheckOptions())
     assert (
         result.summary == f"127.0.0.1:{port} did not answer in time; check host, port and firewall"

@@ -15,7 +15,7 @@ from jira_server import (  # noqa: F401 (fixtures)
 )
 
 from conftest import by_nodeid, results_json, tracker_rows
-from rp_bts_agent.config_types import Integration
+from rp_bts_agent.config import build_integration
 from rp_bts_agent.content import issue_draft
 from rp_bts_agent.files import SPILL_LIMIT, SPILL_TAIL, spill
 from rp_bts_agent.model import Attachment, Launch, TestResult
@@ -96,7 +96,7 @@ def test_details_file_is_streamed_from_spilled_files(tmp_path: Path) -> None:
             Attachment("stdout.txt", str(tmp_path / "pruned.txt"), "text/plain", 9, "stdout"),
         ),
     )
-    integration = Integration(kind="local", name="local")
+    integration = build_integration(kind="local", name="local")
     launch = Launch("nightly", "run-1")
     draft = issue_draft(
         [result], integration, launch, include=("logs", "attachments"), spool=tmp_path / "spool"

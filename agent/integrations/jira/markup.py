@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from .base import Body, Section
+from rp_bts_agent.tracker import Body, Section
 
 #: every character with a meaning in Jira wiki markup, as a numeric character reference.
 _ENTITIES: Final = {c: f"&#{ord(c)};" for c in "\\{}[]|*_-+^~?!#()"} | {"&": "&amp;"}

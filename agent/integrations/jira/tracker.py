@@ -29,9 +29,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from ..connection import CheckOptions, CheckResult
-from . import _jira_markup as markup
-from .base import (
+from rp_bts_agent.connection import CheckOptions, CheckResult
+from rp_bts_agent.tracker import (
     AttachmentFile,
     CommentDraft,
     IssueDraft,
@@ -40,9 +39,11 @@ from .base import (
     create_one,
 )
 
+from . import JiraSettings, markup
+
 if TYPE_CHECKING:
-    from ..config_types import Integration
-    from .base import Tracker
+    from rp_bts_agent.config_types import Integration
+    from rp_bts_agent.tracker import Tracker
 
 __all__ = ["JiraTracker", "check_connection", "jira_error"]
 
@@ -101,8 +102,8 @@ def mount_retries(session: requests.Session, total: int = RETRIES) -> None:
     session.mount("http://", adapter)
 
 
-def _verify(integration: Integration) -> bool | str:
-    return integration.ca_file or integration.verify_tls
+def _settings(integration: Integration) -> JiraSettings:
+    return integration.settings_as(JiraSettings)
 
 
 def _jira_messages(response: requests.Response | None) -> list[str]:
@@ -193,27 +194,29 @@ def oauth1(integration: Integration) -> Any:
     from oauthlib.oauth1 import SIGNATURE_RSA  # type: ignore[import-untyped]
     from requests_oauthlib import OAuth1  # type: ignore[import-untyped]
 
-    extra = integration.extra
-    missing = [k for k in ("consumer_key", "private_key_file", "access_token") if not extra.get(k)]
+    settings = _settings(integration)
+    missing = [
+        k for k in ("consumer_key", "private_key_file", "access_token") if not getattr(settings, k)
+    ]
     if missing:
         raise TrackerError(
             f"integration '{integration.name}': auth = \"oauth1\" needs {', '.join(missing)}"
         )
     try:
-        with open(str(extra["private_key_file"]), encoding="utf-8") as handle:
+        with open(settings.private_key_file, encoding="utf-8") as handle:
             key = handle.read()
     except OSError as exc:
         raise TrackerError(
             f"integration '{integration.name}': cannot read private_key_file"
-            f" {extra['private_key_file']}: {exc.strerror}"
+            f" {settings.private_key_file}: {exc.strerror}"
         ) from None
     return OAuth1(
-        str(extra["consumer_key"]),
+        settings.consumer_key,
         rsa_key=key,
         signature_method=SIGNATURE_RSA,
         signature_type="auth_header",
-        resource_owner_key=str(extra["access_token"]),
-        resource_owner_secret=str(extra.get("access_token_secret") or ""),
+        resource_owner_key=settings.access_token,
+        resource_owner_secret=settings.access_token_secret,
     )
 
 
@@ -225,13 +228,15 @@ class JiraTracker:
     batch: ClassVar[int] = BATCH
 
     def __init__(self, integration: Integration, *, read_only: bool = False) -> None:
-        if not integration.url:
+        settings = _settings(integration)
+        if not settings.url:
             raise TrackerError(f"integration '{integration.name}': url is missing")
-        if not integration.project_key:
+        if not settings.project_key:
             raise TrackerError(f"integration '{integration.name}': project_key is missing")
         self.integration: Final = integration
-        self.url: Final = integration.url.rstrip("/")
-        self.project: Final = integration.project_key
+        self.settings: Final = settings
+        self.url: Final = settings.url.rstrip("/")
+        self.project: Final = settings.project_key
         self.read_only: Final = read_only
         self._client: Any = None
         self._down: TrackerError | None = None
@@ -243,31 +248,27 @@ class JiraTracker:
         #: is eventually consistent, and ``reconcileIssues`` makes it see them at once.
         self._filed: dict[str, list[int]] = {}
 
-    @classmethod
-    def from_integration(cls, integration: Integration, *, read_only: bool = False) -> JiraTracker:
-        return cls(integration, read_only=read_only)
-
     def __repr__(self) -> str:
         return f"JiraTracker({self.url!r}, project={self.project!r})"
 
     # -- the client ----------------------------------------------------------------------------
 
     def _auth_kwargs(self) -> dict[str, Any]:
-        i = self.integration
+        i, name = self.settings, self.integration.name
         if i.auth in ("", "basic"):
             if not i.username or not i.password:
                 raise TrackerError(
-                    f"integration '{i.name}': auth = \"basic\" needs username and password"
+                    f"integration '{name}': auth = \"basic\" needs username and password"
                 )
             return {"basic_auth": (i.username, i.password)}
         if i.auth == "pat":
             if not i.token:
-                raise TrackerError(f"integration '{i.name}': auth = \"pat\" needs token")
+                raise TrackerError(f"integration '{name}': auth = \"pat\" needs token")
             return {"token_auth": i.token}
         if i.auth == "oauth1":
-            return {"oauth1": oauth1(i)}
+            return {"oauth1": oauth1(self.integration)}
         raise TrackerError(
-            f"integration '{i.name}': auth = {i.auth!r} is not supported (basic, pat or oauth1)"
+            f"integration '{name}': auth = {i.auth!r} is not supported (basic, pat or oauth1)"
         )
 
     @property
@@ -283,10 +284,10 @@ class JiraTracker:
             signer = auth.pop("oauth1", None)
             client: Any = JIRA(
                 server=self.url,
-                options={"verify": _verify(self.integration), "check_update": False},
+                options={"verify": self.settings.tls_verify(), "check_update": False},
                 get_server_info=False,
                 max_retries=0,
-                timeout=(CONNECT_TIMEOUT, float(self.integration.timeout)),
+                timeout=(CONNECT_TIMEOUT, float(self.settings.timeout)),
                 **auth,
             )
             if signer is not None:
@@ -495,7 +496,7 @@ class JiraTracker:
         return value
 
     def _fields(self, draft: IssueDraft) -> dict[str, Any]:
-        issue_type = draft.issue_type or self.integration.issue_type or "Bug"
+        issue_type = draft.issue_type or self.settings.issue_type or "Bug"
         meta = self.fields_of(issue_type)
         by_name = {str(m.get("name", "")).lower(): fid for fid, m in meta.items()}
         fields: dict[str, Any] = {}
@@ -762,14 +763,15 @@ def _login_failed(
 
 
 def _login_hint(integration: Integration, cloud: bool) -> str:
-    user = integration.username
-    if integration.auth == "oauth1":
+    settings = _settings(integration)
+    user = settings.username
+    if settings.auth == "oauth1":
         return (
             "the OAuth access token was refused: check consumer_key and that the application"
             " link holds the public key of private_key_file; run `rp-bts integrations oauth`"
             " again for a new token"
         )
-    if integration.auth == "pat":
+    if settings.auth == "pat":
         return (
             "the personal access token is wrong, expired or revoked: create a new one under"
             " Profile > Personal Access Tokens and update token"
@@ -803,7 +805,7 @@ def check_connection(integration: Integration, options: CheckOptions) -> CheckRe
     url = tracker.url
     with requests.Session() as session:
         mount_retries(session, total=1)
-        session.verify = _verify(integration)
+        session.verify = _settings(integration).tls_verify()
         if "basic_auth" in auth:
             session.auth = auth["basic_auth"]
         elif "oauth1" in auth:
@@ -870,9 +872,9 @@ def _check(
         return _login_failed(me, integration, cloud)
     if not me.ok:
         return CheckResult(False, f"{flavour}: /myself answered HTTP {me.status_code}")
-    who = me.json().get("displayName") or integration.username or "token user"
+    who = me.json().get("displayName") or _settings(integration).username or "token user"
 
-    key = integration.project_key
+    key = _settings(integration).project_key
     project = session.get(url + f"/rest/api/2/project/{key}", timeout=READ_TIMEOUT)
     if project.status_code == 404:
         hints = ["project_key is the project's key (as in SHOP-17), not its name"]
@@ -910,7 +912,7 @@ def _check(
     if meta.ok:
         page = meta.json()
         types = [str(t.get("name")) for t in page.get("issueTypes") or page.get("values") or []]
-    wanted = integration.issue_type or "Bug"
+    wanted = _settings(integration).issue_type or "Bug"
     if types and wanted not in types:
         return CheckResult(
             False,

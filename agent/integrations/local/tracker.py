@@ -28,15 +28,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
-from ..connection import CheckOptions, CheckResult
-from .base import AttachmentFile, CommentDraft, IssueDraft, RemoteIssue, TrackerError, create_one
+from rp_bts_agent.connection import CheckOptions, CheckResult
+from rp_bts_agent.tracker import (
+    AttachmentFile,
+    CommentDraft,
+    IssueDraft,
+    RemoteIssue,
+    TrackerError,
+    create_one,
+)
+
+from . import LocalSettings
 
 if TYPE_CHECKING:
-    from ..config_types import Integration
-    from .base import Tracker
+    from rp_bts_agent.config_types import Integration
+    from rp_bts_agent.tracker import Tracker
 
 __all__ = [
-    "DEFAULT_PATH",
     "IssueDetails",
     "LocalAttachment",
     "LocalComment",
@@ -48,7 +56,6 @@ __all__ = [
 logger = logging.getLogger("rp_bts_agent")
 
 #: relative to the project root; the config loader makes it absolute.
-DEFAULT_PATH: Final = Path(".rp-bts") / "tracker.db"
 SCHEMA_VERSION: Final = 1
 #: seconds a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT: Final = 30.0
@@ -262,13 +269,12 @@ class LocalTracker:
     @classmethod
     def from_integration(cls, integration: Integration, *, read_only: bool = False) -> LocalTracker:
         """The tracker a ``kind = "local"`` integration describes."""
-        if integration.kind != "local":
-            raise ValueError(f"{integration.name!r} is a {integration.kind} integration, not local")
+        settings = integration.settings_as(LocalSettings)
         return cls(
-            integration.path or DEFAULT_PATH,
-            key_prefix=integration.project_key or "LOCAL",
+            settings.path,
+            key_prefix=settings.project_key or "LOCAL",
             integration=integration.name,
-            base_url=integration.url,
+            base_url=settings.url,
             read_only=read_only,
         )
 

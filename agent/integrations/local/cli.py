@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from ._cli_common import load
-from .trackers.base import TrackerError
-from .trackers.local import DEFAULT_PATH, IssueDetails, LocalIssue, LocalTracker, UnknownIssue
+from rp_bts_agent._cli_common import load
+from rp_bts_agent.state import State
+from rp_bts_agent.tracker import TrackerError
+
+from . import LocalSettings
+from .tracker import IssueDetails, LocalIssue, LocalTracker, UnknownIssue
 
 __all__ = ["add_parser", "tracker_path"]
 
@@ -34,9 +37,10 @@ def tracker_path(args: argparse.Namespace) -> Path:
     config = load(args)
     wanted = getattr(args, "integration", None)
     for integration in config.of_kind("local"):
-        if (wanted is None or integration.name == wanted) and integration.path:
-            return Path(integration.path)
-    return Path(config.root) / DEFAULT_PATH
+        path = integration.settings_as(LocalSettings).path
+        if (wanted is None or integration.name == wanted) and path:
+            return Path(path)
+    return State(config.root).tracker_db
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

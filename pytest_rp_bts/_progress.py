@@ -12,7 +12,7 @@ import pytest
 PROGRESS_AFTER: Final = 1.0
 
 
-class Progress:
+class ProgressLine:
     """Reports ``done/total`` every second from a thread, only after the first second.
 
     On a terminal the line is rewritten in place; otherwise (CI logs) each report is a plain line.
@@ -27,7 +27,7 @@ class Progress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rp-bts-progress", daemon=True)
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> ProgressLine:
         if self.reporter is not None:
             self._thread.start()
         return self

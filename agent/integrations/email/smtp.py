@@ -9,29 +9,26 @@ Security ``none``, ``starttls`` or ``ssl`` (implicit TLS); certificates are veri
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 import smtplib
 import socket
 import ssl
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
-from pathlib import Path
+from email.utils import formataddr, formatdate, make_msgid
 from typing import Final
 
-from .config_types import Config, Integration
-from .connection import CheckOptions, CheckResult
-from .redact import Redactor
+from rp_bts_agent.config_types import Integration
+from rp_bts_agent.connection import CheckOptions, CheckResult
+from rp_bts_agent.kinds import SendError
+from rp_bts_agent.redact import Redactor
+
+from . import EmailSettings
 
 __all__ = [
     "CONNECT_TIMEOUT",
     "READ_TIMEOUT",
     "SendError",
     "check_connection",
-    "flush_pending",
-    "keep_pending",
-    "pending_dir",
     "probe_message",
     "send",
     "tls_context",
@@ -43,14 +40,14 @@ DEFAULT_SENDER: Final = "rp-bts <rp-bts@localhost>"
 _SAFE_NAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-class SendError(Exception):
-    """One line saying why a message was not sent, and what to change; never a credential."""
+def _settings(integration: Integration) -> EmailSettings:
+    return integration.settings_as(EmailSettings)
 
 
 def tls_context(integration: Integration) -> ssl.SSLContext:
     """Verified by default (system CAs, or ``ca_file``); ``verify_tls = false`` turns it off."""
-    context = ssl.create_default_context(cafile=integration.ca_file or None)
-    if not integration.verify_tls:
+    context = ssl.create_default_context(cafile=_settings(integration).ca_file or None)
+    if not _settings(integration).verify_tls:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
@@ -76,23 +73,23 @@ class _SMTPSSL(_Timeouts, smtplib.SMTP_SSL):
 
 
 def _where(integration: Integration) -> str:
-    return f"{integration.host}:{integration.port}"
+    return f"{_settings(integration).host}:{_settings(integration).port}"
 
 
 def _open(integration: Integration) -> smtplib.SMTP:
     """Connected, TLS set up as configured, logged in when ``auth = true``."""
-    if not integration.host:
+    if not _settings(integration).host:
         raise SendError(f"e-mail integration {integration.name!r} has no host; set `host`")
-    security = integration.security
+    security = _settings(integration).security
     client: smtplib.SMTP
     if security == "ssl":
         client = _SMTPSSL(timeout=CONNECT_TIMEOUT, context=tls_context(integration))
     else:
         client = _SMTP(timeout=CONNECT_TIMEOUT)
     # smtplib sets it only when the constructor connects (which would leak a socket on error)
-    client._host = integration.host
+    client._host = _settings(integration).host
     try:
-        client.connect(integration.host, integration.port)
+        client.connect(_settings(integration).host, _settings(integration).port)
         client.ehlo()
         if security == "starttls":
             if not client.has_extn("starttls"):
@@ -102,13 +99,13 @@ def _open(integration: Integration) -> smtplib.SMTP:
                 )
             client.starttls(context=tls_context(integration))
             client.ehlo()
-        if integration.smtp_auth:
+        if _settings(integration).auth:
             if not client.has_extn("auth"):
                 raise SendError(
                     f"{_where(integration)} offers no AUTH"
                     + (" before TLS; set security = 'starttls'" if security == "none" else "")
                 )
-            client.login(integration.username, integration.password)
+            client.login(_settings(integration).username, _settings(integration).password)
     except BaseException:
         _close(client)
         raise
@@ -128,7 +125,7 @@ def _explain(integration: Integration, exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return (
-            f"{where} refused the login of {integration.username!r} ({exc.smtp_code}); "
+            f"{where} refused the login of {_settings(integration).username!r} ({exc.smtp_code}); "
             "check username and password"
         )
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
@@ -173,75 +170,33 @@ def send(integration: Integration, message: EmailMessage) -> None:
         raise SendError(_one_line(integration, exc)) from None
 
 
-def pending_dir(root: str | Path) -> Path:
-    return Path(root) / ".rp-bts" / "outbox" / "pending"
-
-
-def keep_pending(root: str | Path, message: EmailMessage, name: str) -> Path:
-    """Keep a message that could not be sent, for ``rp-bts flush``; never overwrites another."""
-    folder = pending_dir(root)
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = _SAFE_NAME.sub("-", name).strip("-")[:80] or "message"
-    path = folder / f"{stem}.eml"
-    number = 1
-    while path.exists():
-        number += 1
-        path = folder / f"{stem}-{number}.eml"
-    tmp = folder / f".{path.name}.tmp"
-    tmp.write_bytes(message.as_bytes())
-    tmp.replace(path)
-    return path
-
-
-def _read(path: Path) -> EmailMessage:
-    parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
-
-
-def flush_pending(config: Config) -> list[str]:
-    """Send every kept message through the first e-mail integration; a sent one is removed."""
-    folder = pending_dir(config.root)
-    paths = sorted(folder.glob("*.eml")) if folder.is_dir() else []
-    if not paths:
-        return []
-    mail = config.of_kind("email")
-    if not mail:
-        return [f"failed: mail {p.name}: no e-mail integration configured" for p in paths]
-    integration = mail[0]
-    lines = []
-    for path in paths:
-        try:
-            message = _read(path)
-            send(integration, message)
-        except SendError as exc:
-            lines.append(f"failed: mail {path.name}: {exc}")
-            continue
-        except (OSError, ValueError) as exc:
-            lines.append(f"failed: mail {path.name}: cannot read it ({exc})")
-            continue
-        path.unlink(missing_ok=True)
-        lines.append(f"sent: mail {path.name} to {message['To']} via {integration.name!r}")
-    return lines
+def sender_of(integration: Integration) -> str:
+    """The From header: ``sender_name <sender>``; the address defaults to the login user
+    when that is an address (ReportPortal's default sender)."""
+    settings = _settings(integration)
+    address = settings.sender or (settings.username if "@" in settings.username else "")
+    if not address:
+        return ""
+    return formataddr((settings.sender_name, address)) if settings.sender_name else address
 
 
 def probe_message(integration: Integration, to: str) -> EmailMessage:
     message = EmailMessage()
     message["Subject"] = f"rp-bts: test message from the e-mail integration {integration.name!r}"
-    message["From"] = integration.sender or DEFAULT_SENDER
+    message["From"] = sender_of(integration) or DEFAULT_SENDER
     message["To"] = to
     message["Date"] = formatdate(localtime=True)
     message["Message-ID"] = make_msgid("rp-bts")
     message.set_content(
         f"This is a test message from rp-bts.\n\nServer: {_where(integration)} "
-        f"({integration.security})\nIntegration: {integration.name}\n"
+        f"({_settings(integration).security})\nIntegration: {integration.name}\n"
     )
     return message
 
 
 def check_connection(integration: Integration, options: CheckOptions) -> CheckResult:
     """ReportPortal sends a test message when the integration is saved; without ``--to``, log in."""
-    where = f"{_where(integration)} ({integration.security})"
+    where = f"{_where(integration)} ({_settings(integration).security})"
     try:
         if options.to:
             send(integration, probe_message(integration, options.to.strip()))
@@ -253,7 +208,9 @@ def check_connection(integration: Integration, options: CheckOptions) -> CheckRe
         _close(client)
     except SendError as exc:
         return CheckResult(False, str(exc), ("add --to ADDRESS to send a test message",))
-    login = f", logged in as {integration.username!r}" if integration.smtp_auth else ""
+    login = (
+        f", logged in as {_settings(integration).username!r}" if _settings(integration).auth else ""
+    )
     return CheckResult(
         True, f"connected to {where}{login}", ("add --to ADDRESS to send a test message",)
     )

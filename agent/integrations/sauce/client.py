@@ -23,15 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlsplit
 
-from .model import Attachment, Link
-from .redact import Redactor
+from rp_bts_agent.model import Attachment, Link
+from rp_bts_agent.redact import Redactor
+from rp_bts_agent.state import State
+
+from . import SauceSettings
 
 if TYPE_CHECKING:
     import requests
 
-    from .config_types import Config, Integration
-    from .connection import CheckOptions, CheckResult
-    from .model import TestResult
+    from rp_bts_agent.config_types import Config, Integration
+    from rp_bts_agent.connection import CheckOptions, CheckResult
+    from rp_bts_agent.model import TestResult
+    from rp_bts_agent.tracker import AttachmentFile
 
 log = logging.getLogger("rp_bts_agent")
 
@@ -62,6 +66,10 @@ OUTBOX_PREFIX: Final = "sauce-"
 _SAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def _settings(integration: Integration) -> SauceSettings:
+    return integration.settings_as(SauceSettings)
+
+
 def auth_token(username: str, access_key: str, job_id: str) -> str:
     """The job's auth token: HMAC-MD5, key ``username:access_key``, message the job id."""
     key = f"{username}:{access_key}".encode()
@@ -69,7 +77,7 @@ def auth_token(username: str, access_key: str, job_id: str) -> str:
 
 
 def data_center_of(result: TestResult, integration: Integration | None = None) -> str:
-    center = result.attribute("SLDC") or (integration.data_center if integration else "")
+    center = result.attribute("SLDC") or (_settings(integration).data_center if integration else "")
     return center if center in APP_URLS else DEFAULT_DATA_CENTER
 
 
@@ -89,9 +97,15 @@ def integration_for(config: Config | None, data_center: str | None) -> Integrati
     """The Sauce Labs integration of a result: the one in its data centre, else the first."""
     if config is None:
         return None
-    candidates = [i for i in config.of_kind("sauce") if i.username and i.access_key]
+    candidates = [
+        i for i in config.of_kind("sauce") if _settings(i).username and _settings(i).access_key
+    ]
     for integration in candidates:
-        if data_center and integration.data_center == data_center and not integration.api_url:
+        if (
+            data_center
+            and _settings(integration).data_center == data_center
+            and not _settings(integration).api_url
+        ):
             return integration
     return candidates[0] if candidates else None
 
@@ -107,7 +121,10 @@ def job_links(result: TestResult, config: Config | None = None) -> tuple[Link, .
         return ()
     integration = integration_for(config, result.attribute("SLDC"))
     center = data_center_of(result, integration)
-    token = auth_token(integration.username, integration.access_key, job) if integration else ""
+    token = ""
+    if integration is not None:
+        settings = _settings(integration)
+        token = auth_token(settings.username, settings.access_key, job)
     links = [Link("Sauce Labs job", job_page_url(job, center, token), key=f"saucelabs-job-{job}")]
     if token:
         links += [
@@ -129,9 +146,9 @@ class SauceError(Exception):
 
 
 def api_base(integration: Integration, data_center: str | None = None) -> str:
-    if integration.api_url:
-        return integration.api_url.rstrip("/")
-    center = data_center if data_center in API_URLS else integration.data_center
+    if _settings(integration).api_url:
+        return _settings(integration).api_url.rstrip("/")
+    center = data_center if data_center in API_URLS else _settings(integration).data_center
     return API_URLS.get(center or DEFAULT_DATA_CENTER, API_URLS[DEFAULT_DATA_CENTER])
 
 
@@ -141,8 +158,8 @@ def _session(integration: Integration) -> requests.Session:
     from urllib3.util.retry import Retry
 
     session = requests.Session()
-    session.auth = (integration.username, integration.access_key)
-    session.verify = integration.ca_file or integration.verify_tls
+    session.auth = (_settings(integration).username, _settings(integration).access_key)
+    session.verify = _settings(integration).tls_verify()
     session.headers["User-Agent"] = "rp-bts"
     retry = Retry(
         total=3,
@@ -199,7 +216,7 @@ class SauceClient:
             raise SauceError(f"{method} {path} answered with no JSON") from None
 
     def _user(self) -> str:
-        return quote(self.integration.username, safe="")
+        return quote(_settings(self.integration).username, safe="")
 
     def whoami(self) -> Any:
         return self._call("GET", "/rest/v1/whoami")
@@ -351,7 +368,7 @@ def send_update(client: SauceClient, update: JobUpdate) -> str:
 
 
 def outbox_dir(root: str | Path) -> Path:
-    return Path(root) / ".rp-bts" / "outbox"
+    return State(root).outbox_dir
 
 
 #: an outbox line ``{"sent": key}`` says the update kept under that key went through
@@ -479,7 +496,7 @@ def flush_pending(config: Config) -> list[str]:
     try:
         for update in pending.values():
             integration = config.integration(update.integration)
-            if integration is None or integration.kind != "sauce":
+            if integration is None or not isinstance(integration.settings, SauceSettings):
                 integration = integration_for(config, update.data_center or None)
             if integration is None:
                 lines.append(f"sauce: job {update.job_id}: no Sauce Labs integration; kept")
@@ -502,14 +519,43 @@ def flush_pending(config: Config) -> list[str]:
     return lines
 
 
+def assets_of(
+    results: Sequence[TestResult], config: Config, folder: Path
+) -> tuple[list[AttachmentFile], list[str]]:
+    """The chosen assets (``assets`` of the integration) of the failures' jobs, saved under
+    ``folder`` for a new issue; one line per job or file that could not be had."""
+    from rp_bts_agent.tracker import AttachmentFile
+
+    files: list[AttachmentFile] = []
+    problems: list[str] = []
+    for result in results:
+        job = result.attribute("SLID")
+        sauce = integration_for(config, result.attribute("SLDC"))
+        if not job or sauce is None or not _settings(sauce).assets:
+            continue
+        settings = _settings(sauce)
+        try:
+            with SauceClient(sauce, data_center_of(result, sauce)) as client:
+                found, skipped = download_assets(
+                    client, job, folder, settings.assets, settings.asset_cap
+                )
+        except SauceError as exc:
+            problems.append(f"{result.nodeid}: Sauce Labs assets of job {job}: {exc}")
+            continue
+        for line in skipped:
+            log.warning("%s", line)
+        files += [AttachmentFile(a.name, a.path, a.mime) for a in found]
+    return files, problems
+
+
 # -- the connection test -----------------------------------------------------------------------
 
 
 def check_connection(integration: Integration, options: CheckOptions) -> CheckResult:
     """Ask Sauce Labs who we are; when the data centre refuses, try the others for a hint."""
-    from .connection import CheckResult
+    from rp_bts_agent.connection import CheckResult
 
-    if not integration.username or not integration.access_key:
+    if not _settings(integration).username or not _settings(integration).access_key:
         return CheckResult(
             False,
             f"{integration.name}: username and access_key are required",
@@ -523,7 +569,7 @@ def check_connection(integration: Integration, options: CheckOptions) -> CheckRe
         first = exc
     else:
         return CheckResult(
-            True, f"{integration.name}: connected to {where} as {integration.username}"
+            True, f"{integration.name}: connected to {where} as {_settings(integration).username}"
         )
     summary = f"{integration.name}: {where}: {first}"
     if first.status not in (401, 403, 404):
@@ -537,7 +583,7 @@ def check_connection(integration: Integration, options: CheckOptions) -> CheckRe
             hints=(
                 f"the account answers in data centre {center}: "
                 f'set data_center = "{center}"'
-                + (" and remove api_url" if integration.api_url else ""),
+                + (" and remove api_url" if _settings(integration).api_url else ""),
             ),
         )
     return CheckResult(
@@ -548,13 +594,12 @@ def check_connection(integration: Integration, options: CheckOptions) -> CheckRe
 
 
 def _answering_data_centers(integration: Integration) -> list[str]:
-    from dataclasses import replace
 
     found = []
     for center in API_URLS:
-        if center == integration.data_center and not integration.api_url:
+        if center == _settings(integration).data_center and not _settings(integration).api_url:
             continue
-        other = replace(integration, data_center=center, api_url="")
+        other = integration.with_settings(data_center=center, api_url="")
         try:
             with SauceClient(other) as client:
                 client.whoami()

@@ -1,0 +1,229 @@
+"""What a launch's end does, for the pytest plugin and the CLI alike (``rp-bts process``).
+
+In this order: the results (and the report) are written first, so an agent that fails later
+loses nothing; then what earlier runs left is replayed and this run's failures are filed, both
+under one time budget and one breaker per integration; then the results are written again with
+their issue references, the rules send their mails and old run folders are pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from .config_types import Config
+from .files import prune_runs, write_atomic
+from .hooks import HookManager
+from .model import Launch, Plain, RunResults, TestResult, dumps_results
+from .redact import Redactor
+from .state import State
+
+if TYPE_CHECKING:
+    from .notify import Notice
+    from .pipeline import FilingReport
+
+__all__ = ["Finish", "LaunchEnd", "finish", "whole_run"]
+
+log = logging.getLogger("rp_bts_agent")
+
+Mode = Literal["post", "link", "dry-run"]
+#: run folders (attachments written by tests, spooled failure details) kept under .rp-bts/runs
+KEEP_RUNS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """How to end this launch: what the plugin's options or the CLI's arguments said."""
+
+    mode: Mode = "post"
+    #: where failures go unless a marker or hook says otherwise
+    integration: str = ""
+    notify: bool = True
+    #: results JSON files to write besides ``.rp-bts/results.json`` (``--rp-bts-results``)
+    results: Sequence[Path] = ()
+    #: write ``.rp-bts/results.json`` (a dry-run leaves the last real run's results alone)
+    default_results: bool = True
+    report: Path | None = None
+    #: generated attachments go here (the run's folder)
+    spool: Path | None = None
+    #: replay what earlier runs left first
+    replay: bool = True
+    prune: bool = True
+    include: tuple[str, ...] | None = None
+    log_lines: int | None = None
+    #: file only these results (``rp-bts post``); the others pass through, and the filed
+    #: ones keep the issues they had besides the new ones
+    only: frozenset[str] | None = None
+    progress: Callable[[int, int], None] | None = None
+
+
+@dataclass(slots=True)
+class LaunchEnd:
+    """What the launch's end did, for the terminal summary or the CLI's output."""
+
+    filing: FilingReport | None = None
+    #: the agent had nothing to do (all passed, nothing attached)
+    nothing_to_file: bool = False
+    notices: list[Notice] = field(default_factory=list)
+    #: one line per item replayed from earlier runs
+    flushed: list[str] = field(default_factory=list)
+    #: errors (they fail the run under --rp-bts-strict)
+    problems: list[str] = field(default_factory=list)
+    results_path: Path | None = None
+    report_path: Path | None = None
+    #: every result, with its issues
+    results: list[TestResult | Plain] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[str]:
+        return self.problems + (self.filing.errors if self.filing is not None else [])
+
+
+def whole_run(launch: Launch, results: Sequence[TestResult | Plain]) -> RunResults:
+    """Every result as a TestResult, for the readers of the whole run (the report, notices)."""
+    return RunResults(
+        launch, tuple(r if isinstance(r, TestResult) else TestResult(*r) for r in results)
+    )
+
+
+def finish(
+    config: Config | None,
+    root: Path,
+    launch: Launch,
+    results: Sequence[TestResult | Plain],
+    how: Finish,
+    *,
+    hooks: HookManager,
+    redactor: Redactor,
+) -> LaunchEnd:
+    """End the launch; nothing here raises (a failure is a problem line, the results stay).
+
+    ``config`` is None when it could not be read: the results are still written, so
+    ``rp-bts process`` can file them once it is fixed.
+    """
+    end = LaunchEnd(results=list(results))
+    state = State(root)
+    _write(end, state, launch, how, redactor)  # first: an agent failure loses nothing
+    if config is None:
+        return end
+    started = time.monotonic()
+    #: integration -> why it is down: shared by the replay and the run's own filing
+    breakers: dict[str, str] = {}
+    if how.replay and how.mode != "dry-run" and state.has_leftovers():
+        _replay(config, end, breakers)
+    rich = [
+        (i, r)
+        for i, r in enumerate(end.results)
+        if isinstance(r, TestResult) and (how.only is None or r.nodeid in how.only)
+    ]
+    if rich:
+        budget = max(config.time_budget - (time.monotonic() - started), 0.0)
+        try:
+            _file(config, launch, rich, end, how, hooks, redactor, breakers, budget)
+        except Exception as exc:  # contained: the verdict belongs to the tests
+            log.exception("rp-bts: agent failed")
+            end.problems.append(f"rp-bts: agent failed: {redactor.redact(repr(exc))}")
+        else:
+            _write(end, state, launch, how, redactor)  # now with the issue references
+    else:
+        end.nothing_to_file = True  # the pipeline, its trackers and SQLite stay unloaded
+    if how.notify and how.mode != "dry-run" and config.rules:
+        from .notify import notify  # jinja2 and email only when needed
+
+        try:
+            end.notices = notify(config, whole_run(launch, end.results), hooks)
+        except Exception as exc:  # contained like the filing
+            log.exception("rp-bts: notification failed")
+            end.problems.append(f"rp-bts: notification failed: {redactor.redact(repr(exc))}")
+    if how.prune and how.mode != "dry-run":
+        prune_runs(state.runs, KEEP_RUNS)
+    return end
+
+
+def _replay(config: Config, end: LaunchEnd, breakers: dict[str, str]) -> None:
+    """What earlier runs could not send goes first (nothing lost). A tracker found down here
+    stays down for this run's own filing (``breakers``): it costs one connect timeout, not
+    two (benchmarks/unreachable.py)."""
+    from .flush import flush
+    from .replay import flush_trackers
+
+    try:
+        lines = flush_trackers(config, breakers, config.time_budget)
+        lines += flush(config, trackers=False)
+        end.flushed = [f"flush: {line}" for line in lines]
+    except Exception as exc:  # leftovers stay for `rp-bts flush`; this run files its own
+        log.exception("rp-bts: flushing earlier work failed")
+        end.problems.append(f"rp-bts: flushing earlier work failed: {exc!r}")
+
+
+def _file(
+    config: Config,
+    launch: Launch,
+    rich: list[tuple[int, TestResult]],
+    end: LaunchEnd,
+    how: Finish,
+    hooks: HookManager,
+    redactor: Redactor,
+    breakers: dict[str, str],
+    budget: float,
+) -> None:
+    """The agent's work on the results it may act on (failures, attributes, attachments)."""
+    from .pipeline import Agent, Options
+
+    agent = Agent(
+        config,
+        hooks=hooks,
+        redactor=redactor,
+        options=Options(
+            mode=how.mode,
+            integration=how.integration,
+            spool=how.spool,
+            time_budget=budget,
+            include=how.include,
+            log_lines=how.log_lines,
+        ),
+        progress=how.progress,
+        breakers=breakers,
+    )
+    end.filing = agent.run(RunResults(launch, tuple(r for _, r in rich)))
+    done = {result.nodeid: result for result in end.filing.run.results}
+    for i, result in rich:
+        filed = done.get(result.nodeid, result)
+        if how.only is not None:
+            filed = filed.with_issues((*result.issues, *filed.issues))
+        end.results[i] = filed
+
+
+def _write(
+    end: LaunchEnd,
+    state: State,
+    launch: Launch,
+    how: Finish,
+    redactor: Redactor,
+) -> None:
+    """The results JSON and the report; a file that cannot be written is a problem line."""
+    targets = list(how.results)
+    if how.default_results:
+        targets.append(state.results)
+    try:
+        text = redactor.redact(dumps_results(launch, end.results))
+        for path in targets:
+            write_atomic(path, text)
+        end.results_path = targets[0] if targets else None
+    except (OSError, ValueError) as exc:
+        end.problems.append(f"rp-bts: results not written: {exc}")
+    if how.report is None:
+        return
+    from .report import render
+
+    try:
+        html = render(whole_run(launch, end.results), how.report.parent.resolve())
+        write_atomic(how.report, redactor.redact(html))
+        end.report_path = how.report
+    except (OSError, ValueError) as exc:
+        end.report_path = None
+        end.problems.append(f"rp-bts: report not written: {exc}")
