@@ -129,6 +129,16 @@ def test_api_key_reads_the_current_user_subscription_and_permissions(rally: Runn
     roles = {p["Project"]["_refObjectName"]: p["Role"] for p in perms}
     assert roles == {"Shop": "Editor", "Archive": "Viewer"}
     assert perms[0]["Project"]["Name"] in roles  # the fetch list applies to the project too
+    me = s.get(f"{rally.api}/user").json()["User"]["_ref"]
+    viewer = f"{rally.api}/project/{rally.state.viewer_project}"
+    (perm,) = query(
+        s,
+        rally,
+        "projectpermission",
+        query=f'((User = "{me}") AND (Project = "{viewer}"))',
+        fetch="Role",
+    )["Results"]
+    assert perm["Role"] == "Viewer"  # how a client learns it cannot file into "Archive"
 
 
 def test_basic_writes_need_the_sessions_security_token(rally: RunningRally) -> None:
@@ -325,6 +335,7 @@ def test_queries_select_like_rally(rally: RunningRally) -> None:
     assert names('(Name contains "WORDS")') == ["four words here"]  # case-insensitive
     assert names("(Owner = null)") == ["one", "two", "three"]
     assert names(f'(Owner.UserName = "{USER}")') == ["four words here"]
+    assert names(f'(Tags contains "{tags["flaky"]}")') == ["three"]
     assert names(f"(ObjectID > {rally.state.defects()[1]['ObjectID']})") == [
         "three",
         "four words here",
@@ -354,7 +365,9 @@ def test_queries_select_like_rally(rally: RunningRally) -> None:
 def test_paging(rally: RunningRally) -> None:
     s = keyed(rally)
     for n in range(25):
-        file_defect(s, rally, Name=f"bug {n:02d}")
+        rally.state.file(Name=f"bug {n:02d}", Tags=["rp-bts"] if n % 2 else [])
+    assert rally.state.tags() == ["rp-bts"]
+    assert query(s, rally, "defect", query='(Tags.Name = "rp-bts")')["TotalResultCount"] == 12
     first = query(s, rally, "defect", fetch="Name")
     assert (first["TotalResultCount"], first["StartIndex"], first["PageSize"]) == (25, 1, 20)
     assert len(first["Results"]) == 20
@@ -425,8 +438,12 @@ def test_discussion(rally: RunningRally) -> None:
     s = keyed(rally)
     defect = file_defect(s, rally)
     file_defect(s, rally, Name="another")
-    for text in ("<p>seen again in run 2</p>", "<p>and in run 3</p>"):
-        post = create(s, rally, "ConversationPost", {"Artifact": defect["_ref"], "Text": text})
+    # refs may be full URLs or relative ("/defect/1", "defect/1.js"), as Rally reads them
+    for ref, text in (
+        (defect["_ref"], "<p>seen again in run 2</p>"),
+        (f"defect/{defect['ObjectID']}.js", "<p>and in run 3</p>"),
+    ):
+        post = create(s, rally, "ConversationPost", {"Artifact": ref, "Text": text})
         assert post["Errors"] == [] and post["Object"]["User"]["_refObjectName"] == "QA Bot"
     found = query(
         s, rally, "conversationpost", query=f'(Artifact = "{defect["_ref"]}")', fetch="Text"
