@@ -17,6 +17,14 @@ dropped answers) and a record of every request.
 
 Test modules import its fixtures by their function names:
 ``from rally_server import rally_contract_fixture, rally_fixture, make_rally_fixture``.
+
+For a client's tests: ``rally.url`` (what a user configures), ``rally.api`` (``.../v2.0``),
+``rally.integration_toml(auth="api-key" | "basic", **toml_overrides)``, ``rally.login_env(mp)``;
+``rally.state`` holds the switches (``latency``, ``outage``, ``on_prem``, ``api_keys_disabled``,
+``max_attachment_bytes``), fault helpers (``throttle``, ``unavailable``, ``drop_write``,
+``expire_tokens``), seeding (``file``, ``tag``, ``set_state``), readers (``defects``,
+``defect``, ``tags``, ``attachments_of``, ``posts_of``) and the record (``requests``, ``count``,
+``violations``, ``take_violations``).
 """
 
 from __future__ import annotations
@@ -1081,7 +1089,7 @@ class RallyState:
             record["Workspace"] = self.workspace
             name = str(record.get("Name") or "")
             if any(t["Name"].lower() == name.lower() for t in self.of_type("Tag")):
-                errors.append(f'Validation error: Tag.Name A Tag named "{name}" already exists')
+                errors.append(f"Validation error: Tag.Name conflicts with {name}")
         elif typ == "AttachmentContent":
             try:
                 data = base64.b64decode(str(record.get("Content") or ""), validate=True)
@@ -1183,9 +1191,7 @@ class RallyState:
             t["Name"].lower() == str(changed.get("Name", "")).lower() and t is not obj
             for t in self.of_type("Tag")
         ):
-            errors.append(
-                f'Validation error: Tag.Name A Tag named "{changed["Name"]}" already exists'
-            )
+            errors.append(f"Validation error: Tag.Name conflicts with {changed['Name']}")
         if errors:
             return _result("OperationResult", errors, warnings=warnings)
         obj.update(changed)

@@ -389,7 +389,7 @@ def test_tags(rally: RunningRally) -> None:
     tag = create(s, rally, "Tag", {"Name": "rp-bts"})
     assert tag["Errors"] == [] and tag["Object"]["Name"] == "rp-bts"
     again = create(s, rally, "Tag", {"Name": "RP-BTS"})
-    assert again["Errors"] == ['Validation error: Tag.Name A Tag named "RP-BTS" already exists']
+    assert again["Errors"] == ["Validation error: Tag.Name conflicts with RP-BTS"]
     assert rally.state.tags() == ["rp-bts"]
     other = create(s, rally, "Tag", {"Name": "flaky"})["Object"]["_ref"]
     defect = file_defect(s, rally, Tags=[{"_ref": tag["Object"]["_ref"]}])
