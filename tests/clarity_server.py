@@ -27,6 +27,7 @@ import functools
 import html
 import itertools
 import json
+import operator
 import random
 import re
 import shutil
@@ -392,6 +393,14 @@ class _Parser:
                     f"the value for {attribute} ({data_type}) must be a string in single"
                     f" quotes, found {tok.text!r} at {tok.at}"
                 )
+            if data_type == "date":
+                when = _date(tok.value)
+                if when is None:
+                    raise FilterError(
+                        f"the value for {attribute} (date) is not an ISO 8601 date or"
+                        f" date-time: {tok.text}"
+                    )
+                return when
             return tok.value
         if data_type in _NUMBER_TYPES:
             if tok.kind != "num":
@@ -419,6 +428,9 @@ def matches(tree: Filter, item: dict[str, Any]) -> bool:
         return matches(tree.left, item) or matches(tree.right, item)
     have = item.get(tree.attribute)
     want = tree.value
+    dated = want if not isinstance(want, list) else (want[0] if want else None)
+    if isinstance(dated, dt.datetime):  # a date attribute: compared as instants, not text
+        have = _date(have) if isinstance(have, str) else None
     if tree.op == "in":
         return have in want
     if tree.op == "=":
@@ -434,17 +446,27 @@ def matches(tree: Filter, item: dict[str, Any]) -> bool:
         if tree.op == "endsWith":
             return text.endswith(want)
         return want in text
+    compare: dict[str, Callable[[Any, Any], Any]] = {
+        "<": operator.lt,
+        ">": operator.gt,
+        "<=": operator.le,
+        ">=": operator.ge,
+    }
     try:
-        return bool(
-            {
-                "<": have < want,
-                ">": have > want,
-                "<=": have <= want,
-                ">=": have >= want,
-            }[tree.op]
-        )
+        return bool(compare[tree.op](have, want))
     except TypeError:
         return False
+
+
+def _date(text: str) -> dt.datetime | None:
+    """An ISO 8601 date or date-time as naive UTC (how this server stores dates)."""
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return when
 
 
 # -- faults and replies ----------------------------------------------------------------------
@@ -1379,8 +1401,23 @@ class RunningClarity:
     def issues(self, project_code: str = "PR1001") -> list[dict[str, Any]]:
         return self.state.issues_of(project_code)
 
+    def issue(self, code_or_id: str | int) -> dict[str, Any]:
+        """A copy of one stored issue, by ``code`` or ``_internalId``."""
+        with self.state.lock:
+            return copy.deepcopy(self.state.issue(code_or_id))
+
     def set_status(self, code_or_id: str | int, status: str) -> None:
+        """Someone changes the status in Clarity (``"Closed"`` or ``"CLOSED"``)."""
         self.state.set_status(code_or_id, status)
+
+    def change(self, code_or_id: str | int, **attributes: Any) -> None:
+        """Someone edits the issue in Clarity; ``lastUpdatedDate`` moves on."""
+        self.state.change(code_or_id, **attributes)
+
+    @property
+    def patch_count(self) -> int:
+        """How many issue PATCHes the server received (refused ones included)."""
+        return self.state.patch_count
 
     def visit(self, authorization_url: str) -> str:
         """What the user does in the browser: open the authorization page and read the

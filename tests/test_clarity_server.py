@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +29,8 @@ from clarity_server import (  # noqa: F401 (fixtures)
     parse_filter,
     validate_response,
 )
+
+from rp_bts_agent.config import load_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -471,7 +474,7 @@ def test_patch_changes_only_given_fields(clarity: RunningClarity) -> None:
     assert full["c_last_run"] == "run 9"
     assert full["lastUpdatedDate"] > issue["lastUpdatedDate"]
     assert full["createdDate"] == issue["createdDate"]
-    assert clarity.state.patch_count == 2
+    assert clarity.patch_count == 2
     refused = s.patch(url, json={"c_nope": 1}, timeout=5)
     _error(refused, 400, "API-1007")
     blank = s.patch(url, json={"name": ""}, timeout=5)
@@ -537,13 +540,22 @@ def test_server_side_changes_are_seen(clarity: RunningClarity) -> None:
     issue = _create(s, clarity, name="fixed elsewhere", code="RP-7")
     before = issue["lastUpdatedDate"]
     clarity.set_status("RP-7", "Closed")  # someone closed it in Clarity
-    clarity.state.change(issue["_internalId"], priority="High", c_tests="x")
+    clarity.change(issue["_internalId"], priority="High", c_tests="x")
     got = s.get(f"{_issues_url(clarity)}/{issue['_internalId']}", timeout=5).json()
     assert (got["status"], got["priority"], got["c_tests"]) == ("CLOSED", "HIGH", "x")
     changed = s.get(
         _issues_url(clarity), params={"filter": f"(lastUpdatedDate > '{before}')"}, timeout=5
     ).json()
     assert [i["code"] for i in changed["_results"]] == ["RP-7"]
+    zoned = s.get(
+        _issues_url(clarity), params={"filter": f"(lastUpdatedDate > '{before}Z')"}, timeout=5
+    ).json()  # dates compare as instants: a zone is fine
+    assert zoned["_totalCount"] == 1
+    bad = s.get(
+        _issues_url(clarity), params={"filter": "(lastUpdatedDate > 'yesterday')"}, timeout=5
+    )
+    assert "not an ISO 8601 date" in _error(bad, 400, "API-1005")
+    assert clarity.issue("RP-7")["status"] == "CLOSED"
     added = clarity.state.add_issue("PR1001", "filed by hand", priority="Low")
     assert added["priority"] == "LOW" and len(clarity.issues()) == 2
     assert clarity.state.calls("PATCH") == []  # none of this went through the API
@@ -628,7 +640,7 @@ def test_answers_follow_the_contract(clarity: RunningClarity) -> None:
 
 @pytest.mark.parametrize("auth", ["basic", "session", "api-key", "oauth1"])
 def test_integration_toml_and_login_env(
-    clarity: RunningClarity, auth: str, monkeypatch: pytest.MonkeyPatch
+    clarity: RunningClarity, auth: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     text = clarity.integration_toml(auth=auth, timeout="5", sync={"period": 60}, name=None)
     block = tomllib.loads(text)["integrations"][0]
@@ -651,3 +663,15 @@ def test_integration_toml_and_login_env(
         assert block["authorize_url"].startswith(clarity.url)
         assert block["access_token_url"] == clarity.access_token_url
     assert os.environ["CLARITY_PASSWORD"] == PASSWORD
+    # the block is one the project's config loader takes, its ${VAR}s filled from login_env()
+    loadable = clarity.integration_toml(auth=auth, timeout=5, sync={"period": 60})
+    (tmp_path / "rp-bts.toml").write_text(loadable, encoding="utf-8")
+    loaded = load_config(tmp_path, global_file=tmp_path / "none.toml", environ=env)
+    integration = loaded.integrations[0]
+    assert (integration.kind, integration.auth, integration.url) == ("clarity", auth, clarity.url)
+    if auth in ("basic", "session"):
+        assert (integration.username, integration.password) == (USER, PASSWORD)
+    elif auth == "api-key":
+        assert (integration.api_key, integration.client_id) == (API_KEY, CLIENT_ID)
+    else:
+        assert integration.extra["access_token"] == env["CLARITY_ACCESS_TOKEN"]
