@@ -16,6 +16,16 @@ Error bodies have the contract's shape (``resourceId``, ``httpStatus``, ``errorC
 
 Test modules import the fixtures by their function names:
 ``from clarity_server import clarity_fixture, clarity_contract_fixture, make_clarity_fixture``.
+
+For a client's tests: ``clarity`` (a fresh server) or ``make_clarity(**switches)`` (see
+:data:`SWITCHES`) give a :class:`RunningClarity`: ``url`` (what a user types; the REST API is
+``api``), ``project_id(code)``, ``issues(project_code)``, ``issue(code_or_id)``,
+``set_status(code_or_id, "Closed")``, ``change(code_or_id, **attributes)``, ``patch_count``,
+``visit(authorization_url)`` (the user reading the verification code),
+``integration_toml(auth=..., **overrides)``, ``login_env(monkeypatch)``; its ``state``
+(:class:`ClarityState`) holds the data, the switches, ``requests`` (secrets replaced by
+``***``), ``calls(method, path)``, ``expire_sessions()``, ``throttle(n)``, ``unavailable(n)``,
+``add_issue(...)``, ``issue_attributes`` and ``take_violations()``.
 """
 
 from __future__ import annotations
@@ -615,6 +625,9 @@ class ClarityState:
         self.inject: list[Reply] = []
         #: the status a successful create answers (the contract allows 200 and 201)
         self.create_status = 200
+        #: what ``/describe/issues`` answers and writes are checked against: change it to play
+        #: a site without a custom attribute, or with other limits
+        self.issue_attributes = copy.deepcopy(ISSUE_ATTRIBUTES)
         self.projects: dict[int, dict[str, Any]] = {}
         self.issues: dict[int, dict[str, Any]] = {}  # _internalId -> stored attributes
         self.requests: list[Seen] = []
@@ -663,6 +676,10 @@ class ClarityState:
         ``priority`` and ``status`` take display values or ids."""
         with self.lock:
             issue = self.issue(code_or_id)
+            known = {a["name"] for a in self.issue_attributes}
+            for name in attributes:
+                if name not in known:
+                    raise KeyError(f"issues have no attribute {name!r}")
             for name, value in attributes.items():
                 if name in ("status", "priority") and value is not None:
                     value = _lookup_id(
@@ -675,9 +692,9 @@ class ClarityState:
         """An issue someone filed by hand, validated like a POST; ``priority`` and ``status``
         take display values or ids."""
         pid = self.project(project_code)["_internalId"]
-        for name, lookup in (("status", STATUS_LOOKUP), ("priority", PRIORITY_LOOKUP)):
-            if attributes.get(name) is not None:
-                attributes[name] = _lookup_id(lookup, attributes[name])
+        for attribute, lookup in (("status", STATUS_LOOKUP), ("priority", PRIORITY_LOOKUP)):
+            if attributes.get(attribute) is not None:
+                attributes[attribute] = _lookup_id(lookup, attributes[attribute])
         with self.lock:
             reply = self._create(pid, {"name": name, **attributes}, full=True)
         if reply.status >= 300:
@@ -918,6 +935,8 @@ class ClarityState:
             if parts[0] == "describe" and len(parts) == 2 and method == "GET":
                 return self._describe(parts[1])
             if parts[0] == "lookups" and len(parts) == 3 and parts[2] == "lookupValues":
+                if method != "GET":
+                    return error(405, "API-1099", f"{method} is not allowed on lookup values")
                 return self._lookup_values(parts[1], path, query)
             if parts == ["projects"] and method == "GET":
                 return self._page(
@@ -944,7 +963,7 @@ class ClarityState:
         if len(rest) == 2:
             if method == "GET":
                 items = [i for i in self.issues.values() if i["_parentId"] == pid]
-                return self._page(path, query, items, ISSUE_ATTRIBUTES, 200, self._issue_json)
+                return self._page(path, query, items, self.issue_attributes, 200, self._issue_json)
             if method == "POST":
                 return self._create(pid, body, full)
             return error(405, "API-1099", f"{method} is not allowed on issues")
@@ -955,7 +974,7 @@ class ClarityState:
                 404, "API-1009", f"Issue {rest[2]} does not exist in project {pid}", rest[2]
             )
         if method == "GET":
-            return self._one(self._issue_json(issue), query, ISSUE_ATTRIBUTES)
+            return self._one(self._issue_json(issue), query, self.issue_attributes)
         if method == "PATCH":
             return self._update(issue, body, full)
         return error(405, "API-1099", f"{method} is not allowed on an issue here")
@@ -976,6 +995,8 @@ class ClarityState:
         if resource not in DESCRIBED:
             return error(404, "API-1009", f"Resource '{resource}' is not public", resource)
         label, methods, attributes = DESCRIBED[resource]
+        if resource == "issues":
+            attributes = self.issue_attributes
         return Reply(
             200,
             {
@@ -1095,7 +1116,7 @@ class ClarityState:
     def _check(self, pid: int, body: Any, *, creating: bool, own: int | None) -> Reply | None:
         if not isinstance(body, dict):
             return error(400, "API-1010", "The request body must be a JSON object")
-        known = {a["name"]: a for a in ISSUE_ATTRIBUTES}
+        known = {a["name"]: a for a in self.issue_attributes}
         for name, value in body.items():
             if name == "_parentId":
                 if value != pid:
@@ -1114,7 +1135,7 @@ class ClarityState:
             if problem:
                 return error(400, "API-1018", problem)
         if creating:
-            for attr in ISSUE_ATTRIBUTES:
+            for attr in self.issue_attributes:
                 if attr["isMandatory"] and body.get(attr["name"]) in (None, ""):
                     return error(400, "API-1018", f"Attribute '{attr['name']}' is mandatory")
         code = body.get("code")
@@ -1136,7 +1157,7 @@ class ClarityState:
             return denied
         iid = next(self._ids)
         stamp = self._stamp()
-        issue: dict[str, Any] = {a["name"]: None for a in ISSUE_ATTRIBUTES}
+        issue: dict[str, Any] = {a["name"]: None for a in self.issue_attributes}
         issue.update(
             {
                 "_internalId": iid,

@@ -557,7 +557,10 @@ def test_server_side_changes_are_seen(clarity: RunningClarity) -> None:
     assert "not an ISO 8601 date" in _error(bad, 400, "API-1005")
     assert clarity.issue("RP-7")["status"] == "CLOSED"
     added = clarity.state.add_issue("PR1001", "filed by hand", priority="Low")
-    assert added["priority"] == "LOW" and len(clarity.issues()) == 2
+    assert (added["name"], added["priority"]) == ("filed by hand", "LOW")
+    assert len(clarity.issues()) == 2
+    with pytest.raises(KeyError, match="c_typo"):
+        clarity.change("RP-7", c_typo=1)
     assert clarity.state.calls("PATCH") == []  # none of this went through the API
     s.close()
 
@@ -675,3 +678,17 @@ def test_integration_toml_and_login_env(
         assert (integration.api_key, integration.client_id) == (API_KEY, CLIENT_ID)
     else:
         assert integration.extra["access_token"] == env["CLARITY_ACCESS_TOKEN"]
+
+
+def test_a_site_without_the_custom_attribute(clarity: RunningClarity) -> None:
+    clarity.state.issue_attributes = [
+        a for a in clarity.state.issue_attributes if a["name"] != "c_rp_fingerprint"
+    ]
+    s = _basic()
+    described = s.get(f"{clarity.api}/describe/issues", timeout=5).json()
+    assert "c_rp_fingerprint" not in {a["name"] for a in described["attributes"]}
+    refused = s.post(_issues_url(clarity), json={"name": "x", "c_rp_fingerprint": "fp"})
+    assert "c_rp_fingerprint" in _error(refused, 400, "API-1007")
+    searched = s.get(_issues_url(clarity), params={"filter": "(c_rp_fingerprint = 'fp')"})
+    _error(searched, 400, "API-1005")
+    s.close()
