@@ -34,7 +34,7 @@ from typing import Final
 
 from _common import rp_bts_version
 
-from rp_bts_agent.integrations.jira.tracker import CONNECT_TIMEOUT
+from rp_bts_agent.http import CONNECT_TIMEOUT
 
 #: what a run may spend on a tracker that does not answer, beyond one connect timeout
 SLACK: Final = 1.0

@@ -72,7 +72,7 @@ def test_faults_lose_and_duplicate_nothing(
         test_bugs=SUITE.format(tests="".join(TEST.format(n=n) for n in range(FINGERPRINTS)))
     )
     jira.state.faults = faults = Faults(
-        seed=6, error=0.12, throttle=0.06, drop=0.12, slow=0.05, slow_seconds=1.5
+        seed=11, error=0.12, throttle=0.06, drop=0.12, slow=0.05, slow_seconds=1.5
     )
 
     refs: list[dict[str, Any]] = []

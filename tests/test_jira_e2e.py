@@ -15,7 +15,6 @@ from jira_server import (  # noqa: F401 (fixtures)
 )
 
 from conftest import DEMO_FINGERPRINTS, all_files, by_nodeid, results_json
-from rp_bts_agent.integrations.jira import tracker as jira_module
 
 
 @pytest.fixture
@@ -209,6 +208,7 @@ def test_a_flush_asks_a_tracker_that_is_down_once(
     jira_demo: pytest.Pytester, jira: RunningJira
 ) -> None:
     """Three kept runs, Jira still down: the flush keeps all three after one breaker trip."""
+    from rp_bts_agent import http
     from rp_bts_agent.cli import main
     from rp_bts_agent.outbox import Outbox
     from rp_bts_agent.state import State
@@ -220,7 +220,7 @@ def test_a_flush_asks_a_tracker_that_is_down_once(
     assert len({entry.run_id for entry in kept}) == 3
     calls = len(jira.state.requests)
     assert main(["--root", str(jira_demo.path), "flush"]) == 0
-    assert len(jira.state.requests) - calls == 1 + jira_module.RETRIES  # one call, its retries
+    assert len(jira.state.requests) - calls == 1 + http.RETRIES  # one call, its retries
     assert len(Outbox(State(jira_demo.path).outbox_db).entries()) == 3
 
 

@@ -18,18 +18,21 @@ import json
 import logging
 import re
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
-from urllib3.util.retry import Retry
 
 from rp_bts_agent.connection import CheckOptions, CheckResult
+from rp_bts_agent.http import (
+    CONNECT_TIMEOUT,
+    adopt,
+    new_session,
+    status_error,
+    transport_error,
+)
 from rp_bts_agent.tracker import (
     AttachmentFile,
     CommentDraft,
@@ -49,13 +52,7 @@ __all__ = ["JiraTracker", "check_connection", "jira_error"]
 
 logger = logging.getLogger("rp_bts_agent")
 
-CONNECT_TIMEOUT: Final = 10.0
 READ_TIMEOUT: Final = 60.0
-RETRIES: Final = 3
-#: a ``Retry-After`` longer than this is cut to it: a run never waits minutes for a tracker.
-MAX_RETRY_AFTER: Final = 30.0
-#: seconds before the first retry when Jira sends no ``Retry-After`` (doubling after).
-BACKOFF = 0.5
 PAGE: Final = 100
 #: issues per ``/issue/bulk`` call, Jira's own limit
 BATCH: Final = 50
@@ -70,36 +67,6 @@ _HINTS: Final = {
     403: "the user lacks a permission (browse, create issues, edit, transition) in the project",
     404: "check url (with or without a context path such as /jira) and project_key",
 }
-
-
-class _BoundedRetry(Retry):
-    """urllib3's Retry, honouring ``Retry-After`` up to :data:`MAX_RETRY_AFTER` seconds."""
-
-    def get_retry_after(self, response: Any) -> float | None:
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, MAX_RETRY_AFTER)
-
-
-def retry_policy(total: int = RETRIES) -> Retry:
-    """429 and 503 on any method (Jira has not acted on them); connection errors are not
-    retried, so a tracker that does not answer costs one connect timeout."""
-    return _BoundedRetry(
-        total=total,
-        connect=0,
-        read=0,
-        status=total,
-        status_forcelist=(429, 503),
-        allowed_methods=None,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-        backoff_factor=BACKOFF,
-    )
-
-
-def mount_retries(session: requests.Session, total: int = RETRIES) -> None:
-    adapter = HTTPAdapter(max_retries=retry_policy(total))
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
 
 
 def _settings(integration: Integration) -> JiraSettings:
@@ -128,43 +95,18 @@ def _error_texts(data: Mapping[str, Any]) -> list[str]:
 
 def jira_error(what: str, status: int, response: requests.Response | None) -> TrackerError:
     """A TrackerError for an HTTP failure: status, Jira's messages, and what to check."""
-    messages = _jira_messages(response)
-    text = f"Jira {what}: HTTP {status}"
-    if messages:
-        text += ": " + "; ".join(messages)
     headers = response.headers if response is not None else {}
     if _captcha(headers):
-        text += "; Jira asks for a CAPTCHA after failed logins: log in once in a browser"
-    elif status in _HINTS:
-        text += f" ({_HINTS[status]})"
-    # 429 and 503 were already retried after Retry-After: Jira is overloaded, leave it alone
-    transient = status in (408, 500, 502, 504)
-    return TrackerError(text, retryable=status in (429, 503) or status >= 500, transient=transient)
+        hint = "Jira asks for a CAPTCHA after failed logins: log in once in a browser"
+    else:
+        hint = _HINTS.get(status, "")
+    return status_error("Jira", what, status, _jira_messages(response), hint)
 
 
 def _captcha(headers: Mapping[str, str]) -> bool:
     reason = headers.get("X-Authentication-Denied-Reason", "")
     login = headers.get("X-Seraph-LoginReason", "")
     return "CAPTCHA" in reason.upper() or "AUTHENTICATION_DENIED" in login.upper()
-
-
-def _transport_error(what: str, exc: requests.RequestException) -> TrackerError:
-    if isinstance(exc, requests.exceptions.SSLError):
-        return TrackerError(
-            f"Jira {what}: TLS verification failed; set ca_file to your CA bundle"
-            " (or verify_tls = false, not recommended)"
-        )
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return TrackerError(f"Jira {what}: no answer to connect (check url)", retryable=True)
-    # under urllib3's Retry, a read timeout arrives as a ConnectionError with it as the reason
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(exc, requests.exceptions.Timeout) or isinstance(reason, ReadTimeoutError):
-        return TrackerError(f"Jira {what}: timed out waiting for the answer", transient=True)
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        if isinstance(reason, (NewConnectionError, ConnectTimeoutError)):
-            return TrackerError(f"Jira {what}: cannot connect (check url)", retryable=True)
-        return TrackerError(f"Jira {what}: the connection broke before the answer", transient=True)
-    return TrackerError(f"Jira {what}: {type(exc).__name__}", transient=True)
 
 
 def parse_key(key_or_url: str) -> str:
@@ -292,7 +234,7 @@ class JiraTracker:
             )
             if signer is not None:
                 client._session.auth = signer
-            mount_retries(client._session)
+            adopt(client._session, self.settings, float(self.settings.timeout))
             try:
                 info = self._get(client, "/rest/api/2/serverInfo", "server info")
             except TrackerError as exc:
@@ -329,20 +271,12 @@ class JiraTracker:
                 f"Jira {what}: the answer is not Jira's JSON (check url and its context path)"
             ) from None
         except requests.RequestException as exc:
-            raise _transport_error(what, exc) from None
+            raise transport_error("Jira", what, exc) from None
 
     def _get(self, client: Any, path: str, what: str, **params: Any) -> Any:
-        """A read, tried again after a transient failure: reading twice changes nothing."""
-        for attempt in range(RETRIES + 1):
-            try:
-                with self._calls(what):
-                    response = client._session.get(self.url + path, params=params or None)
-                    return response.json() if response.content else {}
-            except TrackerError as exc:
-                if not exc.transient or attempt == RETRIES:
-                    raise
-            time.sleep(BACKOFF * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+        with self._calls(what):
+            response = client._session.get(self.url + path, params=params or None)
+            return response.json() if response.content else {}
 
     def _post(self, path: str, what: str, body: Any) -> Any:
         with self._calls(what):
@@ -803,9 +737,7 @@ def check_connection(integration: Integration, options: CheckOptions) -> CheckRe
     except TrackerError as exc:
         return CheckResult(False, str(exc), ("complete the integration in the config file",))
     url = tracker.url
-    with requests.Session() as session:
-        mount_retries(session, total=1)
-        session.verify = _settings(integration).tls_verify()
+    with new_session(_settings(integration), timeout=READ_TIMEOUT) as session:
         if "basic_auth" in auth:
             session.auth = auth["basic_auth"]
         elif "oauth1" in auth:
@@ -837,8 +769,7 @@ def _check(
     if response.status_code in (401, 403):
         # Jira refuses even anonymous resources to wrong credentials: ask again without them
         # to learn the flavour, then explain the login failure
-        with requests.Session() as bare:
-            bare.verify = session.verify
+        with new_session(_settings(integration), timeout=READ_TIMEOUT) as bare:
             anonymous = _probe(bare, url)
         cloud = bool(anonymous and anonymous.get("deploymentType") == "Cloud")
         return _login_failed(response, integration, cloud)

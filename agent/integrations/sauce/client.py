@@ -153,28 +153,12 @@ def api_base(integration: Integration, data_center: str | None = None) -> str:
 
 
 def _session(integration: Integration) -> requests.Session:
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
+    """A data centre that does not answer costs one connect timeout; 429 and 503 are waited
+    out after Retry-After (rp-bts' one HTTP layer)."""
+    from rp_bts_agent.http import new_session
 
-    session = requests.Session()
-    session.auth = (_settings(integration).username, _settings(integration).access_key)
-    session.verify = _settings(integration).tls_verify()
-    session.headers["User-Agent"] = "rp-bts"
-    retry = Retry(
-        total=3,
-        connect=0,  # a data centre that does not answer costs one connect timeout, not four
-        read=0,
-        backoff_factor=0.5,
-        status_forcelist=(429, 502, 503, 504),
-        allowed_methods=frozenset(("GET", "PUT")),  # a job update is idempotent
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
+    settings = _settings(integration)
+    return new_session(settings, timeout=TIMEOUT[1], auth=(settings.username, settings.access_key))
 
 
 class SauceClient:
@@ -202,8 +186,10 @@ class SauceClient:
                 method, self.base + path, json=body, timeout=TIMEOUT, allow_redirects=False
             )
         except requests.RequestException as exc:
+            from rp_bts_agent.http import transport_error
+
             host = urlsplit(self.base).netloc
-            raise SauceError(f"{host} did not answer ({type(exc).__name__})") from None
+            raise SauceError(str(transport_error("Sauce Labs", host, exc))) from None
         if response.status_code >= 400:
             raise SauceError(
                 f"{method} {path} answered HTTP {response.status_code}", response.status_code
