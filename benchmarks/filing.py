@@ -21,7 +21,7 @@ agent/floor ratios. Prints a table to paste into the README.
     python benchmarks/filing.py --check              # exit 1 when a goal is missed
 
 Needs the development install (``pip install -e '.[dev]'``): the test server validates every
-request against ``../shared/contracts/jira-platform-v2.json`` with openapi-core.
+request against ``tests/contracts/jira-platform-v2.json`` with openapi-core.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A stateful Sauce Labs REST server on 127.0.0.1 that checks requests against its contract.
 
-``shared/contracts/saucelabs-rest-v1.json`` is Swagger 2.0, which openapi-core does not read, so
+``tests/contracts/saucelabs-rest-v1.json`` is Swagger 2.0, which openapi-core does not read, so
 each request under ``/rest/`` is checked here: the path must match one of the spec's templates,
 the method must be declared for it, query parameters must be declared, and a JSON body is
 validated with jsonschema against the spec's own definitions. Real-device jobs
@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import jsonschema
 import pytest
 
-CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "saucelabs-rest-v1.json"
+CONTRACT = Path(__file__).resolve().parent / "contracts" / "saucelabs-rest-v1.json"
 CENTERS = ("us-west-1", "eu-central-1", "us-east-4")
 RDC_UPDATE = {
     "type": "object",

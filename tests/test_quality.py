@@ -1,7 +1,9 @@
-"""ruff and mypy --strict are part of the test run, so CI fails on a lint or type error."""
+"""ruff and mypy --strict are part of the test run, so CI fails on a lint or type error; and the
+repository stands alone (nothing refers to a folder beside it)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+#: a path out of the repository to the workspace's shared folder, as code or docs would write it
+OUTSIDE = re.compile(rb"\.\./shared\b|parents\[\d+\]\s*/\s*[\"']shared[\"']")
 
 
 def _tool(name: str) -> str:
@@ -63,3 +67,18 @@ def test_mypy_strict(tmp_path: Path) -> None:
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_repository_stands_alone() -> None:
+    """Nothing reads from beside the repository, where a fresh clone has nothing: the API
+    contracts the tests use are vendored in ``tests/contracts/``."""
+    found = []
+    for top in ("tests", "benchmarks", "agent", "pytest_rp_bts", "examples"):
+        for path in sorted((REPO / top).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                for number, line in enumerate(path.read_bytes().splitlines(), 1):
+                    if OUTSIDE.search(line):
+                        found.append(
+                            f"{path.relative_to(REPO)}:{number}: {line.decode(errors='replace')}"
+                        )
+    assert found == [], "\n".join(found)

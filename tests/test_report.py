@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 from html.parser import HTMLParser
@@ -136,18 +137,34 @@ def test_undecodable_text_and_unsafe_links(tmp_path: Path) -> None:
     assert f'src="data:image/png;base64,{base64.b64encode(PNG).decode()}"' in html
 
 
+#: a Chromium or Chrome executable to use instead of the one on PATH
+CHROMIUM_ENV = "RP_BTS_TEST_CHROMIUM"
+GET_CHROMIUM = (
+    "no Chromium to open the report in: install Debian's chromium (`apt-get install chromium`,"
+    f" as .ci/run does), or set {CHROMIUM_ENV} to a Chromium or Chrome executable (for example"
+    " the one `python -m playwright install chromium` puts under ~/.cache/ms-playwright/)"
+)
+
+
 def _chromium() -> str:
+    chosen = os.environ.get(CHROMIUM_ENV)
+    if chosen:
+        if not (Path(chosen).is_file() and os.access(chosen, os.X_OK)):
+            pytest.fail(f"{CHROMIUM_ENV}={chosen} is not an executable file")
+        return chosen
     path = shutil.which("chromium") or (
         "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else ""
     )
     if not path:
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+        pytest.skip(GET_CHROMIUM)
     return path
 
 
 def test_report_in_headless_chromium(tmp_path: Path) -> None:
     """The report opens with no console error and no request leaving the file; a screenshot."""
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'"
+    )
     executable = _chromium()
     image = tmp_path / "shot.png"
     image.write_bytes(PNG)
