@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -17,7 +17,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["default_global_file", "find_root", "project_config_file"]
+__all__ = [
+    "default_global_file",
+    "find_project_root",
+    "find_root",
+    "nodeid_mapper",
+    "project_config_file",
+]
 
 GLOBAL_ENV: Final = "RP_BTS_GLOBAL_CONFIG"
 PROJECT_FILE: Final = "rp-bts.toml"
@@ -57,8 +63,49 @@ _MARKERS: Final[tuple[tuple[str, Callable[[Path], bool]], ...]] = (
 )
 
 
+def _common_ancestor(paths: Iterable[Path]) -> Path | None:
+    resolved = [p.resolve() for p in paths]
+    if not resolved:
+        return None
+    common = Path(os.path.commonpath([str(p) for p in resolved]))
+    return common.parent if common.is_file() else common
+
+
+def find_project_root(paths: Iterable[Path]) -> Path | None:
+    """The folder of the rp-bts config found from the test paths upwards: ``rp-bts.toml``, or
+    ``pyproject.toml`` with ``[tool.rp_bts]``; None when there is none.
+
+    The root of fingerprints and ``.rp-bts/``: the same project run from its parent
+    (``pytest --rp-bts proj``) must find the same issues, whatever pytest's rootdir is then.
+    """
+    start = _common_ancestor(paths)
+    if start is None:
+        return None
+    for directory in (start, *start.parents):
+        if project_config_file(directory) is not None:
+            return directory
+    return None
+
+
+def nodeid_mapper(rootpath: Path, root: Path) -> Callable[[str], str] | None:
+    """Turns pytest's node ids (relative to its rootdir) into ids relative to the project
+    root, or None when both are the same folder (the usual case, which costs nothing)."""
+    rootpath, root = rootpath.resolve(), root.resolve()
+    if root == rootpath:
+        return None
+    if root.is_relative_to(rootpath):
+        prefix = root.relative_to(rootpath).as_posix() + "/"
+        cut = len(prefix)
+        return lambda nodeid: nodeid[cut:] if nodeid.startswith(prefix) else nodeid
+    if rootpath.is_relative_to(root):
+        above = rootpath.relative_to(root).as_posix() + "/"
+        return lambda nodeid: above + nodeid
+    return None
+
+
 def find_root(start: Path, inifile: Path | None = None) -> Path:
-    """The nearest ancestor of ``start`` holding a pytest or rp-bts config file.
+    """The project root as the plugin finds it: the nearest ancestor of ``start`` with an rp-bts
+    config (:func:`find_project_root`), else the nearest with a pytest config file.
 
     Falls back, like pytest, to the first ancestor with ``setup.py`` and then to ``start``.
     """
@@ -67,6 +114,9 @@ def find_root(start: Path, inifile: Path | None = None) -> Path:
     start = start.resolve()
     if start.is_file():
         start = start.parent
+    own = find_project_root([start])
+    if own is not None:
+        return own
     ancestors = (start, *start.parents)
     for directory in ancestors:
         for name, marks in _MARKERS:

@@ -106,8 +106,11 @@ class Capture:
         *,
         spill_dir: Path | None = None,
         redact: Callable[[str], str] | None = None,
+        nodeid: Callable[[str], str] | None = None,
     ) -> None:
         self.rootdir = rootdir
+        #: pytest's node id to the project root's (``rootdir.nodeid_mapper``); None: the same
+        self.nodeid = nodeid
         self.hooks = hooks
         self.include_params = include_params
         self.spill_dir = spill_dir
@@ -179,8 +182,9 @@ class Capture:
             exc_type = "Failed"
             message = clip(report.longreprtext, MESSAGE_CAP)
             frames = ()
+        nodeid = item.nodeid if self.nodeid is None else self.nodeid(item.nodeid)
         default = fp.compute(
-            item.nodeid,
+            nodeid,
             exc_type,
             _fingerprint_text(exc_type, message),
             frames,
@@ -191,7 +195,7 @@ class Capture:
         doc = inspect.getdoc(getattr(item, "obj", None))
         if doc:
             data["description"] = clip(doc, MESSAGE_CAP)
-        probe = TestResult(nodeid=item.nodeid, outcome="failed", fingerprint=default, **data)
+        probe = TestResult(nodeid=nodeid, outcome="failed", fingerprint=default, **data)
         chosen = self.hooks.hook.rp_bts_fingerprint(result=probe, default=default)
         data["fingerprint"] = str(chosen) if chosen else default
         if spilled:  # apart from "attachments": the teardown phase adds the test's own files
@@ -247,7 +251,9 @@ class Capture:
 class Collector:
     """The controller half: merges phase reports from any worker into one result per test."""
 
-    def __init__(self) -> None:
+    def __init__(self, nodeid: Callable[[str], str] | None = None) -> None:
+        #: pytest's node id to the project root's; None when they are the same
+        self.nodeid = nodeid
         #: nodeid -> [outcome, phase, duration]; mutable, as this runs three times per test
         self.outcomes: dict[str, list[Any]] = {}
         self.extras: dict[str, dict[str, Any]] = {}
@@ -291,8 +297,10 @@ class Collector:
         """One result per test, in the order they ran; a test that passed (or was skipped) with
         nothing more to say stays a :data:`~rp_bts_agent.model.Plain` tuple."""
         out: list[TestResult | Plain] = []
-        for nodeid, (outcome, phase, duration) in self.outcomes.items():
-            extra = self.extras.get(nodeid)
+        mapped = self.nodeid
+        for pytest_id, (outcome, phase, duration) in self.outcomes.items():
+            extra = self.extras.get(pytest_id)
+            nodeid = pytest_id if mapped is None else mapped(pytest_id)
             if extra is None:
                 if outcome in FAILING:
                     out.append(TestResult(nodeid, outcome, phase, duration))

@@ -25,7 +25,7 @@ from rp_bts_agent.config_types import Config, ConfigError
 from rp_bts_agent.hooks import HookManager, has_hooks
 from rp_bts_agent.model import Attribute, Launch
 from rp_bts_agent.redact import Redactor
-from rp_bts_agent.rootdir import default_env_file
+from rp_bts_agent.rootdir import default_env_file, find_project_root, nodeid_mapper
 from rp_bts_agent.state import State
 from rp_bts_agent.summary import display_path, issue_lines, link_lines, plan_lines
 
@@ -41,6 +41,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("rp_bts_agent")
 
 
+def project_root(config: pytest.Config, workerinput: dict[str, Any] | None) -> Path:
+    """The folder of the rp-bts config found from the test paths upwards, else pytest's rootdir
+    (``rootdir.find_project_root``); an xdist worker takes its controller's."""
+    if workerinput is not None and "rp_bts_root" in workerinput:
+        return Path(workerinput["rp_bts_root"])
+    base = Path(config.invocation_params.dir)
+    paths = [base / str(arg).split("::", 1)[0] for arg in config.args]
+    return find_project_root(paths) or Path(config.rootpath)
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
@@ -49,8 +59,9 @@ class RpBtsSession:
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
         self.settings = settings
-        self.root = Path(config.rootpath)
         self.workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+        self.root = project_root(config, self.workerinput)
+        nodeid = nodeid_mapper(Path(config.rootpath), self.root)
         self.run_id = str(self.workerinput["rp_bts_run_id"]) if self.workerinput else new_run_id()
         self.started = time.time()
         self.hooks = HookManager()
@@ -68,8 +79,9 @@ class RpBtsSession:
             else False,
             spill_dir=run_dir,
             redact=self._redact_spilled,
+            nodeid=nodeid,
         )
-        self.collector = Collector()
+        self.collector = Collector(nodeid)
         #: errors (they fail the run under --rp-bts-strict) and warnings (they never do)
         self.problems: list[str] = []
         self.warnings: list[str] = []
@@ -358,5 +370,6 @@ class XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["rp_bts_run_id"] = self.session.run_id
+        node.workerinput["rp_bts_root"] = str(self.session.root)
         node.workerinput["rp_bts_fingerprint_params"] = self.session.capture.include_params
         node.workerinput["rp_bts_live"] = bool(self.session.live_kinds())
