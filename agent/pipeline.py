@@ -484,6 +484,10 @@ class Agent:
                     time.sleep(PAUSE * 2**attempt)
                     continue
                 return self._unavailable(name, exc, what)
+            except Exception as exc:  # an answer a kind's code did not expect: its step fails
+                log.exception("rp-bts: %s: %s", name, what)
+                unexpected = TrackerError(f"unexpected answer ({type(exc).__name__}: {exc})")
+                return self._unavailable(name, unexpected, what)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
     def _attempt(
@@ -527,7 +531,9 @@ class Agent:
             tries += 1
             # the plan has just looked these fingerprints up; after a failed try, look again:
             # it may have filed them (two jobs filing at once are settled after the create)
-            return tracker.create_many(drafts, look_first=tries > 1)
+            answers = list(tracker.create_many(drafts, look_first=tries > 1))[: len(drafts)]
+            missing = TrackerError("no answer for this draft", retryable=True)
+            return answers + [missing] * (len(drafts) - len(answers))
 
         answers = self._guarded(name, "create failed: ", deadline, create_many)
         if isinstance(answers, IssueRef):

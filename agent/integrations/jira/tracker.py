@@ -86,7 +86,8 @@ def _jira_messages(response: requests.Response | None) -> list[str]:
 
 def _error_texts(data: Mapping[str, Any]) -> list[str]:
     """An ErrorCollection as lines: its messages, then its field errors."""
-    out = [str(m) for m in data.get("errorMessages") or []]
+    messages = data.get("errorMessages") or []
+    out = [str(m) for m in messages] if isinstance(messages, list) else [str(messages)]
     errors = data.get("errors") or {}
     if isinstance(errors, dict):
         out += [f"field '{name}': {text}" for name, text in errors.items()]
@@ -122,9 +123,20 @@ def _jql_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A JSON object from an answer, or an empty one when a proxy or another version answered
+    something else there: a wrong shape reads as absent, never as a crash."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _objects(value: Any) -> list[Mapping[str, Any]]:
+    """A JSON array of objects from an answer; anything else in it is left out."""
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
 def _is_done(fields: Mapping[str, Any]) -> bool:
-    status = fields.get("status") or {}
-    return str((status.get("statusCategory") or {}).get("key", "")) == "done"
+    status = _mapping(fields.get("status"))
+    return str(_mapping(status.get("statusCategory")).get("key", "")) == "done"
 
 
 def oauth1(integration: Integration) -> Any:
@@ -246,7 +258,9 @@ class JiraTracker:
                 client.close()
                 raise
             self.cloud = info.get("deploymentType") == "Cloud"
-            self.version = tuple(int(n) for n in info.get("versionNumbers", ()) if str(n).isdigit())
+            numbers = info.get("versionNumbers")
+            numbers = numbers if isinstance(numbers, list) else ()
+            self.version = tuple(int(n) for n in numbers if str(n).isdigit())
             client.deploymentType = info.get("deploymentType")
             client._version = self.version
             self._client = client
@@ -273,15 +287,23 @@ class JiraTracker:
         except requests.RequestException as exc:
             raise transport_error("Jira", what, exc) from None
 
-    def _get(self, client: Any, path: str, what: str, **params: Any) -> Any:
+    @staticmethod
+    def _object(response: requests.Response, what: str) -> Mapping[str, Any]:
+        """An answer's JSON object; JSON of another shape (a list, a string) is as wrong as HTML."""
+        data = response.json() if response.content else {}
+        if not isinstance(data, Mapping):
+            raise TrackerError(f"Jira {what}: the answer is not Jira's JSON (not an object)")
+        return data
+
+    def _get(self, client: Any, path: str, what: str, **params: Any) -> Mapping[str, Any]:
         with self._calls(what):
             response = client._session.get(self.url + path, params=params or None)
-            return response.json() if response.content else {}
+            return self._object(response, what)
 
-    def _post(self, path: str, what: str, body: Any) -> Any:
+    def _post(self, path: str, what: str, body: Any) -> Mapping[str, Any]:
         with self._calls(what):
             response = self.client._session.post(self.url + path, data=json.dumps(body))
-            return response.json() if response.content else {}
+            return self._object(response, what)
 
     def _writable(self, what: str) -> None:
         if self.read_only:
@@ -291,11 +313,14 @@ class JiraTracker:
         return f"{self.url}/browse/{key}"
 
     def _remote(self, raw: Mapping[str, Any], fingerprint: str = "") -> RemoteIssue:
-        fields = raw.get("fields") or {}
+        key = raw.get("key")
+        if not isinstance(key, str) or not key:
+            raise TrackerError("Jira: an issue in the answer has no key", retryable=True)
+        fields = _mapping(raw.get("fields"))
         return RemoteIssue(
-            key=str(raw["key"]),
-            url=self.browse(str(raw["key"])),
-            status=str((fields.get("status") or {}).get("name", "")),
+            key=key,
+            url=self.browse(key),
+            status=str(_mapping(fields.get("status")).get("name", "")),
             closed=_is_done(fields),
             fingerprint=fingerprint,
             issue_id=str(raw.get("id", "")),
@@ -303,13 +328,13 @@ class JiraTracker:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def search(self, jql: str, fingerprints: Sequence[str] = ()) -> list[dict[str, Any]]:
+    def search(self, jql: str, fingerprints: Sequence[str] = ()) -> list[Mapping[str, Any]]:
         """All issues a JQL query finds: ``/search/jql`` on Cloud, ``/search`` on Data Center.
 
         On Cloud, the issues we know were filed for ``fingerprints`` are reconciled, so a
         search right after filing finds them."""
         client = self.client
-        issues: list[dict[str, Any]] = []
+        issues: list[Mapping[str, Any]] = []
         params: dict[str, Any] = {"jql": jql, "fields": _SEARCH_FIELDS, "maxResults": PAGE}
         reconcile = [i for f in fingerprints for i in self._filed.get(f, ())]
         for _ in range(20):  # 2,000 issues: far more than a run's fingerprints ever match
@@ -317,7 +342,7 @@ class JiraTracker:
                 if reconcile:
                     params["reconcileIssues"] = reconcile[-_RECONCILE_MAX:]
                 page = self._get(client, "/rest/api/2/search/jql", "search", **params)
-                issues += page.get("issues", [])
+                issues += _objects(page.get("issues"))
                 token = page.get("nextPageToken")
                 if page.get("isLast", True) or not token:
                     break
@@ -325,9 +350,10 @@ class JiraTracker:
             else:
                 params["startAt"] = len(issues)
                 page = self._get(client, "/rest/api/2/search", "search", **params)
-                found = page.get("issues", [])
+                found = _objects(page.get("issues"))
                 issues += found
-                if not found or len(issues) >= int(page.get("total", 0)):
+                total = page.get("total")
+                if not found or not isinstance(total, int) or len(issues) >= total:
                     break
         return issues
 
@@ -343,7 +369,7 @@ class JiraTracker:
             self._remember(fingerprint, *ids)
         found: dict[str, RemoteIssue] = {}
         for raw in self._labelled(wanted, order=" ORDER BY created DESC"):  # newest first
-            labels = (raw.get("fields") or {}).get("labels") or []
+            labels = _mapping(raw.get("fields")).get("labels") or []
             for fingerprint in wanted:
                 if fingerprint not in labels:
                     continue
@@ -357,7 +383,7 @@ class JiraTracker:
         have = self._filed.setdefault(fingerprint, [])
         have += [int(i) for i in ids if i.isdigit() and int(i) not in have]
 
-    def _labelled(self, fingerprints: Sequence[str], order: str = "") -> list[dict[str, Any]]:
+    def _labelled(self, fingerprints: Sequence[str], order: str = "") -> list[Mapping[str, Any]]:
         """One search for the project's issues that carry any of these fingerprint labels."""
         labels = ", ".join(_jql_string(f) for f in fingerprints)
         jql = f"project = {_jql_string(self.project)} AND labels in ({labels}){order}"
@@ -378,8 +404,7 @@ class JiraTracker:
             "create metadata",
             maxResults=200,
         )
-        types: list[dict[str, Any]] = page.get("issueTypes") or page.get("values") or []
-        return types
+        return [dict(t) for t in _objects(page.get("issueTypes") or page.get("values"))]
 
     def fields_of(self, issue_type: str) -> dict[str, dict[str, Any]]:
         """fieldId -> field metadata for an issue type (by name or id); cached, and fetched
@@ -403,8 +428,8 @@ class JiraTracker:
             "create metadata",
             maxResults=200,
         )
-        items = page.get("fields") or page.get("values") or []
-        return {str(f.get("fieldId") or f.get("key")): f for f in items}
+        items = _objects(page.get("fields") or page.get("values"))
+        return {str(f.get("fieldId") or f.get("key")): dict(f) for f in items}
 
     def _field_value(self, meta: Mapping[str, Any] | None, value: Any) -> Any:
         """A config value (``"High"``, ``["Checkout"]``) in the shape the field's schema wants."""
@@ -507,19 +532,37 @@ class JiraTracker:
                 page = exc.response.json()
                 if not isinstance(page, dict) or not page.get("errors"):
                     raise
-        failed = {int(e.get("failedElementNumber", -1)): e for e in page.get("errors") or []}
-        created = iter(page.get("issues") or [])
+        if not isinstance(page, Mapping):
+            raise TrackerError(f"Jira {what}: the answer is not Jira's JSON (not an object)")
+        failed = {
+            e.get("failedElementNumber"): e
+            for e in _objects(page.get("errors"))
+            if isinstance(e.get("failedElementNumber"), int)
+        }
+        created = iter(_objects(page.get("issues")))
         out: list[dict[str, Any] | TrackerError] = []
         for number in range(len(updates)):
             error = failed.get(number)
             if error is None:
-                out.append(next(created))
+                out.append(self._created(next(created, None), what))
                 continue
-            status = int(error.get("status") or 400)
-            messages = _error_texts(error.get("elementErrors") or {})
+            status = error.get("status")
+            status = status if isinstance(status, int) else 400
+            messages = _error_texts(_mapping(error.get("elementErrors")))
             text = f"Jira {what}: HTTP {status}" + (": " + "; ".join(messages) if messages else "")
             out.append(TrackerError(text, retryable=status == 429 or status >= 500))
         return out
+
+    @staticmethod
+    def _created(answer: Mapping[str, Any] | None, what: str) -> dict[str, Any] | TrackerError:
+        """One element of a bulk answer; a missing one (Jira answered fewer issues than it was
+        sent: a proxy, a mock, another version) is retryable: the replay looks its fingerprint
+        up before filing it again."""
+        if answer is None or not isinstance(answer.get("key"), str) or not answer["key"]:
+            return TrackerError(
+                f"Jira {what}: the answer has no issue for this draft", retryable=True
+            )
+        return {"key": answer["key"], "id": str(answer.get("id", ""))}
 
     def complete(self, key: str, draft: IssueDraft) -> None:
         """Attachments, remote links and the link to an earlier closed issue, each on its own:
@@ -577,7 +620,7 @@ class JiraTracker:
             "read comments",
             maxResults=5000,
         )
-        for existing in page.get("comments", []):
+        for existing in _objects(page.get("comments")):
             body = existing.get("body")
             if isinstance(body, str) and marker in body.splitlines():
                 return False
@@ -595,15 +638,19 @@ class JiraTracker:
         if not wanted:
             return {}
         standing: dict[str, RemoteIssue] = {}
-        rivals: dict[str, list[dict[str, Any]]] = {}
+        rivals: dict[str, list[Mapping[str, Any]]] = {}
         for raw in self._labelled(wanted):
-            fields = raw.get("fields") or {}
+            fields = _mapping(raw.get("fields"))
             for fingerprint in wanted:
                 if fingerprint in (fields.get("labels") or []) and not _is_done(fields):
                     rivals.setdefault(fingerprint, []).append(raw)
         for fingerprint in wanted:
             key = ours[fingerprint]
-            found = [r for r in rivals.get(fingerprint, ()) if str(r.get("id", "")).isdigit()]
+            found = [
+                r
+                for r in rivals.get(fingerprint, ())
+                if str(r.get("id", "")).isdigit() and isinstance(r.get("key"), str)
+            ]
             if not found:
                 continue
             oldest = min(found, key=lambda raw: int(raw["id"]))
@@ -630,8 +677,8 @@ class JiraTracker:
         page = self._get(self.client, f"/rest/api/2/issue/{issue_key}/transitions", "transitions")
         choices = [
             t
-            for t in page.get("transitions", [])
-            if (((t.get("to") or {}).get("statusCategory") or {}).get("key") == "done") == done
+            for t in _objects(page.get("transitions"))
+            if (_mapping(_mapping(t.get("to")).get("statusCategory")).get("key") == "done") == done
         ]
         if not choices:
             raise TrackerError(f"Jira: no transition for {issue_key} to {what}")
