@@ -147,3 +147,18 @@ def test_a_kind_that_answers_fewer_or_raises_oddly_fails_only_its_step(
         RunResults(Launch("nightly", "run-2"), _failures(1))
     )
     assert "unexpected answer (KeyError" in outcome.errors[0]
+
+
+# -- 4: a hook's fingerprint is data -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chosen", ["team/checkout", "../../escape", "a\\b:c*?"])
+def test_a_hook_fingerprint_with_slashes_is_filed(pytester: pytest.Pytester, chosen: str) -> None:
+    pytester.makeconftest(f"def rp_bts_fingerprint(result, default):\n    return {chosen!r}\n")
+    pytester.makepyfile(test_x="def test_a():\n    assert 1 == 2\n")
+    result = pytester.runpytest("--rp-bts")
+    assert "agent failed" not in result.stdout.str()
+    assert [fp for _, fp, _ in tracker_rows(pytester.path)] == [chosen]
+    data = results_json(pytester.path / ".rp-bts" / "results.json")
+    assert data["results"][0]["issues"][0]["action"] == "created"
+    assert not list((pytester.path / ".rp-bts").glob("escape*"))  # no file outside its run
