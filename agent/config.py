@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, NamedTuple, final
 
 from . import kinds
 from .config_types import Config, ConfigError, Integration, Rule, Source
+from .redact import WEAK_LENGTH, is_weak
 from .rootdir import default_global_file, project_config_file
 from .settings import Key, SettingsContext, ValueType, keys_of
 
@@ -514,6 +515,12 @@ def resolve(
 
     if env is not None:
         warnings += env.warnings
+        warnings += [
+            f"integration '{i.name}': a secret is shorter than {WEAK_LENGTH} characters or a "
+            "plain word; it is masked only where it stands alone, never in pytest's own lines"
+            for i in integrations
+            if any(is_weak(s) for s in i.secrets())
+        ]
     return Config(
         project=pick("project"),
         launch=pick("launch"),

@@ -69,7 +69,10 @@ def _sections(
     log_lines: int,
 ) -> list[Section]:
     first = results[0]
-    tests = "\n".join(f"{r.nodeid} ({r.outcome}, {r.phase})" for r in results)
+    tests = "\n".join(
+        f"{r.nodeid} ({r.outcome}, {r.phase}{''.join(f'; {f.phase} error' for f in r.also_failed)})"
+        for r in results
+    )
     attrs = ", ".join(str(a) for a in launch.attributes) or "none"
     env = "\n".join(f"{k}: {v}" for k, v in sorted(launch.environment.items()))
     sections = [
@@ -84,6 +87,13 @@ def _sections(
     sections.append(
         Section("Failure", _clip(first.longrepr or first.message, TRACEBACK_LIMIT), True)
     )
+    for result in results:  # pytest's other errors of these tests (teardown after a failure)
+        for also in result.also_failed:
+            where = f" of {result.nodeid}" if len(results) > 1 else ""
+            text = also.longrepr or f"{also.exc_type}: {also.message}"
+            sections.append(
+                Section(f"Error in {also.phase}{where}", _clip(text, TRACEBACK_LIMIT), True)
+            )
     if "logs" in include:
         log = _tail(first.log or first.stderr or first.stdout, log_lines)
         if log and log_lines > 0:

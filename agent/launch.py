@@ -118,7 +118,9 @@ def finish(
     rich = [
         (i, r)
         for i, r in enumerate(end.results)
-        if isinstance(r, TestResult) and (how.only is None or r.nodeid in how.only)
+        if isinstance(r, TestResult)
+        and (r.failing or r.attributes)  # what the agent files or links; a skip reason is not
+        and (how.only is None or r.nodeid in how.only)
     ]
     if rich:
         budget = max(config.time_budget - (time.monotonic() - started), 0.0)
@@ -218,10 +220,10 @@ def _write(
         end.problems.append(f"rp-bts: results not written: {exc}")
     if how.report is None:
         return
-    from .report import render
+    from .report import render_results
 
     try:
-        html = render(whole_run(launch, end.results), how.report.parent.resolve())
+        html = render_results(launch, end.results, how.report.parent.resolve())
         write_atomic(how.report, redactor.redact(html))
         end.report_path = how.report
     except (OSError, ValueError) as exc:

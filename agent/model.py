@@ -23,6 +23,8 @@ OUTCOMES: Final[frozenset[str]] = frozenset(
 )
 #: outcomes that the agent files: a failed test, a broken fixture, an unexpected pass under strict.
 FAILING: Final[frozenset[str]] = frozenset(("failed", "error"))
+#: the counts of pytest's last line, in its order (``Launch.counts``)
+PYTEST_COUNTS: Final = ("failed", "passed", "skipped", "xfailed", "xpassed", "error")
 
 Action = Literal["created", "commented", "linked", "known", "queued", "failed"]
 ACTIONS: Final[frozenset[str]] = frozenset(
@@ -94,6 +96,17 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class PhaseFailure:
+    """A later phase that failed too (a teardown error after a failing call): pytest counts it
+    as an error of its own, and the issue, report and mail show it."""
+
+    phase: str
+    exc_type: str
+    message: str = ""
+    longrepr: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class IssueRef:
     """What the agent did for one result in one integration."""
 
@@ -133,6 +146,10 @@ class TestResult:
     #: web pages about the result (its Sauce Labs job and video), signed, never keyed
     links: tuple[Link, ...] = ()
     issues: tuple[IssueRef, ...] = ()
+    #: failures of later phases (the first failure is the result's own ``exc_type``/``message``)
+    also_failed: tuple[PhaseFailure, ...] = ()
+    #: what rp-bts could not do for this test (an attachment that was not there)
+    notes: tuple[str, ...] = ()
 
     @property
     def failing(self) -> bool:
@@ -162,6 +179,9 @@ class Launch:
     attributes: tuple[Attribute, ...] = ()
     mode: str = "post"
     environment: Mapping[str, str] = field(default_factory=dict)
+    #: pytest's own tally ("failed", "passed", "error", ...), counted per phase report as pytest
+    #: counts it; empty when the results came from elsewhere (then counted from the results)
+    counts: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +245,9 @@ _rest_of: Final = operator.attrgetter(*(name for name, _ in _REST))
 _REST_DEFAULTS: Final = tuple(default for _, default in _REST)
 
 
-def _record(value: Attribute | Attachment | KnownIssue | IssueRef | Link) -> dict[str, Any]:
+def _record(
+    value: Attribute | Attachment | KnownIssue | IssueRef | Link | PhaseFailure,
+) -> dict[str, Any]:
     """A flat record as a dict: no recursion, as this runs for every test of a large run."""
     return {name: getattr(value, name) for name in value.__slots__}
 
@@ -328,6 +350,8 @@ def result_from_json(data: Mapping[str, Any]) -> TestResult:
         markers=tuple(data.get("markers", ())),
         links=tuple(Link(**link) for link in data.get("links", ())),
         issues=tuple(_issue_from(i) for i in data.get("issues", ())),
+        also_failed=tuple(PhaseFailure(**f) for f in data.get("also_failed", ())),
+        notes=tuple(str(n) for n in data.get("notes", ())),
     )
 
 
@@ -348,4 +372,5 @@ def _launch_from(data: Mapping[str, Any]) -> Launch:
         attributes=_attrs(data.get("attributes", ())),
         mode=str(data.get("mode", "post")),
         environment={str(k): str(v) for k, v in data.get("environment", {}).items()},
+        counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
     )

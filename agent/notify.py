@@ -27,7 +27,7 @@ from .hooks import HookManager
 from .kinds import Mailer, SendError
 from .model import RunResults, TestResult
 from .redact import Redactor
-from .report import printable, render_capped, web_url
+from .report import counts_line, first_line, printable, render_capped, web_url
 from .state import State
 from .summary import display_path
 
@@ -149,18 +149,6 @@ def subject(run: RunResults) -> str:
     return one_line(printable(text + str(len(run.results))), 250)
 
 
-def _counts(run: RunResults) -> str:
-    counts: dict[str, int] = {}
-    for result in run.results:
-        counts[result.outcome] = counts.get(result.outcome, 0) + 1
-    return ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no tests"
-
-
-def _first_line(result: TestResult) -> str:
-    text = result.message.strip() or result.exc_type
-    return one_line(printable(text.splitlines()[0] if text else ""), 300)
-
-
 def message(
     rule: Rule,
     run: RunResults,
@@ -175,7 +163,7 @@ def message(
     title = redact(subject(run))
     failures = [r for r in run.results if r.failing]
     shown, more = failures[:MAIL_FAILURES], max(len(failures) - MAIL_FAILURES, 0)
-    lines = [title, "", _counts(run), ""]
+    lines = [title, "", counts_line(run), ""]
     rows = []
     for result in shown:
         links = result.links
@@ -185,11 +173,18 @@ def message(
             for i in result.issues
         )
         lines.append(f"- {printable(result.nodeid)}: {result.outcome}; {refs or 'to investigate'}")
+        what = one_line(first_line(result), 300)
+        if what:  # the failure's message, not only its type
+            lines.append(f"    {what}")
+        lines += [
+            f"    error in {a.phase}: {one_line(printable(f'{a.exc_type}: {a.message}'), 300)}"
+            for a in result.also_failed
+        ]
         lines += [f"    {link.title}: {link.url}" for link in links]
         rows.append(
             {
                 "nodeid": printable(result.nodeid),
-                "message": _first_line(result),
+                "message": one_line(first_line(result), 300),
                 "outcome": result.outcome,
                 "issues": result.issues,
                 "links": links,
@@ -213,7 +208,7 @@ def message(
     msg.set_content(redact("\n".join(lines) + "\n"))
     html = _HTML.render(
         subject=title,
-        totals=_counts(run),
+        totals=counts_line(run),
         failures=rows,
         more=more,
         attributes=attrs,

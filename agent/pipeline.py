@@ -138,6 +138,10 @@ def redact_result(result: TestResult, redactor: Redactor) -> TestResult:
         stderr=r(result.stderr),
         description=r(result.description),
         attributes=tuple(dataclasses.replace(a, value=r(a.value)) for a in result.attributes),
+        also_failed=tuple(
+            dataclasses.replace(f, message=r(f.message), longrepr=r(f.longrepr))
+            for f in result.also_failed
+        ),
     )
 
 

@@ -15,11 +15,16 @@ from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlu
 
 from .settings import SECRET_KEYS
 
-__all__ = ["MASK", "Redactor", "redact_url_credentials"]
+__all__ = ["MASK", "Redactor", "is_weak", "redact_url_credentials"]
 
 MASK: Final = "***"
 #: shorter values would mask ordinary words and numbers all over a traceback.
 MIN_SECRET_LENGTH: Final = 4
+#: a secret shorter than this, or made of letters only (a word), is weak: it is masked only as
+#: a token of its own, never in pytest's own lines, and the config warns about it once.
+WEAK_LENGTH: Final = 8
+#: what continues a token: a secret next to one of these is part of a longer word
+_TOKEN_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 #: a base64 fragment shorter than this could match unrelated base64 text.
 _MIN_BASE64_CORE: Final = 8
 _REFERENCE: Final = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
@@ -53,9 +58,24 @@ def _base64_cores(secret: str) -> set[str]:
     return cores
 
 
-def _forms(secret: str) -> set[str]:
-    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
-    return forms | _base64_cores(secret)
+def is_weak(secret: str) -> bool:
+    """Short, or a word: such a value also stands in ordinary text (``test`` in ``test_add``)."""
+    return len(secret) < WEAK_LENGTH or secret.isalpha()
+
+
+def _token(form: str) -> str:
+    """A secret's text matched only where it stands as a token of its own: ``test`` masks
+    ``password=test`` but not ``def test_add``."""
+    before = r"(?<![A-Za-z0-9_])" if form[0] in _TOKEN_CHARS else ""
+    after = r"(?![A-Za-z0-9_])" if form[-1] in _TOKEN_CHARS else ""
+    return f"{before}{re.escape(form)}{after}"
+
+
+def _patterns(secret: str) -> dict[str, str]:
+    """Each form of a secret and its pattern: its text and URL-encodings as tokens; the base64
+    cores anywhere, as they sit inside a longer encoded value."""
+    forms = {form: _token(form) for form in (secret, quote(secret, safe=""), quote_plus(secret))}
+    return forms | {core: re.escape(core) for core in _base64_cores(secret)}
 
 
 def _head(secret: str) -> str:
@@ -81,11 +101,18 @@ class Redactor:
 
     __slots__ = ("_ends", "_heads", "_pattern", "_tails")
 
-    def __init__(self, secrets: Iterable[str]) -> None:
-        kept = [s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH]
-        forms = {form for secret in kept for form in _forms(secret)}
-        ordered = sorted(forms, key=lambda s: (-len(s), s))
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+    def __init__(self, secrets: Iterable[str], *, strong_only: bool = False) -> None:
+        """``strong_only``: leave weak secrets (:func:`is_weak`) alone, for pytest's own lines."""
+        kept = [
+            s
+            for s in secrets
+            if isinstance(s, str)
+            and len(s) >= MIN_SECRET_LENGTH
+            and not (strong_only and is_weak(s))
+        ]
+        forms = {form: pattern for secret in kept for form, pattern in _patterns(secret).items()}
+        ordered = [forms[form] for form in sorted(forms, key=lambda s: (-len(s), s))]
+        self._pattern = re.compile("|".join(ordered)) if ordered else None
         self._heads = _heads(kept)
         # a tail right after a cut is a head right before it in the reversed text
         self._tails = _heads(s[::-1] for s in kept)

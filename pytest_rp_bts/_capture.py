@@ -31,6 +31,20 @@ log = logging.getLogger("rp_bts_agent")
 
 #: caps on short texts a result carries; long output is spilled to files (agent.files.spill).
 MESSAGE_CAP: Final = 4 * 1024
+#: what a failing phase adds to a report; a later phase's failure keeps them apart
+_FAILURE_KEYS: Final = frozenset(
+    (
+        "exc_type",
+        "message",
+        "longrepr",
+        "log",
+        "stdout",
+        "stderr",
+        "fingerprint",
+        "description",
+        "spilled",
+    )
+)
 OUR_MARKERS: Final = ("slid", "rp_attributes", "issue", "bts")
 
 
@@ -73,6 +87,13 @@ def _texts(report: pytest.TestReport) -> dict[str, str]:
     return found
 
 
+def _skip_reason(longrepr: object) -> str:
+    """A skip's reason from pytest's ``(path, line, "Skipped: reason")``."""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return ""
+
+
 def _capture_failed(item: pytest.Item, exc: Exception) -> dict[str, Any]:
     log.exception("rp-bts: capturing %s failed", item.nodeid)
     return {"problems": [f"rp-bts: capturing {item.nodeid} failed: {exc!r}"]}
@@ -81,11 +102,13 @@ def _capture_failed(item: pytest.Item, exc: Exception) -> dict[str, Any]:
 class ItemState:
     """What the ``rp_bts`` fixture and the markers added to one test, kept on the item."""
 
-    __slots__ = ("attachments", "attributes")
+    __slots__ = ("attachments", "attributes", "problems")
 
     def __init__(self) -> None:
         self.attributes: list[Attribute] = []
         self.attachments: list[Attachment] = []
+        #: what the fixture could not do (an attachment not found), kept on the result
+        self.problems: list[str] = []
 
 
 ITEM_STATE = pytest.StashKey[ItemState]()
@@ -240,6 +263,8 @@ class Capture:
             attributes += state.attributes
             if state.attachments:
                 data["attachments"] = [to_plain(a) for a in state.attachments]
+            if state.problems:
+                data["notes"] = [f"{item.nodeid}: {p}" for p in state.problems]
         if attributes:
             data["attributes"] = [to_plain(a) for a in attributes]
         callspec = getattr(item, "callspec", None) if data else None
@@ -259,6 +284,8 @@ class Collector:
         self.extras: dict[str, dict[str, Any]] = {}
         #: one-line errors found on the workers (wrong marker arguments)
         self.problems: list[str] = []
+        #: one-line warnings from the tests (an attachment not found): they never fail the run
+        self.notes: list[str] = []
 
     def add_all(self, reports: Iterable[pytest.TestReport]) -> None:
         """Merge phase reports in the order they ran (one loop: a 5,000-test run has 15,000)."""
@@ -274,21 +301,43 @@ class Collector:
                 if report.when == "call" and hasattr(report, "wasxfail"):
                     state[0] = "xpassed"
             elif result == "failed":
+                if state[0] in FAILING:  # a later phase failed too (teardown after call)
+                    self._also(nodeid, report)
+                    continue
                 if report.when == "call":
                     state[0], state[1] = "failed", "call"
-                elif state[0] not in ("failed", "error"):
+                else:
                     state[0], state[1] = "error", report.when
             else:
-                state[0] = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+                xfailed = hasattr(report, "wasxfail")
+                state[0] = "xfailed" if xfailed else "skipped"
                 state[1] = report.when
+                reason = str(report.wasxfail) if xfailed else _skip_reason(report.longrepr)
+                if reason:  # shown in the report beside the outcome
+                    self.extras.setdefault(nodeid, {}).setdefault("message", reason)
             extra = report.__dict__.get("rp_bts")
             if extra is not None and isinstance(extra, Mapping):
                 self.merge(nodeid, extra)
+
+    def _also(self, nodeid: str, report: pytest.TestReport) -> None:
+        """Keep a later phase's failure beside the first one: pytest counts it as an error."""
+        extra = report.__dict__.get("rp_bts")
+        extra = extra if isinstance(extra, Mapping) else {}
+        also = {
+            "phase": report.when,
+            "exc_type": str(extra.get("exc_type") or "Failed"),
+            "message": str(extra.get("message") or ""),
+            "longrepr": clip(str(extra.get("longrepr") or report.longreprtext), MESSAGE_CAP),
+        }
+        merged = self.extras.setdefault(nodeid, {})
+        merged["also_failed"] = [*merged.get("also_failed", ()), also]
+        self.merge(nodeid, {k: v for k, v in extra.items() if k not in _FAILURE_KEYS})
 
     def merge(self, nodeid: str, extra: Mapping[str, Any]) -> None:
         if not extra:
             return  # a plain test keeps no extras, so :meth:`results` builds it directly
         self.problems += extra.get("problems", ())
+        self.notes += extra.get("notes", ())
         merged = self.extras.setdefault(nodeid, {})
         for key, value in extra.items():
             merged.setdefault(key, value)  # the first failing phase tells the story

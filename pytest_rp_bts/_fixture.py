@@ -49,21 +49,29 @@ class RpBts:
         """Attach a file (by path) or content (bytes) to this test's issue.
 
         Bytes are written to disk at once, so attachments are streamed later, never held in memory.
+        Never fails the test: a file that is not there (a screenshot that was not saved) is
+        recorded on the result and shown in the run's summary.
         """
-        if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-            data = bytes(path_or_bytes)
-            name = name or "attachment.bin"
-            if self._directory is None:
-                return  # rp-bts is off: nothing would read it
-            self._directory.mkdir(parents=True, exist_ok=True)
-            path = self._directory / f"{uuid.uuid4().hex[:12]}-{_UNSAFE.sub('_', name)[-100:]}"
-            path.write_bytes(data)
-            size = len(data)
-        else:
-            path = Path(path_or_bytes).resolve()
-            if not path.is_file():
-                raise FileNotFoundError(f"rp_bts.attach: no such file: {path}")
-            name = name or path.name
-            size = path.stat().st_size
+        try:
+            if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+                data = bytes(path_or_bytes)
+                name = name or "attachment.bin"
+                if self._directory is None:
+                    return  # rp-bts is off: nothing would read it
+                self._directory.mkdir(parents=True, exist_ok=True)
+                safe = _UNSAFE.sub("_", name)[-100:]
+                path = self._directory / f"{uuid.uuid4().hex[:12]}-{safe}"
+                path.write_bytes(data)
+                size = len(data)
+            else:
+                path = Path(path_or_bytes).resolve()
+                name = name or path.name
+                size = path.stat().st_size
+                if not path.is_file():
+                    raise IsADirectoryError(f"not a file: {path}")
+        except (OSError, TypeError, ValueError) as exc:
+            what = name or str(path_or_bytes)[:200]
+            self._state.problems.append(f"rp_bts.attach({what!r}) skipped: {exc}")
+            return
         mime = mime or mimetypes.guess_type(name)[0] or "application/octet-stream"
         self._state.attachments.append(Attachment(name, str(path), mime, size))

@@ -80,7 +80,11 @@ SPECS: Final = (
         check=parse_attribute,
     ),
     Spec("--rp-bts-results", "write the results JSON here"),
-    Spec("--rp-bts-report", "write the HTML report here"),
+    Spec(
+        "--rp-bts-report",
+        "HTML report to write (default: .rp-bts/report.html under the project root; "
+        "'none': no report)",
+    ),
     Spec("--rp-bts-no-notify", "send no summary e-mail", "bool"),
     Spec("--rp-bts-strict", "integration errors make the run fail", "bool"),
 )
@@ -99,7 +103,10 @@ class Settings(NamedTuple):
     #: ``KEY:VALUE`` strings, parsed by the agent
     attributes: tuple[str, ...]
     results: Path | None
+    #: the report's path; None for the default (``.rp-bts/report.html``)
     report: Path | None
+    #: ``--rp-bts-report=none``
+    no_report: bool
     notify: bool
     strict: bool
 
@@ -163,7 +170,8 @@ def resolve(config: pytest.Config, environ: Mapping[str, str]) -> Settings:
         launch=raw["rp_bts_launch"] or "",
         attributes=tuple(raw["rp_bts_attribute"] or ()),
         results=_path(raw["rp_bts_results"], base),
-        report=_path(raw["rp_bts_report"], base),
+        report=_path(raw["rp_bts_report"], base) if raw["rp_bts_report"] != "none" else None,
+        no_report=raw["rp_bts_report"] == "none",
         notify=not raw["rp_bts_no_notify"],
         strict=bool(raw["rp_bts_strict"]),
     )

@@ -23,7 +23,7 @@ from rp_bts_agent import environment, kinds
 from rp_bts_agent.config import load_config
 from rp_bts_agent.config_types import Config, ConfigError
 from rp_bts_agent.hooks import HookManager, has_hooks
-from rp_bts_agent.model import Attribute, Launch
+from rp_bts_agent.model import PYTEST_COUNTS, Attribute, Launch
 from rp_bts_agent.redact import Redactor
 from rp_bts_agent.rootdir import default_env_file, find_project_root, nodeid_mapper
 from rp_bts_agent.state import State
@@ -92,6 +92,8 @@ class RpBtsSession:
             config.pluginmanager.register(self.fallback, "rp_bts_report_log")
         self.agent_config: Config | None = None
         self.redactor = Redactor(())
+        #: for pytest's own lines: weak secrets (``test``) would mask ordinary names there
+        self.pytest_redactor = Redactor(())
         self._config_read = False
         if self.workerinput is None or self.workerinput.get("rp_bts_live"):
             self._load_config()  # on workers only for live reporting (Sauce Labs job updates)
@@ -142,7 +144,9 @@ class RpBtsSession:
         except ConfigError as exc:
             self.problems.append(str(exc))
             return
-        self.redactor = Redactor(self.agent_config.secrets())
+        secrets = self.agent_config.secrets()
+        self.redactor = Redactor(secrets)
+        self.pytest_redactor = Redactor(secrets, strong_only=True)
         self.capture.include_params = self.agent_config.fingerprint_params
         self.warnings = [f"rp-bts warning: {w}" for w in self.agent_config.warnings]
 
@@ -152,6 +156,12 @@ class RpBtsSession:
         if not self._config_read:
             self._load_config()
         return self.redactor.redact(text)
+
+    def redact_id(self, text: str) -> str:
+        """A parameter id as pytest will print it: masked of strong secrets only."""
+        if not self._config_read:
+            self._load_config()
+        return self.pytest_redactor.redact(text)
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -209,7 +219,7 @@ class RpBtsSession:
 
     def _scrub(self, report: pytest.TestReport) -> None:
         """Secrets out of what pytest itself prints later (tracebacks, captured output)."""
-        redact = self.redactor.redact
+        redact = self.pytest_redactor.redact
         if report.longrepr is not None:
             text = report.longreprtext
             clean = redact(text)
@@ -244,12 +254,22 @@ class RpBtsSession:
             attributes=tuple(Attribute.parse(a) for a in self.settings.attributes),
             mode=self.settings.mode,
             environment=environment.describe(os.environ),
+            counts=self._counts(),
         )
+
+    def _counts(self) -> dict[str, int]:
+        """pytest's own tally from its terminal reporter (a test failing in its call and again
+        in teardown is one failed and one error there); empty without one."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return {}
+        stats = reporter.stats
+        return {key: len(stats[key]) for key in PYTEST_COUNTS if stats.get(key)}
 
     def _collect(self, session: pytest.Session) -> None:
         """Merge the reports; in this process's own tests, read markers and fixture data once."""
         reports = self._reports()
-        scrub = bool(self.redactor)
+        scrub = bool(self.pytest_redactor)
         items: dict[str, pytest.Item] | None = None
         for report in reports:
             failed = report.outcome == "failed"
@@ -272,6 +292,7 @@ class RpBtsSession:
                 merged.add(nodeid)
                 self.collector.merge(nodeid, extra)
         self.problems += self.collector.problems
+        self.warnings += [f"rp-bts warning: {note}" for note in self.collector.notes]
 
     def _finish(self, session: pytest.Session) -> None:
         """Collected here, handed over: the launch's end is the agent's (``launch.finish``)."""
@@ -292,13 +313,21 @@ class RpBtsSession:
                     notify=settings.notify,
                     results=[settings.results] if settings.results else [],
                     default_results=settings.mode != "dry-run",
-                    report=settings.report,
+                    report=self._report_path(),
                     spool=State(self.root).run(self.run_id),
                     progress=progress.update,
                 ),
                 hooks=self.hooks,
                 redactor=self.redactor,
             )
+
+    def _report_path(self) -> Path | None:
+        """``.rp-bts/report.html`` unless the option names another or ``none``; a dry-run writes
+        only one it is asked for (it leaves the last real run's report alone)."""
+        settings = self.settings
+        if settings.no_report or (settings.report is None and settings.mode == "dry-run"):
+            return None
+        return settings.report or State(self.root).report
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.is_controller:

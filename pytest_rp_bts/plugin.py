@@ -42,10 +42,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     session = RpBtsSession(config, settings)
     config.pluginmanager.register(session, "rp_bts_session")
-    if session.is_controller and session.redactor:
+    if session.is_controller and session.pytest_redactor:
         from ._scrub import scrub_pytest_writers
 
-        scrub_pytest_writers(config, session.redactor)
+        scrub_pytest_writers(config, session.pytest_redactor)
     if not session.is_controller:
         config.pluginmanager.register(WorkerCapture(session.capture), "rp_bts_worker")
     if config.pluginmanager.hasplugin("xdist") and session.is_controller:
@@ -63,7 +63,7 @@ def pytest_make_parametrize_id(config: pytest.Config, val: object) -> str | None
     session = config.pluginmanager.get_plugin("rp_bts_session")
     if session is None or not isinstance(val, str):
         return None
-    masked: str = session._redact_spilled(val)  # on an xdist worker, reads the config first
+    masked: str = session.redact_id(val)  # on an xdist worker, reads the config first
     return masked.encode("unicode_escape").decode("ascii") if masked != val else None
 
 

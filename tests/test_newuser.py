@@ -162,3 +162,174 @@ def test_a_hook_fingerprint_with_slashes_is_filed(pytester: pytest.Pytester, cho
     data = results_json(pytester.path / ".rp-bts" / "results.json")
     assert data["results"][0]["issues"][0]["action"] == "created"
     assert not list((pytester.path / ".rp-bts").glob("escape*"))  # no file outside its run
+
+
+# -- 5: nothing pytest reported is lost ----------------------------------------------------------
+
+FAIL_THEN_TEARDOWN = """
+import pytest
+
+@pytest.fixture
+def db():
+    yield
+    raise RuntimeError("teardown exploded")
+
+def test_fails_then_teardown(db):
+    assert 1 == 2
+
+def test_passes_then_teardown(db):
+    pass
+
+def test_passes():
+    pass
+"""
+RULE = '[[rules]]\nname = "all"\nsend_case = "always"\nrecipients = ["qa@example.com"]\n'
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_a_teardown_error_after_a_failure_is_kept_and_counted(
+    pytester: pytest.Pytester, xdist: bool
+) -> None:
+    pytester.makepyfile(test_x=FAIL_THEN_TEARDOWN)
+    pytester.makefile(".toml", **{"rp-bts": RULE})
+    args = ("--rp-bts", "-n", "2") if xdist else ("--rp-bts", "-p", "no:xdist")
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(failed=1, passed=2, errors=2)
+    state = pytester.path / ".rp-bts"
+    data = {r["nodeid"]: r for r in results_json(state / "results.json")["results"]}
+    failed = data["test_x.py::test_fails_then_teardown"]
+    assert failed["outcome"] == "failed" and failed["exc_type"] == "AssertionError"
+    assert [(f["phase"], f["exc_type"]) for f in failed["also_failed"]] == [
+        ("teardown", "RuntimeError")
+    ]
+    assert "teardown exploded" in failed["also_failed"][0]["message"]
+    rows = tracker_rows(pytester.path, "SELECT key, description FROM issues")
+    body = next(d for _, d in rows if "test_fails_then_teardown" in d)
+    assert "Error in teardown" in body and "teardown exploded" in body
+    mail = next((state / "outbox").glob("*.eml")).read_text(encoding="utf-8")
+    assert "1 failed, 2 passed, 2 errors" in mail  # as pytest counts
+    assert "assert 1 =3D=3D 2" in mail or "assert 1 == 2" in mail  # the message in its text
+    report = (state / "report.html").read_text(encoding="utf-8")
+    assert "1 failed, 2 passed, 2 errors" in report
+    assert "teardown exploded" in report
+
+
+# -- 6: masking only whole tokens ---------------------------------------------------------------
+
+
+def test_a_short_secret_masks_tokens_only() -> None:
+    from rp_bts_agent.redact import Redactor, is_weak
+
+    redactor = Redactor(["test"])
+    text = "def test_add():\n    login(password=test) # 'test' test_x.py::test_add"
+    assert redactor.redact(text) == (
+        "def test_add():\n    login(password=***) # '***' test_x.py::test_add"
+    )
+    assert Redactor(["s3cr3t-t0k3n"]).redact("Bearer s3cr3t-t0k3n.") == "Bearer ***."
+    assert is_weak("test") and is_weak("password") and not is_weak("x9!kq2Lm-77")
+    assert not Redactor(["test"], strong_only=True)
+
+
+SHORT_SECRET = """
+def test_add():
+    print("logging in with password=test")
+    assert 1 == 2
+"""
+
+
+def test_a_short_secret_warns_once_and_leaves_pytest_lines_alone(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SMTP_PASSWORD", "test")
+    pytester.makefile(
+        ".toml",
+        **{
+            "rp-bts": '[[integrations]]\nkind = "email"\nname = "mail"\nhost = "127.0.0.1"\n'
+            'auth = true\nusername = "qa@example.com"\npassword = "${SMTP_PASSWORD}"\n'
+        },
+    )
+    pytester.makepyfile(test_x=SHORT_SECRET)
+    result = pytester.runpytest("--rp-bts", "-v")
+    out = result.stdout.str()
+    assert "***_add" not in out and "***_x.py" not in out
+    result.stdout.fnmatch_lines(["*test_x.py::test_add FAILED*", "*def test_add():*"])
+    # once per place, as every config warning: the header and the rp-bts summary
+    assert out.count("shorter than 8 characters or a plain word") == 2
+    data = results_json(pytester.path / ".rp-bts" / "results.json")
+    assert data["results"][0]["nodeid"] == "test_x.py::test_add"
+    assert "password=***" in data["results"][0]["stdout"]  # a token of its own: masked
+
+
+# -- 7: rp_bts.attach() never fails a test ------------------------------------------------------
+
+ATTACH_MISSING = """
+def test_screenshot(rp_bts):
+    rp_bts.attach("never-saved.png")
+"""
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["on", "off"])
+def test_attaching_a_missing_file_never_fails_the_test(
+    pytester: pytest.Pytester, enabled: bool
+) -> None:
+    pytester.makepyfile(test_x=ATTACH_MISSING)
+    result = pytester.runpytest(*(["--rp-bts"] if enabled else []))
+    result.assert_outcomes(passed=1)
+    if enabled:
+        result.stdout.fnmatch_lines(
+            ["rp-bts warning: test_x.py::test_screenshot: rp_bts.attach('never-saved.png')*"]
+        )
+        data = results_json(pytester.path / ".rp-bts" / "results.json")
+        assert "never-saved.png" in data["results"][0]["notes"][0]
+
+
+# -- 9: the HTML report by default, grouped by issue ---------------------------------------------
+
+REPORT_SUITE = """
+import pytest
+
+@pytest.mark.parametrize("items", [[1], [2, 3], [10]])
+def test_totals(items):
+    assert sum(items) + 1 == sum(items), "off by one in the cart total"
+
+@pytest.mark.skip(reason="needs the payment sandbox")
+def test_pay():
+    pass
+
+@pytest.mark.xfail(reason="rounding bug #12")
+def test_round():
+    assert 0.1 + 0.2 == 0.3
+
+def test_ok():
+    pass
+"""
+
+
+def test_the_report_is_written_by_default_grouped_by_issue(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x=REPORT_SUITE)
+    result = pytester.runpytest("--rp-bts", "--rp-bts-attribute=env:ci")
+    result.stdout.fnmatch_lines(["report: .rp-bts/report.html"])
+    page = (pytester.path / ".rp-bts" / "report.html").read_text(encoding="utf-8")
+    data = results_json(pytester.path / ".rp-bts" / "results.json")
+    assert page.count('<tr class="g">') == 1  # three parameters, one bug, one group
+    assert "3 test(s)" in page and "LOCAL-1" in page
+    assert "off by one in the cart total" in page  # the message, not only the type
+    assert "needs the payment sandbox" in page and "rounding bug #12" in page
+    assert data["launch"]["run_id"] in page and "env:ci" in page
+    assert "3 failed, 1 passed, 1 skipped, 1 xfailed" in page
+    assert ">call<" in page  # the phase
+
+    pytester.path.joinpath(".rp-bts", "report.html").unlink()
+    pytester.runpytest("--rp-bts", "--rp-bts-report=none")
+    assert not (pytester.path / ".rp-bts" / "report.html").exists()
+
+
+def test_a_passing_run_renders_its_report_without_jinja(tmp_path: Path) -> None:
+    """The overhead benchmark's run (all passed) pays neither Jinja2's import nor a compile."""
+    from rp_bts_agent import report
+
+    report._template.cache_clear()
+    results = [(f"t.py::test_{i}", "passed", "call", 0.01) for i in range(3)]
+    page = report.render_results(Launch("n", "run-1"), results, tmp_path)  # type: ignore[arg-type]
+    assert report._template.cache_info().misses == 0
+    assert "3 passed" in page and "t.py::test_2  0.01 s" in page
