@@ -60,7 +60,7 @@ def tally(run: RunResults, results: Sequence[TestResult | Plain] | None = None) 
     if run.launch.counts:
         return dict(run.launch.counts)
     every = run.results if results is None else results
-    counts = Counter(r[1] if isinstance(r, tuple) else r.outcome for r in every)
+    counts: Counter[str] = Counter(r[1] if isinstance(r, tuple) else r.outcome for r in every)
     also = sum(len(r.also_failed) for r in every if isinstance(r, TestResult))
     if also:
         counts["error"] += also
@@ -351,7 +351,7 @@ def render_results(
     environment = ", ".join(  # the CI job is the link above, when it is a web address
         f"{k}: {v}" for k, v in sorted(launch.environment.items()) if k != "ci_job"
     )
-    omitted = " and ".join(omitted) + ("; the full report is with the run" if omitted else "")
+    left_out = " and ".join(omitted) + ("; the full report is with the run" if omitted else "")
     while True:
         budget = _Budget(len(shown), text_budget)
         groups = _groups(shown, base, budget)
@@ -366,7 +366,7 @@ def render_results(
             date=f" &middot; {_e(date)}" if date else "",
             attributes=f" &middot; attributes: {_e(attributes)}" if attributes else "",
             environment=f"<p>environment: {_e(environment)}</p>\n" if environment else "",
-            omitted=f"<p><strong>{_e(omitted)}</strong></p>\n" if omitted else "",
+            omitted=f"<p><strong>{_e(left_out)}</strong></p>\n" if left_out else "",
             body=body,
             passed=(
                 f"<h2>Passed</h2>\n<details><summary>{len(plain_passed)} passed</summary>"
