@@ -165,6 +165,13 @@ def _replace(run: RunResults, result: TestResult) -> RunResults:
     )
 
 
+def _field(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
 def cmd_post(args: argparse.Namespace) -> int:
     """ReportPortal's manual Post Issue, for one result of a saved results file."""
     config = load(args)
@@ -182,6 +189,8 @@ def cmd_post(args: argparse.Namespace) -> int:
         include=_include(args.include),
         log_lines=args.log_lines,
         only=frozenset((result.nodeid,)),
+        issue_type=args.issue_type or "",
+        fields=dict(args.field or ()),
     )
     return _end(args, config, run, how)
 
@@ -247,7 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     post = sub.add_parser("post", help="file an issue for one failure of a results file")
     post.add_argument("results", type=Path, metavar="RESULTS")
     post.add_argument("test", metavar="NODEID", help="node id (or a unique part of it)")
-    post.add_argument("--integration", help="integration to post to")
+    post.add_argument(
+        "--integration", help="integration to post to (it files there, beside other types)"
+    )
+    post.add_argument(
+        "--issue-type", metavar="TYPE", help="issue type of this issue (default: the integration's)"
+    )
+    post.add_argument(
+        "--field",
+        action="append",
+        type=_field,
+        metavar="KEY=VALUE",
+        help="a field of this issue, over the integration's fields (repeatable)",
+    )
     post.add_argument("--include", help="logs,attachments,comments (default: the integration's)")
     post.add_argument(
         "--log-lines", type=int, metavar="N", help="log lines in the issue (default: log_lines)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -58,6 +58,9 @@ class Finish:
     #: file only these results (``rp-bts post``); the others pass through, and the filed
     #: ones keep the issues they had besides the new ones
     only: frozenset[str] | None = None
+    #: ``rp-bts post --issue-type`` and ``--field``: this issue's type and fields
+    issue_type: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
     progress: Callable[[int, int], None] | None = None
 
 
@@ -187,6 +190,8 @@ def _file(
             time_budget=budget,
             include=how.include,
             log_lines=how.log_lines,
+            issue_type=how.issue_type,
+            fields=how.fields,
         ),
         progress=how.progress,
         breakers=breakers,

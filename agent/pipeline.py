@@ -119,6 +119,10 @@ class Options:
     #: seconds the filing may take (the plugin sets the config's ``time_budget`` at session
     #: end, where a test run must not wait); None for no limit, as in ``rp-bts flush``
     time_budget: float | None = None
+    #: ``rp-bts post --issue-type``: this issue's type, over the integration's and a marker's
+    issue_type: str = ""
+    #: ``rp-bts post --field KEY=VALUE``: fields of this issue, over the integration's
+    fields: Mapping[str, str] = field(default_factory=dict)
 
 
 def tracker_identity(integration: Integration) -> str:
@@ -170,6 +174,8 @@ class Agent:
         self._down: dict[str, str] = breakers if breakers is not None else {}
         #: (integration, group, reference) of the work a tracker did not take
         self._kept: list[tuple[str, tuple[TestResult, ...], IssueRef]] = []
+        #: the integration's name behind each target of another issue type (see _target)
+        self._names: dict[str, str] = {}
         self.state = State(config.root)
         self.record = FiledRecord(self.state.filed_db, read_only=options.mode == "dry-run")
         self._errors: list[str] = []
@@ -200,11 +206,29 @@ class Agent:
         configured = self._trackers_configured()
         return configured[0] if configured else embedded_tracker(self.config.root)
 
+    def _target(self, integration: Integration, result: TestResult) -> tuple[str, Integration]:
+        """Where a result files: its integration, or, when ``--issue-type`` or a ``bts``
+        marker asks for another issue type, that integration for that type, a target of its
+        own (issues of one type are found apart from another's, as ReportPortal's several
+        integrations per project file apart). The target's key names both."""
+        wanted = self.options.issue_type or (result.route.issue_type if result.route else "")
+        wanted = wanted or ""
+        if not wanted or wanted == integration.tracker_settings.issue_type:
+            return integration.name, integration
+        target = f"{integration.name} [{wanted}]"
+        self._names[target] = integration.name
+        return target, integration.with_settings(issue_type=wanted)
+
+    def _name(self, target: str) -> str:
+        """The integration's own name behind a target key (the outbox replays by name)."""
+        return self._names.get(target, target)
+
     def tracker(self, integration: Integration) -> Tracker:
-        tracker = self._trackers.get(integration.name)
+        key = f"{integration.name}\0{integration.tracker_settings.issue_type}"
+        tracker = self._trackers.get(key)
         if tracker is None:
             tracker = open_tracker(integration, read_only=self.options.mode == "dry-run")
-            self._trackers[integration.name] = tracker
+            self._trackers[key] = tracker
         return tracker
 
     def close(self) -> None:
@@ -253,8 +277,9 @@ class Agent:
                 line = self._error(f"{result.nodeid}: {exc}")
                 refs[result.nodeid].append(IssueRef("", "", action="failed", error=line))
                 continue
-            integrations[integration.name] = integration
-            groups[(integration.name, result.fingerprint)].append(result)
+            target, integration = self._target(integration, result)
+            integrations[target] = integration
+            groups[(target, result.fingerprint)].append(result)
 
         outbox = self._write_ahead(run.launch, groups) if self._keeps and groups else None
         plan = self._plan(groups, integrations, refs)
@@ -285,7 +310,7 @@ class Agent:
         run dies half way; None when the outbox cannot be written (filing goes on)."""
         outbox = Outbox(self.state.outbox_db)
         try:
-            outbox.begin(launch, ((name, group) for (name, _), group in groups.items()))
+            outbox.begin(launch, ((self._name(t), group) for (t, _), group in groups.items()))
         except (sqlite3.Error, OSError) as exc:
             self._error(f"the outbox {outbox.path} cannot be written: {exc}")
             return None
@@ -479,7 +504,8 @@ class Agent:
                 )
             down = self._down.get(name)
             if down is not None:  # the breaker is open: straight to the outbox, no call
-                return IssueRef(name, "", action="queued" if self._queues else "failed", error=down)
+                queued = "queued" if self._queues else "failed"
+                return IssueRef(self._name(name), "", action=queued, error=down)
             try:
                 return call()
             except (TrackerError, OSError) as exc:
@@ -600,10 +626,10 @@ class Agent:
         if retryable:
             self._down[name] = line  # the breaker opens: no more calls to it in this run
         queued = retryable and self._queues
-        return IssueRef(name, "", action="queued" if queued else "failed", error=line)
+        return IssueRef(self._name(name), "", action="queued" if queued else "failed", error=line)
 
-    def _keep(self, name: str, results: tuple[TestResult, ...], ref: IssueRef) -> None:
-        self._kept.append((name, results, ref))
+    def _keep(self, target: str, results: tuple[TestResult, ...], ref: IssueRef) -> None:
+        self._kept.append((self._name(target), results, ref))
 
     def _extra_attachments(self, results: Sequence[TestResult]) -> tuple[AttachmentFile, ...]:
         """Files other integrations add to a new issue (the chosen Sauce Labs assets)."""
@@ -665,6 +691,8 @@ class Agent:
             assets = self._extra_attachments(action.results)
             if assets:
                 draft = dataclasses.replace(draft, attachments=draft.attachments + assets)
+        if self.options.fields:
+            draft = dataclasses.replace(draft, fields={**draft.fields, **self.options.fields})
         results = list(action.results)
         for changed in self.hooks.hook.rp_bts_issue_fields(
             draft=draft, results=results, integration=integration, launch=launch

@@ -160,8 +160,9 @@ class TrackerSettings(TlsSettings):
     on_closed: str = choice("new", "reopen")
 
     def identity(self, kind: str) -> str:
-        """Which tracker project this files into: integrations may share one."""
-        return f"{kind}:{self.url.rstrip('/')}:{self.project_key}"
+        """Which tracker project and issue type this files into: integrations may share a
+        project ("Shop bugs" and "Shop tasks"), and each finds only its own type's issues."""
+        return f"{kind}:{self.url.rstrip('/')}:{self.project_key}:{self.issue_type}"
 
 
 _KEYS: dict[type[Settings], Mapping[str, Key]] = {}

@@ -581,6 +581,9 @@ class JiraState:
         m = re.search(r'project\s*=\s*"?([A-Za-z0-9_]+)"?', jql, re.I)
         if m:
             found = [i for i in found if i["fields"]["project"]["key"] == m.group(1)]
+        m = re.search(r'issuetype\s*=\s*"((?:[^"\\]|\\.)*)"', jql, re.I)
+        if m:
+            found = [i for i in found if i["fields"]["issuetype"]["name"] == m.group(1)]
         if re.search(r"order\s+by\s+created\s+desc", jql, re.I):
             found.sort(key=lambda i: i["fields"]["created"], reverse=True)
         issues = [self._issue_json(i) for i in found[: int(q.get("maxResults", ["50"])[-1])]]

@@ -333,3 +333,37 @@ def test_a_passing_run_renders_its_report_without_jinja(tmp_path: Path) -> None:
     page = report.render_results(Launch("n", "run-1"), results, tmp_path)  # type: ignore[arg-type]
     assert report._template.cache_info().misses == 0
     assert "3 passed" in page and "t.py::test_2  0.01 s" in page
+
+
+# -- 11: posting to a chosen integration creates there -------------------------------------------
+
+
+def test_post_to_another_integration_of_the_same_project_files_there(
+    jira: RunningJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rp_bts_agent.cli import main
+
+    jira.login_env(monkeypatch)
+    tasks = jira.integration_toml(issue_type='"Task"').replace("Shop bugs", "Shop tasks")
+    (tmp_path / "rp-bts.toml").write_text(
+        jira.integration_toml(issue_type='"Bug"') + tasks, encoding="utf-8"
+    )
+    results = tmp_path / "results.json"
+    run = RunResults(Launch("nightly", "run-1"), _failures(1))
+    results.write_text(run.dumps(), encoding="utf-8")
+    root = ["--root", str(tmp_path), "--global-config", str(tmp_path / "none.toml")]
+    assert main([*root, "process", str(results), "--no-notify"]) == 0
+    assert [i["fields"]["issuetype"]["name"] for i in jira.state.issues.values()] == ["Bug"]
+    code = main(
+        [*root, "post", str(results), "test_0", "--integration", "Shop tasks",
+         "--field", "priority=High"]
+    )  # fmt: skip
+    assert code == 0
+    types = sorted(i["fields"]["issuetype"]["name"] for i in jira.state.issues.values())
+    assert types == ["Bug", "Task"]  # a Task beside the Bug, no comment on the Bug
+    task = next(i for i in jira.state.issues.values() if i["fields"]["issuetype"]["name"] == "Task")
+    assert task["fields"]["priority"]["name"] == "High"
+    assert jira.state.comments == {}
+    assert main([*root, "post", str(results), "test_0", "--issue-type", "Task"]) == 0
+    assert len(jira.state.issues) == 2  # Shop bugs as a Task: the Task is found, commented
+    assert len(jira.state.comments) == 1

@@ -386,7 +386,10 @@ class JiraTracker:
     def _labelled(self, fingerprints: Sequence[str], order: str = "") -> list[Mapping[str, Any]]:
         """One search for the project's issues that carry any of these fingerprint labels."""
         labels = ", ".join(_jql_string(f) for f in fingerprints)
-        jql = f"project = {_jql_string(self.project)} AND labels in ({labels}){order}"
+        jql = f"project = {_jql_string(self.project)} AND labels in ({labels})"
+        if self.settings.issue_type:  # a Task beside a Bug: each integration finds its own
+            jql += f" AND issuetype = {_jql_string(self.settings.issue_type)}"
+        jql += order
         return self.search(jql, fingerprints)
 
     def get(self, key: str) -> RemoteIssue:
