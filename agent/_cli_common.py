@@ -16,11 +16,13 @@ def project_root(args: argparse.Namespace) -> Path:
     return root.resolve() if root is not None else find_root(Path.cwd())
 
 
-def load(args: argparse.Namespace) -> Config:
+def load(args: argparse.Namespace, *, fill: bool = True) -> Config:
+    """The project's config; ``fill=False`` leaves ``${VAR}`` values as references."""
     root = project_root(args)
     return load_config(
         root,
         project_file=getattr(args, "config", None),
         global_file=getattr(args, "global_config", None),
         env_file=getattr(args, "env_file", None) or default_env_file(root),
+        fill=fill,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,9 +228,10 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    config = load(args)
+    """Works on a fresh checkout: a ``${VAR}`` shows as itself, marked when it is unset."""
+    config = load(args, fill=False)
     redactor = Redactor(config.secrets())
-    rows = [redactor.redact_obj(describe(i)) for i in config.integrations]
+    rows = [redactor.redact_obj(describe(i, config.unset)) for i in config.integrations]
     for warning in config.warnings:
         print(f"rp-bts: warning: {warning}", file=sys.stderr)
     if args.json:
@@ -242,10 +243,11 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(integration: Integration) -> dict[str, Any]:
+def describe(integration: Integration, unset: Sequence[str] = ()) -> dict[str, Any]:
     """An integration as JSON: identity, then its kind's settings with every secret masked.
 
-    A secret shows as its ``${VAR}`` reference when it has one, else as ``***``.
+    A secret shows as its ``${VAR}`` reference when it has one, else as ``***``; a value whose
+    reference is not filled shows the reference, ``(unset)`` after it when ``unset`` names it.
     """
     row: dict[str, Any] = {
         "name": integration.name,
@@ -257,8 +259,11 @@ def describe(integration: Integration) -> dict[str, Any]:
         if key in row:
             continue
         value = getattr(integration.settings, key)
-        if spec.secret and value:
-            value = integration.refs.get(key, MASK)
+        ref = integration.refs.get(key)
+        if ref is not None and (spec.secret or not value):
+            value = ref + (" (unset)" if any(f"${{{n}}}" in ref for n in unset) else "")
+        elif spec.secret and value:
+            value = MASK
         if value is not None:
             row[key] = to_plain(value)
     return row

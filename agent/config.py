@@ -283,6 +283,10 @@ class Env:
             self._warn(f"{self._file}: {name}: its group can write this file; chmod g-w it")
         return value
 
+    def has(self, name: str) -> bool:
+        """Whether ``${name}`` has a value (the environment or the env file)."""
+        return name in self._environ or self._values.get(name) is not None
+
     def _warn(self, message: str) -> None:
         if message not in self.warnings:
             self.warnings.append(message)
@@ -404,7 +408,8 @@ def _integration(entry: Entry, source: ConfigFile, env: Env | None, root: Path) 
     settings_class = kinds.get(entry.kind).settings
     values = _values(entry.table, integration_keys(entry.kind), source.path, entry.loc, env)
     del values["kind"], values["name"]
-    values = settings_class.complete(values, SettingsContext(root, source.path, entry.loc))
+    context = SettingsContext(root, source.path, entry.loc, frozenset(entry.table))
+    values = settings_class.complete(values, context)
     refs = {
         k: v for k, v in entry.table.items() if isinstance(v, str) and _VAR.search(v) is not None
     }
@@ -581,10 +586,13 @@ def load_config(
     global_file: Path | None = None,
     env_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    fill: bool = True,
 ) -> Config:
     """The resolved configuration of the project at ``root``.
 
-    Missing files are fine (an empty config); a bad one raises ConfigError, one line.
+    Missing files are fine (an empty config); a bad one raises ConfigError, one line. With
+    ``fill=False`` (``rp-bts integrations list`` on a fresh checkout) ``${VAR}`` values stay
+    unfilled, and ``Config.unset`` names the variables that are set nowhere.
     """
     environ = os.environ if environ is None else environ
     root = Path(root).resolve()
@@ -600,4 +608,11 @@ def load_config(
         raise ConfigError(env_file, "", "file not found; check the path given for the env file")
     project = read_config_file(project_file, "project") if project_file else None
     global_ = read_config_file(global_file, "global")
-    return resolve(root, project, global_, Env(environ, env_file))
+    env = Env(environ, env_file)
+    if fill:
+        return resolve(root, project, global_, env)
+    config = resolve(root, project, global_, None)
+    names = {
+        m.group(1) for i in config.integrations for v in i.refs.values() for m in _VAR.finditer(v)
+    }
+    return dataclasses.replace(config, unset=tuple(sorted(n for n in names if not env.has(n))))

@@ -98,6 +98,8 @@ class Config:
     root: str = "."
     #: non-fatal findings (literal secrets, group-writable files, ignored integrations).
     warnings: tuple[str, ...] = ()
+    #: ``${VAR}`` names set nowhere, when loaded without filling (``integrations list``)
+    unset: tuple[str, ...] = ()
 
     def integration(self, name: str) -> Integration | None:
         for integration in self.integrations:

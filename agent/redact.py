@@ -152,9 +152,10 @@ class Redactor:
 
 
 def _value_set(value: Any) -> bool:
-    """Whether a value under a secret key is a secret: not empty, not a ``${VAR}`` reference."""
+    """Whether a value under a secret key is a secret: not empty, not a ``${VAR}`` reference
+    (which ``integrations list`` marks ``(unset)`` when the variable has no value)."""
     if isinstance(value, str):
-        return bool(value) and _REFERENCE.fullmatch(value) is None
+        return bool(value) and _REFERENCE.fullmatch(value.removesuffix(" (unset)")) is None
     return value is not None
 
 

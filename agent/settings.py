@@ -10,7 +10,7 @@ and :class:`TrackerSettings` (every kind that files issues).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
@@ -109,6 +109,43 @@ class SettingsContext(NamedTuple):
     root: Path
     file: Path
     loc: str
+    #: the keys the table sets, filled or still ``${VAR}`` (an edit checks before the variables
+    #: are set); None for an integration built in code, whose required keys are not checked
+    present: frozenset[str] | None = None
+
+    def require(self, values: Mapping[str, Any], keys: Sequence[str], why: str) -> None:
+        """The first of ``keys`` the table lacks is a config error, said as a run says it."""
+        if self.present is None:
+            return
+        missing = [key for key in keys if key not in self.present and not values.get(key)]
+        if missing:
+            from .config_types import ConfigError
+
+            raise ConfigError(
+                self.file, f"{self.loc}.{missing[0]}", f"required {why}; set {', '.join(missing)}"
+            )
+
+
+def check_web_url(values: Mapping[str, Any], context: SettingsContext, key: str = "url") -> None:
+    """A tracker's address must be an http(s) URL with a host (``${VAR}`` is checked once set)."""
+    from urllib.parse import urlsplit
+
+    url = values.get(key)
+    if not isinstance(url, str) or not url:
+        return
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        ok = False
+    if not ok:
+        from .config_types import ConfigError
+
+        raise ConfigError(
+            context.file,
+            f"{context.loc}.{key}",
+            f"{url!r} is not a web address; write it as https://host[/path]",
+        )
 
 
 @dataclass(frozen=True, slots=True)

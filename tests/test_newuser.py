@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +368,49 @@ def test_post_to_another_integration_of_the_same_project_files_there(
     assert main([*root, "post", str(results), "test_0", "--issue-type", "Task"]) == 0
     assert len(jira.state.issues) == 2  # Shop bugs as a Task: the Task is found, commented
     assert len(jira.state.comments) == 1
+
+
+# -- 10: integrations list with unset variables, add/edit check the whole integration -----------
+
+
+def _cli(tmp_path: Path, *argv: str) -> int:
+    from rp_bts_agent.cli import main
+
+    return main(["--root", str(tmp_path), "--global-config", str(tmp_path / "g.toml"), *argv])
+
+
+def test_integrations_list_shows_unset_references(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("JIRA_URL", raising=False)
+    monkeypatch.delenv("JIRA_TOKEN", raising=False)
+    monkeypatch.setenv("JIRA_USER", "qa@example.com")
+    (tmp_path / "rp-bts.toml").write_text(
+        '[[integrations]]\nkind = "jira"\nname = "Shop bugs"\nurl = "${JIRA_URL}"\n'
+        'project_key = "SHOP"\nusername = "${JIRA_USER}"\npassword = "${JIRA_TOKEN}"\n',
+        encoding="utf-8",
+    )
+    assert _cli(tmp_path, "integrations", "list", "--json") == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["url"] == "${JIRA_URL} (unset)"
+    assert row["password"] == "${JIRA_TOKEN} (unset)"
+    assert row["username"] == "${JIRA_USER}"  # set: the reference, not marked
+    assert _cli(tmp_path, "integrations", "list") == 0
+    assert "${JIRA_URL} (unset)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        (["url=jira.example.com"], "url: 'jira.example.com' is not a web address"),
+        (["url=https://jira.example.com", "auth=pat"], 'token: required with auth = "pat"'),
+    ],
+)
+def test_integrations_add_checks_the_whole_integration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], settings: list[str], error: str
+) -> None:
+    sets = [arg for s in settings for arg in ("--set", s)]
+    assert _cli(tmp_path, "integrations", "add", "jira", "J", *sets) == 2
+    err = capsys.readouterr().err
+    assert error in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "rp-bts.toml").exists()  # nothing written

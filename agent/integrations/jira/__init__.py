@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 from rp_bts_agent.kinds import ConfigureRequest, Kind, OAuthEndpoints
-from rp_bts_agent.settings import TrackerSettings, choice, path, secret, text
+from rp_bts_agent.settings import (
+    SettingsContext,
+    TrackerSettings,
+    check_web_url,
+    choice,
+    path,
+    secret,
+    text,
+)
 
 if TYPE_CHECKING:
     from rp_bts_agent.config_types import Integration
@@ -28,6 +36,19 @@ class JiraSettings(TrackerSettings):
     private_key_file: str = path()
     access_token: str = secret()
     access_token_secret: str = secret()
+
+    @classmethod
+    def complete(cls, values: dict[str, Any], context: SettingsContext) -> dict[str, Any]:
+        """The URL's form and the keys an auth method cannot do without, before anything is
+        written or sent (a basic login may come later from the environment, the access token
+        of OAuth from ``rp-bts integrations oauth``)."""
+        check_web_url(values, context)
+        auth = values.get("auth", "basic")
+        context.require(values, _AUTH_KEYS.get(auth, ()), f'with auth = "{auth}"')
+        return values
+
+
+_AUTH_KEYS: Final = {"pat": ("token",), "oauth1": ("consumer_key",)}
 
 
 def _tracker(integration: Integration, read_only: bool) -> Tracker:
