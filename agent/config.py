@@ -255,8 +255,13 @@ def read_config_file(path: Path, scope: Scope) -> ConfigFile | None:
 class Env:
     """``${VAR}`` values: the environment first, then the env file (which never overrides)."""
 
-    def __init__(self, environ: Mapping[str, str], env_file: Path | None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str], env_file: Path | None, *, lenient: bool = False
+    ) -> None:
         self._environ = environ
+        #: leave a value whose variable is set nowhere unfilled (and name it in ``unset``)
+        self.lenient = lenient
+        self.unset: set[str] = set()
         self._file = env_file
         self._values: Mapping[str, str | None] = {}
         self._mode = 0
@@ -311,6 +316,11 @@ def _fill(value: Any, env: Env | None, file: Path, loc: str) -> Any:
             return value
         if env is None:
             return _UNSET
+        if env.lenient:
+            missing = {m.group(1) for m in _VAR.finditer(value) if not env.has(m.group(1))}
+            if missing:
+                env.unset |= missing
+                return _UNSET
         return _VAR.sub(lambda m: env.get(m.group(1), file, loc), value)
     if isinstance(value, list):
         filled = [_fill(v, env, file, f"{loc}[{i}]") for i, v in enumerate(value)]
@@ -591,8 +601,8 @@ def load_config(
     """The resolved configuration of the project at ``root``.
 
     Missing files are fine (an empty config); a bad one raises ConfigError, one line. With
-    ``fill=False`` (``rp-bts integrations list`` on a fresh checkout) ``${VAR}`` values stay
-    unfilled, and ``Config.unset`` names the variables that are set nowhere.
+    ``fill=False`` (``rp-bts integrations list`` on a fresh checkout) a ``${VAR}`` set nowhere
+    leaves its value unfilled, and ``Config.unset`` names it.
     """
     environ = os.environ if environ is None else environ
     root = Path(root).resolve()
@@ -608,11 +618,6 @@ def load_config(
         raise ConfigError(env_file, "", "file not found; check the path given for the env file")
     project = read_config_file(project_file, "project") if project_file else None
     global_ = read_config_file(global_file, "global")
-    env = Env(environ, env_file)
-    if fill:
-        return resolve(root, project, global_, env)
-    config = resolve(root, project, global_, None)
-    names = {
-        m.group(1) for i in config.integrations for v in i.refs.values() for m in _VAR.finditer(v)
-    }
-    return dataclasses.replace(config, unset=tuple(sorted(n for n in names if not env.has(n))))
+    env = Env(environ, env_file, lenient=not fill)
+    config = resolve(root, project, global_, env)
+    return dataclasses.replace(config, unset=tuple(sorted(env.unset))) if env.unset else config

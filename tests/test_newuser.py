@@ -394,7 +394,7 @@ def test_integrations_list_shows_unset_references(
     (row,) = json.loads(capsys.readouterr().out)
     assert row["url"] == "${JIRA_URL} (unset)"
     assert row["password"] == "${JIRA_TOKEN} (unset)"
-    assert row["username"] == "${JIRA_USER}"  # set: the reference, not marked
+    assert row["username"] == "qa@example.com"  # set: its value, as before
     assert _cli(tmp_path, "integrations", "list") == 0
     assert "${JIRA_URL} (unset)" in capsys.readouterr().out
 
