@@ -84,6 +84,9 @@ class KnownIssue:
     issue_id: str
     integration: str | None = None
     url: str | None = None
+    #: pytest-reportportal's ``reason`` and ``issue_type`` (its defect type, such as "PB")
+    reason: str = ""
+    issue_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,18 +74,24 @@ def _rp_attributes(marker: pytest.Mark) -> list[Attribute]:
     return attrs
 
 
-def _issue(marker: pytest.Mark) -> KnownIssue:
+def _issues(marker: pytest.Mark) -> list[KnownIssue]:
+    """Ours, or pytest-reportportal's form (``issue_id`` one id or a list, ``reason``,
+    ``issue_type`` its defect type such as ``"PB"``): the same known issue either way."""
     usage = "use @pytest.mark.issue('SHOP-17', integration='Shop bugs')"
-    _check_kwargs(marker, ("issue_id", "integration", "url"), usage)
+    _check_kwargs(marker, ("issue_id", "integration", "url", "reason", "issue_type"), usage)
     args = list(marker.args)
     issue_id = args.pop(0) if args else marker.kwargs.get("issue_id")
     if issue_id is None or args:
         raise MarkerError(f"@pytest.mark.issue: expected one issue id; {usage}")
-    return KnownIssue(
-        _text(issue_id, "@pytest.mark.issue issue_id"),
-        _optional(marker.kwargs, "integration", "@pytest.mark.issue integration"),
-        _optional(marker.kwargs, "url", "@pytest.mark.issue url"),
-    )
+    ids = issue_id if isinstance(issue_id, (list, tuple)) and issue_id else [issue_id]
+    integration = _optional(marker.kwargs, "integration", "@pytest.mark.issue integration")
+    url = _optional(marker.kwargs, "url", "@pytest.mark.issue url")
+    reason = _optional(marker.kwargs, "reason", "@pytest.mark.issue reason") or ""
+    kind = _optional(marker.kwargs, "issue_type", "@pytest.mark.issue issue_type") or ""
+    return [
+        KnownIssue(_text(i, "@pytest.mark.issue issue_id"), integration, url, reason, kind)
+        for i in ids
+    ]
 
 
 def _bts(marker: pytest.Mark) -> Route:
@@ -111,7 +117,7 @@ def read_markers(item: pytest.Item) -> Found:
         found.attributes += _slid(marker)
     for marker in reversed(list(item.iter_markers("rp_attributes"))):
         found.attributes += _rp_attributes(marker)
-    found.known = [_issue(m) for m in item.iter_markers("issue")]
+    found.known = [known for m in item.iter_markers("issue") for known in _issues(m)]
     closest = item.get_closest_marker("bts")
     if closest is not None:
         found.route = _bts(closest)

@@ -21,8 +21,8 @@ MARKERS: Final = (
     "slid(job_id, data_center=None): the Sauce Labs job this test ran in (attribute SLID)",
     "rp_attributes(*attributes, **kv): attributes of this test's result, as 'key:value' "
     "strings or key=value arguments",
-    "issue(issue_id, integration=None, url=None): a known issue; its failures are linked, "
-    "never filed",
+    "issue(issue_id, integration=None, url=None, reason=None, issue_type=None): a known issue "
+    "(also pytest-reportportal's form); its failures are linked, never filed",
     "bts(integration=None, issue_type=None, fields=None): where this test's failures are filed",
 )
 

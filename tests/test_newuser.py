@@ -414,3 +414,33 @@ def test_integrations_add_checks_the_whole_integration(
     err = capsys.readouterr().err
     assert error in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "rp-bts.toml").exists()  # nothing written
+
+
+# -- 15: pytest-reportportal's issue marker ------------------------------------------------------
+
+PEER_MARKER = """
+import pytest
+
+@pytest.mark.issue(issue_id="111111", reason="Some bug", issue_type="PB", url="https://bugs.example.com/111111")
+def test_known():
+    assert False
+
+@pytest.mark.issue(issue_id=["A-1", "A-2"], reason="two bugs", issue_type="PB", url="https://x.example.com/A")
+def test_two():
+    assert False
+"""
+
+
+def test_pytest_reportportal_issue_marker_is_a_known_issue(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x=PEER_MARKER)
+    result = pytester.runpytest("--rp-bts", "--strict-markers")
+    result.assert_outcomes(failed=2)
+    assert "rp-bts: test_x.py" not in result.stdout.str()  # no marker error
+    assert tracker_rows(pytester.path) == []  # linked, never filed
+    data = {
+        r["nodeid"]: r for r in results_json(pytester.path / ".rp-bts" / "results.json")["results"]
+    }
+    assert [(i["key"], i["action"]) for i in data["test_x.py::test_known"]["issues"]] == [
+        ("111111", "known")
+    ]
+    assert [i["key"] for i in data["test_x.py::test_two"]["issues"]] == ["A-1", "A-2"]
