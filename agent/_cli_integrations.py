@@ -43,28 +43,28 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cmd.set_defaults(func=_guarded(_list))
 
     cmd = commands.add_parser("add", help="add an integration")
-    cmd.add_argument("kind", choices=kinds.names())
-    cmd.add_argument("name")
+    cmd.add_argument("kind", choices=kinds.names(), help="the integration's kind")
+    cmd.add_argument("name", help="the integration's name (unique)")
     _settings(cmd)
     cmd.set_defaults(func=_guarded(_add))
 
     cmd = commands.add_parser("edit", help="change settings of an integration")
-    cmd.add_argument("name")
+    cmd.add_argument("name", help="the integration's name (unique)")
     _settings(cmd)
     cmd.add_argument("--unset", action="append", default=[], metavar="KEY", help="delete a key")
     cmd.set_defaults(func=_guarded(_edit))
 
     cmd = commands.add_parser("remove", help="delete an integration")
-    cmd.add_argument("name")
+    cmd.add_argument("name", help="the integration's name (unique)")
     _scope_option(cmd)
     cmd.set_defaults(func=_guarded(_remove))
 
     cmd = commands.add_parser("unlink", help="use the project's own integrations of a kind")
-    cmd.add_argument("kind", choices=kinds.names())
+    cmd.add_argument("kind", choices=kinds.names(), help="the integration's kind")
     cmd.set_defaults(func=_guarded(_unlink))
 
     cmd = commands.add_parser("test", help="check that an integration works, with hints")
-    cmd.add_argument("name")
+    cmd.add_argument("name", help="the integration's name (unique)")
     cmd.add_argument("--to", default="", metavar="ADDRESS", help="e-mail: send a test message")
     cmd.set_defaults(func=_guarded(_test))
 
@@ -75,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cmd = commands.add_parser(
         "reset", help="delete the project's integrations of a kind: use global"
     )
-    cmd.add_argument("kind", choices=kinds.names())
+    cmd.add_argument("kind", choices=kinds.names(), help="the integration's kind")
     cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     cmd.set_defaults(func=_guarded(_reset))
 

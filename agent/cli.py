@@ -234,8 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     hooks_help = "module with rp_bts_* hook implementations (repeatable)"
     process = sub.add_parser("process", help="run the agent on saved results (CI shards merged)")
-    process.add_argument("results", nargs="+", type=Path, metavar="RESULTS")
-    process.add_argument("--mode", choices=MODES, default="post")
+    process.add_argument(
+        "results", nargs="+", type=Path, metavar="RESULTS", help="results JSON files (CI shards)"
+    )
+    process.add_argument(
+        "--mode",
+        choices=MODES,
+        default="post",
+        help="post (file and comment), link (only link) or dry-run (print the plan)",
+    )
     process.add_argument("--integration", help="integration failures go to by default")
     process.add_argument("--output", type=Path, help="merged results file to write")
     process.add_argument(
@@ -249,12 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     flush_cmd.set_defaults(func=cmd_flush)
 
     notify_cmd = sub.add_parser("notify", help="send run summaries by the notification rules")
-    notify_cmd.add_argument("results", nargs="+", type=Path, metavar="RESULTS")
+    notify_cmd.add_argument(
+        "results", nargs="+", type=Path, metavar="RESULTS", help="results JSON files"
+    )
     notify_cmd.add_argument("--hooks", action="append", help=hooks_help)
     notify_cmd.set_defaults(func=cmd_notify)
 
     post = sub.add_parser("post", help="file an issue for one failure of a results file")
-    post.add_argument("results", type=Path, metavar="RESULTS")
+    post.add_argument("results", type=Path, metavar="RESULTS", help="a results JSON file")
     post.add_argument("test", metavar="NODEID", help="node id (or a unique part of it)")
     post.add_argument(
         "--integration", help="integration to post to (it files there, beside other types)"
@@ -277,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     post.set_defaults(func=cmd_post)
 
     link = sub.add_parser("link", help="link one result of a results file to an existing issue")
-    link.add_argument("results", type=Path, metavar="RESULTS")
+    link.add_argument("results", type=Path, metavar="RESULTS", help="a results JSON file")
     link.add_argument("test", metavar="NODEID", help="node id (or a unique part of it)")
     link.add_argument("issue", metavar="ISSUE", help="issue key or URL")
     link.add_argument("--integration", help="integration the issue lives in")

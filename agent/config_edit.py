@@ -99,7 +99,16 @@ def remove_integration(
     """Delete the integration called ``name``, with the comments inside its table."""
 
     def change(section: Section) -> list[str]:
-        _remove_table(section, _find(section, name, file))
+        try:
+            table = _find(section, name, file)
+        except ConfigError as exc:
+            global_path = default_global_file() if global_file is None else global_file
+            source = read_config_file(global_path, "global") if scope == "project" else None
+            if source and any(e.table.get("name") == name for e in source.integrations):
+                hint = f"; it is in the global file {global_path}: add --global"
+                raise ConfigError(exc.file, exc.key, exc.message + hint) from None
+            raise
+        _remove_table(section, table)
         return [f"removed integration {name!r} from {file}"]
 
     return _edit(file, scope, change, global_file)

@@ -214,9 +214,10 @@ def _write(
 ) -> None:
     """The results JSON and the report; a file that cannot be written is a problem line."""
     targets = list(how.results)
-    if how.default_results:
-        targets.append(state.results)
     try:
+        if how.default_results:
+            state.ensure()  # with its own .gitignore, as .pytest_cache has
+            targets.append(state.results)
         text = redactor.redact(dumps_results(launch, end.results))
         for path in targets:
             write_atomic(path, text)

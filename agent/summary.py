@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .model import IssueRef, TestResult
+
+_DIGITS = re.compile(r"(\d+)")
 
 if TYPE_CHECKING:  # the pipeline (trackers, pools, SQLite) loads only when the agent runs
     from .pipeline import PlannedAction
@@ -17,25 +20,34 @@ def _label(ref: IssueRef) -> str:
     return f"{key} ({ref.status})" if ref.status else key
 
 
+def _natural(text: str) -> tuple[tuple[int, str], ...]:
+    """``SHOP-9`` before ``SHOP-10``: the numbers in a key compared as numbers."""
+    return tuple((int(part), "") if part.isdigit() else (0, part) for part in _DIGITS.split(text))
+
+
+def _web(url: str) -> str:
+    return url if url.startswith(("https://", "http://")) else ""
+
+
 def issue_lines(results: Iterable[TestResult]) -> list[str]:
     """One line per issue and action: what was filed, commented, linked, known, queued, failed."""
-    grouped: dict[tuple[str, str, str, str], list[str]] = {}
+    grouped: dict[tuple[str, str, str, str, str], list[str]] = {}
     for result in results:
         for ref in result.issues:
-            grouped.setdefault((ref.action, ref.integration, _label(ref), ref.error), []).append(
-                result.nodeid
-            )
+            key = (ref.action, ref.integration, _label(ref), ref.error, _web(ref.url))
+            grouped.setdefault(key, []).append(result.nodeid)
     order = {
         a: i for i, a in enumerate(("created", "commented", "linked", "known", "queued", "failed"))
     }
     lines = []
-    for (action, integration, label, error), nodeids in sorted(
-        grouped.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][2])
+    for (action, integration, label, error, url), nodeids in sorted(
+        grouped.items(), key=lambda kv: (order.get(kv[0][0], 9), _natural(kv[0][2]))
     ):
         more = f" (+{len(nodeids) - 1} more)" if len(nodeids) > 1 else ""
         where = f"[{integration}] " if integration else ""
+        link = f" {url}" if url else ""
         detail = f": {error}" if error else ""
-        lines.append(f"{action:<9} {where}{label} {nodeids[0]}{more}{detail}")
+        lines.append(f"{action:<9} {where}{label} {nodeids[0]}{more}{link}{detail}")
     return lines
 
 

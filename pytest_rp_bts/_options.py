@@ -48,6 +48,8 @@ class Spec(NamedTuple):
     help: str
     kind: Literal["bool", "str", "list"] = "str"
     check: Callable[[str], str] | None = None
+    #: what ``pytest --help`` shows for the value
+    metavar: str = "PATH"
 
     @property
     def dest(self) -> str:
@@ -64,6 +66,7 @@ SPECS: Final = (
         "--rp-bts-mode",
         "post (file and comment), link (only link), dry-run (print the plan)",
         check=parse_mode,
+        metavar="MODE",
     ),
     Spec("--rp-bts-config", "project config file (default: rp-bts.toml or pyproject.toml)"),
     Spec(
@@ -71,13 +74,18 @@ SPECS: Final = (
         "global config file (default: $RP_BTS_GLOBAL_CONFIG, else the user config dir)",
     ),
     Spec("--rp-bts-env-file", "file of secrets for ${VAR} (default: .env beside the rootdir)"),
-    Spec("--rp-bts-integration", "integration that failures go to by default"),
-    Spec("--rp-bts-launch", "launch name (default: the config's launch, else 'pytest')"),
+    Spec("--rp-bts-integration", "integration that failures go to by default", metavar="NAME"),
+    Spec(
+        "--rp-bts-launch",
+        "launch name (default: the config's launch, else 'pytest')",
+        metavar="NAME",
+    ),
     Spec(
         "--rp-bts-attribute",
         "launch attribute KEY:VALUE (repeatable)",
         "list",
         check=parse_attribute,
+        metavar="KEY:VALUE",
     ),
     Spec("--rp-bts-results", "write the results JSON here"),
     Spec(
@@ -117,7 +125,7 @@ _ACTIONS: Final = {"bool": "store_true", "list": "append", "str": "store"}
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("rp-bts", "bug-tracker integrations (pytest-rp-bts)")
     for spec in SPECS:
-        typed = {} if spec.kind == "bool" else {"type": spec.check}
+        typed = {} if spec.kind == "bool" else {"type": spec.check, "metavar": spec.metavar}
         # default None: "not given", so the environment and the ini file can still decide
         group.addoption(
             spec.flag,
@@ -127,7 +135,9 @@ def add_options(parser: pytest.Parser) -> None:
             help=f"{spec.help} [env {spec.env}]",
             **typed,
         )
-        ini_type: Literal["linelist", "string"] = "linelist" if spec.kind == "list" else "string"
+        ini_type: Literal["linelist", "string", "bool"] = (
+            "linelist" if spec.kind == "list" else "bool" if spec.kind == "bool" else "string"
+        )
         parser.addini(spec.dest, spec.help, type=ini_type)
 
 

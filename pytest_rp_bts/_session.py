@@ -229,8 +229,8 @@ class RpBtsSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if not self.is_controller:
-            return
+        if not self.is_controller or self.config.option.collectonly:
+            return  # --collect-only ran no test: the last run's results and report stay
         try:
             self._finish(session)
         except Exception as exc:  # contained: the verdict belongs to the tests

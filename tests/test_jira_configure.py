@@ -97,14 +97,14 @@ def test_rejects_bad_fields(
     project: Path, capsys: pytest.CaptureFixture[str], field: str, problem: str
 ) -> None:
     before = (project / "rp-bts.toml").read_text(encoding="utf-8")
-    assert configure(project, "--field", field) == 1
-    assert problem in capsys.readouterr().out
+    assert configure(project, "--field", field) == 2
+    assert problem in capsys.readouterr().err
     assert (project / "rp-bts.toml").read_text(encoding="utf-8") == before
 
 
 def test_unknown_issue_type(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert configure(project, "--issue-type", "Epic") == 1
-    assert "no issue type 'Epic'" in capsys.readouterr().out
+    assert configure(project, "--issue-type", "Epic") == 2
+    assert "no issue type 'Epic'" in capsys.readouterr().err
 
 
 def test_stored_fields_are_filed(project: Path, jira: RunningJira, tmp_path: Any) -> None:

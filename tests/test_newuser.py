@@ -444,3 +444,87 @@ def test_pytest_reportportal_issue_marker_is_a_known_issue(pytester: pytest.Pyte
         ("111111", "known")
     ]
     assert [i["key"] for i in data["test_x.py::test_two"]["issues"]] == ["A-1", "A-2"]
+
+
+# -- 14: messages and help ----------------------------------------------------------------------
+
+
+def test_issue_lines_sort_keys_as_numbers_and_show_web_urls() -> None:
+    from rp_bts_agent.model import IssueRef
+    from rp_bts_agent.summary import issue_lines
+
+    results = [
+        TestResult(
+            f"t.py::test_{n}",
+            "failed",
+            issues=(IssueRef("J", f"SHOP-{n}", f"https://jira.example.com/browse/SHOP-{n}"),),
+        )
+        for n in (10, 9, 100)
+    ]
+    lines = issue_lines(results)
+    assert [line.split()[2] for line in lines] == ["SHOP-9", "SHOP-10", "SHOP-100"]
+    assert lines[0].endswith("t.py::test_9 https://jira.example.com/browse/SHOP-9")
+
+
+def test_a_missing_known_issue_says_it_does_not_exist(jira: RunningJira) -> None:
+    tracker = JiraTracker(_jira_integration(jira))
+    with pytest.raises(TrackerError) as caught:
+        tracker.get("SHOP-999")
+    tracker.close()
+    assert "does not exist" in str(caught.value) and "check url" not in str(caught.value)
+
+
+def test_removing_a_global_integration_hints_global(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "g.toml").write_text(
+        '[[integrations]]\nkind = "email"\nname = "Corp mail"\nhost = "smtp.example.com"\n',
+        encoding="utf-8",
+    )
+    assert _cli(tmp_path, "integrations", "remove", "Corp mail") == 2
+    assert "add --global" in capsys.readouterr().err
+
+
+def test_state_folder_ignores_itself_and_collect_only_keeps_results(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_x=TWO_FAILURES)
+    pytester.runpytest("--rp-bts")
+    state = pytester.path / ".rp-bts"
+    assert (state / ".gitignore").read_text(encoding="utf-8").endswith("*\n")
+    before = (state / "results.json").read_text(encoding="utf-8")
+    pytester.runpytest("--rp-bts", "--collect-only", "-k", "test_a")
+    assert (state / "results.json").read_text(encoding="utf-8") == before
+
+
+def test_pytest_help_shows_metavars_and_bool_ini_types(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(
+        [
+            "*--rp-bts-mode=MODE*",
+            "*--rp-bts-attribute=KEY:VALUE*",
+            "*rp_bts_strict (bool)*",
+        ]
+    )
+
+
+def _actions(parser: Any) -> Any:
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                yield parser.prog, choice
+            for sub in action.choices.values():
+                yield from _actions(sub)
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield parser.prog, action
+
+
+def test_every_cli_option_has_help() -> None:
+    from rp_bts_agent.cli import build_parser
+
+    missing = [
+        f"{prog} {a.option_strings or a.dest}" for prog, a in _actions(build_parser()) if not a.help
+    ]
+    assert missing == []

@@ -9,6 +9,7 @@ Center, custom fields) and write them into the file the integration lives in, ke
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,6 +56,13 @@ def _users(meta: Mapping[str, Any]) -> bool:
     return "user" in (schema.get("type"), schema.get("items"))
 
 
+def _failed(*problems: str) -> int:
+    """Errors as every rp-bts command gives them: on stderr, one a line, exit status 2."""
+    for problem in problems:
+        print(f"rp-bts: {problem}", file=sys.stderr)
+    return 2
+
+
 def configure(request: ConfigureRequest) -> int:
     from rp_bts_agent.tracker import TrackerError
 
@@ -64,8 +72,7 @@ def configure(request: ConfigureRequest) -> int:
     try:
         return _configure(request, tracker)
     except TrackerError as exc:
-        print(f"FAILED: {exc}")
-        return 1
+        return _failed(str(exc))
     finally:
         tracker.close()
 
@@ -76,8 +83,7 @@ def _configure(request: ConfigureRequest, tracker: Any) -> int:
     print(f"issue types of {settings.project_key}: {', '.join(types)}")
     issue_type = request.issue_type or settings.issue_type or "Bug"
     if issue_type not in types:
-        print(f"FAILED: no issue type {issue_type!r}; use --issue-type with one of the above")
-        return 1
+        return _failed(f"no issue type {issue_type!r}; use --issue-type with one of the above")
     meta: dict[str, dict[str, Any]] = tracker.fields_of(issue_type)
     print(f"fields of {issue_type} (* required):")
     for fid, field in meta.items():
@@ -104,10 +110,8 @@ def _configure(request: ConfigureRequest, tracker: Any) -> int:
     for fid, field in meta.items():
         if field.get("required") and fid not in _OURS and fid not in fields:
             problems.append(f"{fid} ({field.get('name', '')}) is required: add --field {fid}=...")
-    for problem in problems:
-        print(f"FAILED: {problem}")
     if problems:
-        return 1
+        return _failed(*problems)
     changes: dict[str, Any] = {"issue_type": issue_type}
     changes.update({f"fields.{fid}": value for fid, value in chosen.items()})
     for note in request.store(changes):

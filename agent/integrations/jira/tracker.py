@@ -99,6 +99,8 @@ def jira_error(what: str, status: int, response: requests.Response | None) -> Tr
     headers = response.headers if response is not None else {}
     if _captcha(headers):
         hint = "Jira asks for a CAPTCHA after failed logins: log in once in a browser"
+    elif status == 404 and what == "get issue":  # the server answered: its url is right
+        hint = "the issue does not exist, or this user may not see it"
     else:
         hint = _HINTS.get(status, "")
     return status_error("Jira", what, status, _jira_messages(response), hint)
