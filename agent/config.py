@@ -450,7 +450,25 @@ def build_integration(
 
 
 def _rule(entry: Entry, source: ConfigFile, env: Env | None) -> Rule:
-    return Rule(**_values(entry.table, RULE_KEYS, source.path, entry.loc, env))
+    rule = Rule(**_values(entry.table, RULE_KEYS, source.path, entry.loc, env))
+    for number, recipient in enumerate(rule.recipients):
+        if recipient != "OWNER" and not is_address(recipient):
+            raise ConfigError(
+                source.path,
+                f"{entry.loc}.recipients[{number}]",
+                f"{recipient!r} is not an e-mail address; use name@example.com or OWNER",
+            )
+    return rule
+
+
+def is_address(text: str) -> bool:
+    """``qa@example.com`` (a display name around it allowed): one @, a dot-free-or-not domain,
+    no spaces in the address."""
+    from email.utils import parseaddr
+
+    address = parseaddr(text)[1]
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and domain) and " " not in address and address.count("@") == 1
 
 
 def resolve(

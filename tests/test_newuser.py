@@ -528,3 +528,33 @@ def test_every_cli_option_has_help() -> None:
         f"{prog} {a.option_strings or a.dest}" for prog, a in _actions(build_parser()) if not a.help
     ]
     assert missing == []
+
+
+# -- 12: the e-mail sender and recipients ---------------------------------------------------------
+
+
+def test_rule_recipients_are_checked_as_addresses(tmp_path: Path) -> None:
+    from rp_bts_agent.config import load_config
+    from rp_bts_agent.config_types import ConfigError
+
+    (tmp_path / "rp-bts.toml").write_text(
+        '[[rules]]\nname = "r"\nrecipients = ["qa@example.com", "OWNER", "the qa team"]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, global_file=tmp_path / "g.toml")
+    assert caught.value.key == 'rules["r"].recipients[2]' or caught.value.key.endswith(
+        "recipients[2]"
+    )
+    assert "'the qa team' is not an e-mail address" in caught.value.message
+
+
+def test_the_sender_has_a_default_name() -> None:
+    from rp_bts_agent.integrations.email.smtp import sender_of
+
+    mail = build_integration(kind="email", name="m", username="qa@example.com")
+    assert sender_of(mail) == "rp-bts <qa@example.com>"
+    named = build_integration(
+        kind="email", name="m", sender="qa@example.com", sender_name="Report Portal"
+    )
+    assert sender_of(named) == "Report Portal <qa@example.com>"

@@ -170,6 +170,11 @@ def send(integration: Integration, message: EmailMessage) -> None:
         raise SendError(_one_line(integration, exc)) from None
 
 
+#: the From name when ``sender_name`` is not set: who really sends it (ReportPortal's integration
+#: docs name no default; ``sender_name = "Report Portal"`` gives its look)
+DEFAULT_SENDER_NAME = "rp-bts"
+
+
 def sender_of(integration: Integration) -> str:
     """The From header: ``sender_name <sender>``; the address defaults to the login user
     when that is an address (ReportPortal's default sender)."""
@@ -177,7 +182,7 @@ def sender_of(integration: Integration) -> str:
     address = settings.sender or (settings.username if "@" in settings.username else "")
     if not address:
         return ""
-    return formataddr((settings.sender_name, address)) if settings.sender_name else address
+    return formataddr((settings.sender_name or DEFAULT_SENDER_NAME, address))
 
 
 def probe_message(integration: Integration, to: str) -> EmailMessage:
