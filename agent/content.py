@@ -60,6 +60,16 @@ def _clip(text: str, limit: int) -> str:
     return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"
 
 
+def _test_line(result: TestResult) -> str:
+    """A test, how it ended, and its attributes (``rp_attributes``, ``rp_bts.attribute()``,
+    SLID), where people look for them."""
+    errors = "".join(f"; {f.phase} error" for f in result.also_failed)
+    line = f"{result.nodeid} ({result.outcome}, {result.phase}{errors})"
+    if result.attributes:
+        line += "; attributes: " + ", ".join(str(a) for a in result.attributes)
+    return line
+
+
 def _sections(
     results: Sequence[TestResult],
     launch: Launch,
@@ -69,10 +79,7 @@ def _sections(
     log_lines: int,
 ) -> list[Section]:
     first = results[0]
-    tests = "\n".join(
-        f"{r.nodeid} ({r.outcome}, {r.phase}{''.join(f'; {f.phase} error' for f in r.also_failed)})"
-        for r in results
-    )
+    tests = "\n".join(_test_line(r) for r in results)
     attrs = ", ".join(str(a) for a in launch.attributes) or "none"
     env = "\n".join(f"{k}: {v}" for k, v in sorted(launch.environment.items()))
     sections = [

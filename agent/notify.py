@@ -57,7 +57,9 @@ color:#222222">
 <th align="left">Issues</th><th align="left">Links</th></tr>
 {% for f in failures %}
 <tr><td style="border-top:1px solid #dddddd;font-family:monospace">{{ f.nodeid }}
-{% if f.message %}<br><span style="color:#666666">{{ f.message }}</span>{% endif %}</td>
+{% if f.message %}<br><span style="color:#666666">{{ f.message }}</span>{% endif %}
+{% if f.attributes %}<br><span style="color:#666666">attributes: {{ f.attributes }}</span>
+{% endif %}</td>
 <td style="border-top:1px solid #dddddd;color:#b00000">{{ f.outcome }}</td>
 <td style="border-top:1px solid #dddddd">{% for i in f.issues %}
 {% if i.url|web %}<a href="{{ i.url|web }}">{{ i.key or "-" }}</a>
@@ -180,11 +182,15 @@ def message(
             f"    error in {a.phase}: {one_line(printable(f'{a.exc_type}: {a.message}'), 300)}"
             for a in result.also_failed
         ]
+        attributes = one_line(printable(", ".join(str(a) for a in result.attributes)), 300)
+        if attributes:
+            lines.append(f"    attributes: {attributes}")
         lines += [f"    {link.title}: {link.url}" for link in links]
         rows.append(
             {
                 "nodeid": printable(result.nodeid),
                 "message": one_line(first_line(result), 300),
+                "attributes": attributes,
                 "outcome": result.outcome,
                 "issues": result.issues,
                 "links": links,

@@ -558,3 +558,37 @@ def test_the_sender_has_a_default_name() -> None:
         kind="email", name="m", sender="qa@example.com", sender_name="Report Portal"
     )
     assert sender_of(named) == "Report Portal <qa@example.com>"
+
+
+# -- 8: attributes where people look ------------------------------------------------------------
+
+ATTRIBUTED = """
+import pytest
+
+@pytest.mark.rp_attributes("team:checkout", browser="firefox")
+def test_a(rp_bts):
+    rp_bts.attribute("build", "1234")
+    assert 1 == 2
+"""
+
+
+def test_attributes_in_the_issue_issues_show_report_and_mail(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rp_bts_agent.cli import main
+
+    pytester.makepyfile(test_x=ATTRIBUTED)
+    pytester.makefile(".toml", **{"rp-bts": RULE})
+    pytester.runpytest("--rp-bts")
+    wanted = ("team:checkout", "browser:firefox", "build:1234")
+    ((body,),) = tracker_rows(pytester.path, "SELECT description FROM issues")
+    assert all(a in body for a in wanted)
+    state = pytester.path / ".rp-bts"
+    report = (state / "report.html").read_text(encoding="utf-8")
+    assert all(a in report for a in wanted)
+    mail = next((state / "outbox").glob("*.eml")).read_text(encoding="utf-8")
+    assert all(a in mail for a in wanted)
+    capsys.readouterr()
+    assert main(["--root", str(pytester.path), "issues", "show", "LOCAL-1"]) == 0
+    shown = capsys.readouterr().out
+    assert all(a in shown for a in wanted)
