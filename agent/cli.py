@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, _cli_integrations, kinds
+from . import __version__, _cli_integrations, _cli_rules, kinds
 from ._cli_common import load
 from .config_types import Config, ConfigError
 from .files import write_atomic
@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the agent does")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _cli_integrations.add_parser(sub)
+    _cli_rules.add_parser(sub)
 
     hooks_help = "module with rp_bts_* hook implementations (repeatable)"
     process = sub.add_parser("process", help="run the agent on saved results (CI shards merged)")

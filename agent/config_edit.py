@@ -21,7 +21,16 @@ from .config import Scope, check_section, parse_toml, read_config_file, resolve,
 from .config_types import Config, ConfigError
 from .rootdir import default_global_file
 
-__all__ = ["add_integration", "edit_integration", "remove_integration", "reset", "unlink"]
+__all__ = [
+    "add_integration",
+    "add_rule",
+    "edit_integration",
+    "edit_rule",
+    "remove_integration",
+    "remove_rule",
+    "reset",
+    "unlink",
+]
 
 Section = Container | Table
 #: one edit of a file's rp-bts section; returns what to tell the user.
@@ -51,19 +60,67 @@ def add_integration(
                 f"unlinked {kind}: the global file also has {kind} integrations, and this project "
                 f"now uses only its own (`rp-bts integrations reset {kind}` links it back)"
             )
-        integrations = section.get("integrations")
-        if integrations is None:
-            integrations = tomlkit.aot()
-            section.append("integrations", integrations)
-        if not isinstance(integrations, (AoT, Array)):
-            raise ConfigError(
-                file, "integrations", "expected an array of tables ([[integrations]])"
-            )
-        spaced = isinstance(integrations, AoT) and (len(integrations) > 0 or len(section) > 1)
-        integrations.append(_table(table, inline=isinstance(integrations, Array), spaced=spaced))
+        _append(section, "integrations", table, file)
         return notes
 
     return _edit(file, scope, change, global_file)
+
+
+def _append(section: Section, array: str, table: Mapping[str, Any], file: Path) -> None:
+    """One more table in ``[[array]]``, created when the file has none."""
+    tables = section.get(array)
+    if tables is None:
+        tables = tomlkit.aot()
+        section.append(array, tables)
+    if not isinstance(tables, (AoT, Array)):
+        raise ConfigError(file, array, f"expected an array of tables ([[{array}]])")
+    spaced = isinstance(tables, AoT) and (len(tables) > 0 or len(section) > 1)
+    tables.append(_table(table, inline=isinstance(tables, Array), spaced=spaced))
+
+
+def _set_keys(target: Any, changes: Mapping[str, Any]) -> None:
+    """Set keys of a table; a dotted key sets one entry of a table, ``None`` deletes."""
+    for dotted, value in changes.items():
+        key, *path = dotted.split(".")
+        if path:
+            current = target.get(key)
+            value = _set_in(current.unwrap() if current is not None else {}, path, value)
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = _item(value)
+
+
+def add_rule(file: Path, table: Mapping[str, Any], *, scope: Scope = "project") -> list[str]:
+    """Append a ``[[rules]]`` table; checked as the loader checks rules before it is written."""
+
+    def change(section: Section) -> list[str]:
+        _append(section, "rules", table, file)
+        return [f"added rule {table.get('name')!r} to {file}"]
+
+    return _edit(file, scope, change, None)
+
+
+def edit_rule(
+    file: Path, name: str, changes: Mapping[str, Any], *, scope: Scope = "project"
+) -> list[str]:
+    """Set keys of the rule called ``name`` (``None`` deletes a key), comments kept."""
+
+    def change(section: Section) -> list[str]:
+        _set_keys(_find(section, name, file, "rules"), changes)
+        return [f"updated rule {name!r} in {file}"]
+
+    return _edit(file, scope, change, None)
+
+
+def remove_rule(file: Path, name: str, *, scope: Scope = "project") -> list[str]:
+    """Delete the rule called ``name`` with the comments inside its table."""
+
+    def change(section: Section) -> list[str]:
+        _remove_table(section, _find(section, name, file, "rules"), "rules")
+        return [f"removed rule {name!r} from {file}"]
+
+    return _edit(file, scope, change, None)
 
 
 def edit_integration(
@@ -78,16 +135,7 @@ def edit_integration(
     entry of a table, and ``None`` deletes the key."""
 
     def change(section: Section) -> list[str]:
-        target = _find(section, name, file)
-        for dotted, value in changes.items():
-            key, *path = dotted.split(".")
-            if path:
-                current = target.get(key)
-                value = _set_in(current.unwrap() if current is not None else {}, path, value)
-            if value is None:
-                target.pop(key, None)
-            else:
-                target[key] = _item(value)
+        _set_keys(_find(section, name, file), changes)
         return [f"updated integration {name!r} in {file}"]
 
     return _edit(file, scope, change, global_file)
@@ -238,29 +286,31 @@ def _section(document: tomlkit.TOMLDocument, file: Path) -> Section:
     return section
 
 
-def _tables(section: Section) -> list[Any]:
-    integrations = section.get("integrations", [])
-    return [t for t in integrations if isinstance(t, (Table, InlineTable, dict))]
+def _tables(section: Section, array: str = "integrations") -> list[Any]:
+    """The tables of ``[[integrations]]`` (or ``[[rules]]``)."""
+    tables = section.get(array, [])
+    return [t for t in tables if isinstance(t, (Table, InlineTable, dict))]
 
 
-def _find(section: Section, name: str, file: Path) -> Any:
-    for table in _tables(section):
+def _find(section: Section, name: str, file: Path, array: str = "integrations") -> Any:
+    for table in _tables(section, array):
         if table.get("name") == name:
             return table
-    known = ", ".join(str(t.get("name")) for t in _tables(section)) or "none"
-    raise ConfigError(file, f"integrations[{name!r}]", f"no such integration; {file} has: {known}")
+    known = ", ".join(str(t.get("name")) for t in _tables(section, array)) or "none"
+    what = array.rstrip("s")
+    raise ConfigError(file, f"{array}[{name!r}]", f"no such {what}; {file} has: {known}")
 
 
-def _remove_table(section: Section, table: Any) -> None:
-    """Delete one integration with the comment above it, keeping the comment above the next.
+def _remove_table(section: Section, table: Any, array: str = "integrations") -> None:
+    """Delete one table with the comment above it, keeping the comment above the next.
 
     tomlkit files a comment that precedes a table header under the element before it, so a plain
     delete would take the next table's comment away and leave the deleted one's behind.
     """
-    integrations = section["integrations"]
+    integrations = section[array]
     if not isinstance(integrations, AoT):
         integrations.remove(table)  # an inline array: no comments between its tables
-        _drop_if_empty(section, "integrations")
+        _drop_if_empty(section, array)
         return
     index = next(i for i, t in enumerate(integrations) if t is table)
     # the body holding this table's own comment, and where that body's part above the table ends
@@ -279,7 +329,7 @@ def _remove_table(section: Section, table: Any) -> None:
         home = integrations[index - 1].value if index > 0 else _container(section)
         for item in own:
             home.append(None, item)
-    _drop_if_empty(section, "integrations")
+    _drop_if_empty(section, array)
 
 
 def _trivia_run(body: list[tuple[Any, Item]]) -> list[tuple[Any, Item]]:

@@ -111,25 +111,36 @@ def _linked(result: TestResult) -> bool:
 
 def rule_applies(rule: Rule, run: RunResults) -> bool:
     """ReportPortal's send cases, launch-name filter and attribute filter (and / or)."""
+    return not why_not(rule, run)
+
+
+def why_not(rule: Rule, run: RunResults) -> str:
+    """Why a rule sends nothing for this run, or "" when it sends (``rp-bts rules test``)."""
     if not rule.enabled:
-        return False
+        return "the rule is disabled"
     launch = run.launch
     if rule.launch_names and launch.name not in rule.launch_names:
-        return False
+        return f"launch {launch.name!r} is not one of {', '.join(rule.launch_names)}"
     if rule.attributes:
         have = {str(a) for a in launch.attributes}
         hits = [wanted in have for wanted in rule.attributes]
         if not (all(hits) if rule.attributes_operator == "and" else any(hits)):
-            return False
+            joined = f" {rule.attributes_operator} ".join(rule.attributes)
+            return f"the launch's attributes do not match {joined}"
     failing = [r for r in run.results if r.failing]
-    if rule.send_case == "always":
-        return True
-    if rule.send_case == "failed":
-        return bool(failing)
-    if rule.send_case == "to_investigate":
-        return any(not _linked(r) for r in failing)
+    case = rule.send_case
+    if case == "always":
+        return ""
+    if case == "failed":
+        return "" if failing else "send_case failed: no test failed"
+    if case == "to_investigate":
+        if any(not _linked(r) for r in failing):
+            return ""
+        return "send_case to_investigate: every failure has an issue"
     share = sum(1 for r in failing if _linked(r)) / max(len(run.results), 1)
-    return share > _SHARE[rule.send_case]
+    if share > _SHARE[case]:
+        return ""
+    return f"send_case {case}: {share:.0%} of the tests have an issue"
 
 
 def recipients(rule: Rule, owner: str) -> tuple[str, ...]:

@@ -592,3 +592,39 @@ def test_attributes_in_the_issue_issues_show_report_and_mail(
     assert main(["--root", str(pytester.path), "issues", "show", "LOCAL-1"]) == 0
     shown = capsys.readouterr().out
     assert all(a in shown for a in wanted)
+
+
+# -- 13: notification rules from the CLI ---------------------------------------------------------
+
+
+def test_rules_cli_edits_keep_comments_and_test_says_who(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "rp-bts.toml"
+    config.write_text('# our project\nlaunch = "nightly"\n', encoding="utf-8")
+    assert (
+        _cli(tmp_path, "rules", "add", "fails", "--set", "send_case=failed",
+             "--set", 'recipients=["qa@example.com"]')
+        == 0
+    )  # fmt: skip
+    assert _cli(tmp_path, "rules", "add", "bad", "--set", 'recipients=["not an address"]') == 2
+    assert "not an e-mail address" in capsys.readouterr().err
+    text = config.read_text(encoding="utf-8")
+    assert text.startswith("# our project\n") and "[[rules]]" in text and "bad" not in text
+    assert _cli(tmp_path, "rules", "edit", "fails", "--set", 'launch_names=["nightly"]') == 0
+    capsys.readouterr()
+    assert _cli(tmp_path, "rules", "list") == 0
+    assert "fails: failed to qa@example.com" in capsys.readouterr().out
+
+    results = tmp_path / ".rp-bts" / "results.json"
+    results.parent.mkdir()
+    failing = RunResults(Launch("nightly", "run-1"), _failures(1))
+    results.write_text(failing.dumps(), encoding="utf-8")
+    assert _cli(tmp_path, "rules", "test", "fails") == 0
+    assert "would send to qa@example.com" in capsys.readouterr().out
+    passing = RunResults(Launch("nightly", "run-2"), (TestResult("t.py::test_ok", "passed"),))
+    results.write_text(passing.dumps(), encoding="utf-8")
+    assert _cli(tmp_path, "rules", "test", "fails") == 1
+    assert "would not send: send_case failed: no test failed" in capsys.readouterr().out
+    assert _cli(tmp_path, "rules", "remove", "fails") == 0
+    assert config.read_text(encoding="utf-8") == '# our project\nlaunch = "nightly"\n'
