@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--root",
         type=Path,
-        help="project root (default: found like pytest's rootdir from the current directory)",
+        help="project root (default: the nearest folder up from here with rp-bts.toml or a"
+        " pyproject.toml with [tool.rp_bts], else found like pytest's rootdir)",
     )
     parser.add_argument("--config", type=Path, help="project config file")
     parser.add_argument("--global-config", type=Path, help="global config file")

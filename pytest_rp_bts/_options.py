@@ -68,12 +68,16 @@ SPECS: Final = (
         check=parse_mode,
         metavar="MODE",
     ),
-    Spec("--rp-bts-config", "project config file (default: rp-bts.toml or pyproject.toml)"),
+    Spec(
+        "--rp-bts-config",
+        "project config file (default: rp-bts.toml, or pyproject.toml with [tool.rp_bts], found"
+        " from the test paths upwards: the project root is its folder)",
+    ),
     Spec(
         "--rp-bts-global-config",
         "global config file (default: $RP_BTS_GLOBAL_CONFIG, else the user config dir)",
     ),
-    Spec("--rp-bts-env-file", "file of secrets for ${VAR} (default: .env beside the rootdir)"),
+    Spec("--rp-bts-env-file", "file of secrets for ${VAR} (default: .env in the project root)"),
     Spec("--rp-bts-integration", "integration that failures go to by default", metavar="NAME"),
     Spec(
         "--rp-bts-launch",
