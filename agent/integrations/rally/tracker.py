@@ -730,10 +730,7 @@ def _read_capped(path: str) -> tuple[bytes, str]:
     with open(path, "rb") as handle:
         if size <= MAX_ATTACHMENT:
             return handle.read(), ""
-        note = (
-            f"cut to {MAX_ATTACHMENT} of {size} bytes: Rally takes at most"
-            f" {MAX_ATTACHMENT // 1_000_000} MB per file"
-        )
+        note = f"cut to {MAX_ATTACHMENT:,} of {size:,} bytes (Rally's limit per file)"
         trailer = f"\n\n[rp-bts: {note}]\n".encode()
         return handle.read(MAX_ATTACHMENT - len(trailer)) + trailer, note
 
