@@ -42,6 +42,15 @@ def check_field(attribute: Mapping[str, Any], value: Any) -> str:
     return ""
 
 
+def _as_text(attribute: Mapping[str, Any], value: Any) -> Any:
+    """A number given for a text attribute (``FoundInBuild=2.0`` reads as TOML) as text;
+    quote it (``'FoundInBuild="1.10"'``) to keep it as typed."""
+    textual = attribute.get("AttributeType") in ("STRING", "TEXT", "RATING", "STATE")
+    if textual and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 def configure(request: ConfigureRequest) -> int:
     try:
         tracker = RallyTracker(request.integration)
@@ -92,6 +101,7 @@ def _configure(request: ConfigureRequest, tracker: RallyTracker) -> int:
         if not element:
             problems.append(f"{key}: no such attribute on {DEFECT}")
             continue
+        value = _as_text(attributes[element], value)
         why = check_field(attributes[element], value)
         if not why and element in USERS:
             try:
