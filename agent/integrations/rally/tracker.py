@@ -69,6 +69,7 @@ _DEFECT_OID: Final = re.compile(r"/defect/(\d+)(?:\.js)?/?(?:[?#]|$)", re.IGNORE
 _OID: Final = re.compile(r"(\d+)(?:\.js)?/?$")
 _RUN_ID_SAFE: Final = re.compile(r"[^A-Za-z0-9_.]+")
 _INVALID_KEY: Final = "Invalid key"
+_KEY_PARAM: Final = re.compile(r"([?&]key=)[^&\s\"]+")
 #: roles that may create defects in a project
 EDITORS: Final = frozenset(("Editor", "Admin", "Project Admin", "ProjectAdmin"))
 #: attributes that hold a user, given by UserName
@@ -306,6 +307,7 @@ class RallyTracker:
                 if not token:
                     raise TrackerError("Rally security token: the answer has none")
                 self._token = token
+                _mask_keys_in_urllib3_logs()
             return self._token
 
     def query(
@@ -722,6 +724,23 @@ class RallyTracker:
         body = {"Defect": {"State": REOPENED}}
         self.call("POST", f"defect/{current.issue_id}", "reopen defect", body=body)
         return self.get(current.key)
+
+
+class _MaskKey(logging.Filter):
+    """urllib3 logs every request line at DEBUG, query string and all: the security token
+    (``key=``) is masked there, as rp-bts' redactor knows only the configured secrets."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "key=" in text:
+            record.msg, record.args = _KEY_PARAM.sub(r"\1***", text), ()
+        return True
+
+
+def _mask_keys_in_urllib3_logs() -> None:
+    log = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _MaskKey) for f in log.filters):
+        log.addFilter(_MaskKey())
 
 
 def _read_capped(path: str) -> tuple[bytes, str]:
