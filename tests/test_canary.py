@@ -24,12 +24,12 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 from jira_server import USER as JIRA_USER
-from jira_server import RunningJira, jira_contract_fixture, make_jira_fixture  # noqa: F401
+from jira_server import RunningJira
 from rally_server import USER as RALLY_USER
-from rally_server import RunningRally, make_rally_fixture, rally_contract_fixture  # noqa: F401
-from sauce_server import SauceLabs, sauce_server_fixture  # noqa: F401
+from rally_server import RunningRally
+from sauce_server import SauceLabs
 from smtp_server import USER as SMTP_USER
-from smtp_server import Server, ca_file, free_port, starttls_server, tls_ca  # noqa: F401
+from smtp_server import Server, free_port
 
 from conftest import all_files
 
@@ -305,7 +305,7 @@ def canary(
     make_jira: Callable[..., RunningJira],
     make_rally: Callable[..., RunningRally],
     sauce_server: SauceLabs,
-    starttls_server: Server,  # noqa: F811
+    starttls_server: Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[pytest.Pytester, RunningJira, RunningJira, RunningRally]:
     """The project, its servers, and every secret in the environment."""
@@ -341,7 +341,7 @@ def canary(
 def test_no_secret_leaks_anywhere(
     canary: tuple[pytest.Pytester, RunningJira, RunningJira, RunningRally],
     sauce_server: SauceLabs,
-    starttls_server: Server,  # noqa: F811
+    starttls_server: Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytester, cloud, dc, rally = canary

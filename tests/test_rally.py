@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rally_server import (  # noqa: F401 (fixtures)
+from rally_server import (
     API_KEY,
     OTHER_USER,
     PASSWORD,
@@ -19,10 +19,7 @@ from rally_server import (  # noqa: F401 (fixtures)
     VIEWER_PROJECT,
     WORKSPACE,
     RunningRally,
-    make_rally_fixture,
     parse_query,
-    rally_contract_fixture,
-    rally_fixture,
 )
 
 from rp_bts_agent import http

@@ -6,12 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from rally_server import (  # noqa: F401 (fixtures)
+from rally_server import (
     API_KEY,
     OTHER_USER,
     RunningRally,
-    rally_contract_fixture,
-    rally_fixture,
 )
 
 from rp_bts_agent.cli import main

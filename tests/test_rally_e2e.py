@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rally_server import (  # noqa: F401 (fixtures)
+from rally_server import (
     API_KEY,
     PASSWORD,
     RunningRally,
-    rally_contract_fixture,
-    rally_fixture,
 )
 
 from conftest import DEMO_FINGERPRINTS, all_files, by_nodeid, results_json
