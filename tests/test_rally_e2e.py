@@ -13,11 +13,6 @@ from rally_server import (
 
 from conftest import DEMO_FINGERPRINTS, all_files, by_nodeid, results_json
 
-# loaded before pytester's snapshot of sys.modules: without it, an in-process run of this module
-# alone loads rp_bts_agent.kinds twice and refuses the kind ("is not a Kind named 'rally'"; on
-# main, test_jira_e2e.py run alone fails the same way)
-from rp_bts_agent.integrations.rally import tracker as _loaded  # noqa: F401
-
 NAME = "Rally defects"
 
 
