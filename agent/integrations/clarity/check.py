@@ -6,31 +6,30 @@ import re
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-
 from rp_bts_agent.connection import CheckOptions, CheckResult
-from rp_bts_agent.http import new_session
 from rp_bts_agent.tracker import TrackerError
 
 from . import ClaritySettings
-from .client import API_PATH, HINTS, api_base
+from .client import API_PATH, HINTS, Clarity, api_base
 from .tracker import ClarityTracker
 
 if TYPE_CHECKING:
     from rp_bts_agent.config_types import Integration
 
 _CODE: Final = re.compile(r"\bAPI-\d{4}\b")
-_PROBE_TIMEOUT: Final = 10
 
 
-def _speaks_clarity(session: requests.Session, api: str) -> bool:
-    """Whether a Clarity REST API answers at ``api`` (its JSON, even a refusal)."""
+def _speaks_clarity(integration: Integration, url: str) -> bool:
+    """Whether Clarity's REST API answers at ``url`` with these credentials (its JSON, even
+    a refusal)."""
+    client = Clarity(integration.with_settings(url=url))
     try:
-        response = session.get(api + "/describe", timeout=_PROBE_TIMEOUT)
-        data = response.json()
-    except (requests.RequestException, ValueError):
-        return False
-    return isinstance(data, dict) and ("resources" in data or "errorCode" in data)
+        client.call("GET", "/describe", "probe")
+    except TrackerError as exc:
+        return _CODE.search(str(exc)) is not None
+    finally:
+        client.close()
+    return True
 
 
 def _url_hints(integration: Integration) -> tuple[str, ...]:
@@ -38,9 +37,8 @@ def _url_hints(integration: Integration) -> tuple[str, ...]:
     settings = integration.settings_as(ClaritySettings)
     parts = urlsplit(settings.url)
     root = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-    with new_session(settings, timeout=_PROBE_TIMEOUT) as session:
-        if root.rstrip("/") != settings.url.rstrip("/") and _speaks_clarity(session, root + API_PATH):
-            return (f'Clarity\'s REST API answers at {root}{API_PATH}: set url = "{root}"',)
+    if root.rstrip("/") != settings.url.rstrip("/") and _speaks_clarity(integration, root):
+        return (f'Clarity\'s REST API answers at {root}{API_PATH}: set url = "{root}"',)
     return (
         f"check url: the address you open Clarity at (such as https://clarity.example.com);"
         f" rp-bts adds {API_PATH}, and the server must have the REST API enabled",

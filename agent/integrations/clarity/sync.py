@@ -135,10 +135,10 @@ def pull(integration: Integration, tab: ProjectTab, context: SyncContext) -> lis
         project = tracker.project_id(tab.code)
         mapping = _mapped(tracker, settings.mapping(tab.code))
         try:
-            text = compile_expression(settings.sync, tracker.attributes, tracker._lookup_id)
+            text = compile_expression(settings.sync, tracker.attributes, tracker.lookup_id)
         except ExpressionError as exc:
             raise TrackerError(str(exc)) from None
-        params = {"fields": tracker._fields(*mapping.values()), "sort": "_internalId desc"}
+        params = {"fields": tracker.read_fields(*mapping.values()), "sort": "_internalId desc"}
         if text:
             params["filter"] = text
         records, lines = [], []

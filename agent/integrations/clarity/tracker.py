@@ -136,7 +136,7 @@ class ClarityTracker:
                 self._lookups[code] = list(self.client.pages(path, f"lookup {code}", {}))
             return self._lookups[code]
 
-    def _lookup_id(self, attribute: str, value: Any) -> str:
+    def lookup_id(self, attribute: str, value: Any) -> str:
         attr = self.attributes[attribute]
         values = self.lookup(str(attr.get("lookupCode", "")))
         for item in values:
@@ -161,7 +161,7 @@ class ClarityTracker:
             raise TrackerError(f"Clarity: attribute {attribute!r} is read-only")
         data_type = attr.get("dataType")
         if data_type == "lookup":
-            return self._lookup_id(attribute, value)
+            return self.lookup_id(attribute, value)
         if data_type in ("number", "integer"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TrackerError(f"Clarity: attribute {attribute!r} takes a number, not {value!r}")
@@ -202,7 +202,7 @@ class ClarityTracker:
             issue_id=str(raw.get("_internalId", "")),
         )
 
-    def _fields(self, *extra: str) -> str:
+    def read_fields(self, *extra: str) -> str:
         wanted = [*_READ_FIELDS, self.settings.fingerprint_field, *extra]
         return ",".join(dict.fromkeys(f for f in wanted if f and self._has(f)))
 
@@ -212,7 +212,7 @@ class ClarityTracker:
         """The project's issues a filter finds, newest first, every page."""
         params = {
             "filter": filter_text,
-            "fields": self._fields(*fields),
+            "fields": self.read_fields(*fields),
             "sort": "_internalId desc",
         }
         return list(self.client.pages(self._path(project), "search issues", params))
@@ -249,7 +249,7 @@ class ClarityTracker:
         how, value = parse_issue(key)
         if how == "id":
             raw = self.client.call(
-                "GET", f"{self._path()}/{value}", "get issue", params={"fields": self._fields()}
+                "GET", f"{self._path()}/{value}", "get issue", params={"fields": self.read_fields()}
             )
             return self.remote(raw)
         found = self.search(f"(code = {quote(value)})")
@@ -364,7 +364,7 @@ class ClarityTracker:
         how, value = parse_issue(key)
         if how == "id":
             path = f"{self._path()}/{value}"
-            return dict(self.client.call("GET", path, "read issue", params={"fields": self._fields(*fields)}))
+            return dict(self.client.call("GET", path, "read issue", params={"fields": self.read_fields(*fields)}))
         found = self.search(f"(code = {quote(value)})", *fields)
         if not found:
             raise TrackerError(f"Clarity: no issue {value!r} in project {self.settings.project_key}")
@@ -380,7 +380,7 @@ class ClarityTracker:
         current = self.get(key)
         if not current.closed:
             return current
-        status = self._lookup_id("status", self.settings.reopen_status)
+        status = self.lookup_id("status", self.settings.reopen_status)
         self.update(current.issue_id, {"status": status})
         return self.get(current.issue_id)
 
