@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import dataclasses
+import json
 
 from . import sync
 from ._cli_common import load, project_root

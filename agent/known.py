@@ -174,7 +174,9 @@ class KnownStore:
             old = self._load(conn, integration, key)
             if old is None:
                 return ""
-            self._put(conn, dataclasses.replace(old, status=status, closed=closed, synced=time.time()))
+            self._put(
+                conn, dataclasses.replace(old, status=status, closed=closed, synced=time.time())
+            )
         return f"{old.status} -> {status}" if old.status and old.status != status else ""
 
     def hit(self, record: KnownRecord, nodeid: str, run_id: str) -> None:
@@ -186,7 +188,9 @@ class KnownStore:
             old = self._load(conn, record.integration, record.key) or record
             pending = old.pending if run_id in old.pending else (*old.pending, run_id)
             tests = old.hit_tests if nodeid in old.hit_tests else (*old.hit_tests, nodeid)
-            self._put(conn, dataclasses.replace(old, pending=pending, hit_tests=tests, last_failure=when))
+            self._put(
+                conn, dataclasses.replace(old, pending=pending, hit_tests=tests, last_failure=when)
+            )
 
     def pushed(self, record: KnownRecord, remote: Mapping[str, Any]) -> None:
         """The push wrote ``remote`` to the tracker: nothing is pending any more."""

@@ -32,11 +32,11 @@ from .tracker import TrackerError
 
 __all__ = [
     "DEFAULT_PERIOD",
+    "Stop",
     "SyncContext",
     "SyncEntry",
     "SyncLog",
     "SyncStep",
-    "Stop",
     "plan",
     "run",
 ]
@@ -99,7 +99,9 @@ class SyncLog:
         for line in self.path.read_text(encoding="utf-8").splitlines()[-count:]:
             try:
                 data = json.loads(line)
-                entries.append(SyncEntry(data["time"], data["step"], data["ok"], tuple(data["lines"])))
+                entries.append(
+                    SyncEntry(data["time"], data["step"], data["ok"], tuple(data["lines"]))
+                )
             except (ValueError, KeyError, TypeError):
                 continue
         return entries

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 from clarity_server import (  # noqa: F401 (fixtures)
+    ACCESS_TOKEN,
+    ACCESS_TOKEN_SECRET,
     API_KEY,
     CLIENT_ID,
     OAUTH_CONSUMER,
     PASSWORD,
     USER,
-    ACCESS_TOKEN,
-    ACCESS_TOKEN_SECRET,
     RunningClarity,
     clarity_contract_fixture,
     clarity_fixture,
@@ -49,16 +49,27 @@ def integration(server: RunningClarity, auth: str = "basic", **values: Any) -> I
     return build_integration("clarity", "Shop issues", **(given | values))
 
 
-def draft(fingerprint: str = "rpbts1-aaa", summary: str = "test_a: AssertionError: boom", **kw: Any) -> IssueDraft:
-    body = Body((Section("Traceback", "Traceback: line 1\nAssertionError: boom", True), Section("Log", "tail of log")))
+def draft(
+    fingerprint: str = "rpbts1-aaa", summary: str = "test_a: AssertionError: boom", **kw: Any
+) -> IssueDraft:
+    body = Body(
+        (
+            Section("Traceback", "Traceback: line 1\nAssertionError: boom", True),
+            Section("Log", "tail of log"),
+        )
+    )
     return IssueDraft(summary, body, fingerprint, tests=("t.py::test_a",), run_id="run-1", **kw)
 
 
 @pytest.mark.parametrize("auth", ["basic", "session", "api-key", "oauth1"])
 def test_files_finds_and_updates_once_per_run(clarity: RunningClarity, auth: str) -> None:
-    tracker = ClarityTracker(integration(clarity, auth, fields={"priority": "High", "status": "Open"}))
+    tracker = ClarityTracker(
+        integration(clarity, auth, fields={"priority": "High", "status": "Open"})
+    )
     long = "test_a: AssertionError: " + "the cart total is wrong again " * 5
-    (created,) = tracker.create_many([draft(summary=long, fields={"priority": "High", "status": "Open"})])
+    (created,) = tracker.create_many(
+        [draft(summary=long, fields={"priority": "High", "status": "Open"})]
+    )
     assert not isinstance(created, TrackerError) and not created.existed
     (issue,) = clarity.issues()
     assert len(issue["name"]) <= 80 and issue["name"].endswith("\u2026")
@@ -66,13 +77,20 @@ def test_files_finds_and_updates_once_per_run(clarity: RunningClarity, auth: str
     assert issue["code"] == created.key and issue["c_rp_fingerprint"] == "rpbts1-aaa"
     assert "AssertionError: boom" in issue["description"] and "tail of log" in issue["description"]
     assert (issue["priority"], issue["status"]) == ("HIGH", "OPEN")
-    assert (issue["c_occurrences"], issue["c_last_run"], issue["c_tests"]) == (1, "run-1", "t.py::test_a")
+    assert (issue["c_occurrences"], issue["c_last_run"], issue["c_tests"]) == (
+        1,
+        "run-1",
+        "t.py::test_a",
+    )
     # the same failure again: found by one exact filter query, not filed twice
     searches = len(clarity.state.calls("GET", "/issues"))
     (again,) = tracker.create_many([draft()])
     assert not isinstance(again, TrackerError) and again.existed and again.key == created.key
     assert len(clarity.state.calls("GET", "/issues")) == searches + 1
-    assert "c_rp_fingerprint in ('rpbts1-aaa')" in clarity.state.calls("GET", "/issues")[-1].query["filter"]
+    assert (
+        "c_rp_fingerprint in ('rpbts1-aaa')"
+        in clarity.state.calls("GET", "/issues")[-1].query["filter"]
+    )
     # a repeat failure updates the issue once per run
     comment = CommentDraft(Body(()), "run-2", tests=("t.py::test_b",))
     assert tracker.comment(created.key, comment) is True
@@ -121,9 +139,11 @@ def test_link_by_code_id_or_url_and_on_closed(clarity: RunningClarity) -> None:
 
 def test_field_map_checked_against_describe(clarity: RunningClarity) -> None:
     tracker = ClarityTracker(integration(clarity))
-    with pytest.raises(TrackerError, match="no attribute 'severity'.*c_rp_fingerprint"):
+    with pytest.raises(TrackerError, match=r"no attribute 'severity'.*c_rp_fingerprint"):
         tracker.body(draft(fields={"severity": "High"}))
-    with pytest.raises(TrackerError, match="'Urgent' is not a value of priority.*Low, Medium, High"):
+    with pytest.raises(
+        TrackerError, match=r"'Urgent' is not a value of priority.*Low, Medium, High"
+    ):
         tracker.body(draft(fields={"priority": "Urgent"}))
     with pytest.raises(TrackerError, match="read-only"):
         tracker.body(draft(fields={"createdDate": "2020-01-01"}))
@@ -200,7 +220,9 @@ def _load(tmp_path: Path, server: RunningClarity, **overrides: Any) -> Any:
     return load_config(tmp_path, global_file=tmp_path / "none.toml")
 
 
-def test_sync_settings_typed(tmp_path: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sync_settings_typed(
+    tmp_path: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clarity.login_env(monkeypatch)
     sync = {
         "period": 60,
@@ -220,17 +242,42 @@ def test_sync_settings_typed(tmp_path: Path, clarity: RunningClarity, monkeypatc
     [
         ({"period": 0}, "sync.period", "seconds"),
         ({"join": "xor"}, "sync.join", "use and, or"),
-        ({"expression": [{"field": "status", "op": "~", "value": "x"}]}, "sync.expression[0].op", "unknown operator"),
-        ({"expression": [{"field": "status", "op": "in", "value": "x"}]}, "sync.expression[0].value", "non-empty list"),
-        ({"expression": [{"field": "status", "value": "x"}]}, "sync.expression[0]", "field, op and value"),
+        (
+            {"expression": [{"field": "status", "op": "~", "value": "x"}]},
+            "sync.expression[0].op",
+            "unknown operator",
+        ),
+        (
+            {"expression": [{"field": "status", "op": "in", "value": "x"}]},
+            "sync.expression[0].value",
+            "non-empty list",
+        ),
+        (
+            {"expression": [{"field": "status", "value": "x"}]},
+            "sync.expression[0]",
+            "field, op and value",
+        ),
         ({"projects": [{"auto": True}]}, "sync.projects[0].code", "code"),
-        ({"projects": [{"code": "PR1001", "mapping": {"colour": "c_x"}}]}, "sync.projects[0].mapping.colour", "unknown field"),
-        ({"projects": [{"code": "PR1001", "push": "yes"}]}, "sync.projects[0].push", "true or false"),
+        (
+            {"projects": [{"code": "PR1001", "mapping": {"colour": "c_x"}}]},
+            "sync.projects[0].mapping.colour",
+            "unknown field",
+        ),
+        (
+            {"projects": [{"code": "PR1001", "push": "yes"}]},
+            "sync.projects[0].push",
+            "true or false",
+        ),
         ({"every": 5}, "sync.every", "unknown key"),
     ],
 )
 def test_sync_settings_errors_name_file_and_key(
-    tmp_path: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch, sync: Any, key: str, message: str
+    tmp_path: Path,
+    clarity: RunningClarity,
+    monkeypatch: pytest.MonkeyPatch,
+    sync: Any,
+    key: str,
+    message: str,
 ) -> None:
     clarity.login_env(monkeypatch)
     with pytest.raises(ConfigError) as info:
@@ -259,9 +306,21 @@ def test_expression_compiles_with_quoting(clarity: RunningClarity) -> None:
     clarity.state.add_issue("PR1001", "it's a \\ test of quoting", c_occurrences=3)
     assert len(tracker.search(text)) == 1  # the server parses it as written
     with pytest.raises(ExpressionError, match="unknown field 'colour'"):
-        compile_expression(SyncSettings(expression=(Statement("colour", "=", "x"),)), tracker.attributes, tracker.lookup_id)
+        compile_expression(
+            SyncSettings(expression=(Statement("colour", "=", "x"),)),
+            tracker.attributes,
+            tracker.lookup_id,
+        )
     with pytest.raises(ExpressionError, match="'startsWith' does not fit status \\(lookup\\)"):
-        compile_expression(SyncSettings(expression=(Statement("status", "startsWith", "O"),)), tracker.attributes, tracker.lookup_id)
+        compile_expression(
+            SyncSettings(expression=(Statement("status", "startsWith", "O"),)),
+            tracker.attributes,
+            tracker.lookup_id,
+        )
     with pytest.raises(ExpressionError, match="give a number"):
-        compile_expression(SyncSettings(expression=(Statement("c_occurrences", ">", "2"),)), tracker.attributes, tracker.lookup_id)
+        compile_expression(
+            SyncSettings(expression=(Statement("c_occurrences", ">", "2"),)),
+            tracker.attributes,
+            tracker.lookup_id,
+        )
     tracker.close()

@@ -25,7 +25,9 @@ def clarity_demo(
     clarity.login_env(monkeypatch)
     monkeypatch.setenv("RP_BTS_GLOBAL_CONFIG", str(demo.path / "none.toml"))
     integration = clarity.integration_toml(
-        "session", fields={"priority": "High"}, sync={"projects": [{"code": "PR1001", "push": True}]}
+        "session",
+        fields={"priority": "High"},
+        sync={"projects": [{"code": "PR1001", "push": True}]},
     )
     demo.makefile(".toml", **{"rp-bts": 'launch = "nightly"\n\n' + integration})
     return demo
@@ -76,7 +78,9 @@ def test_files_once_with_xdist(clarity_demo: pytest.Pytester, clarity: RunningCl
 def test_status_changed_in_clarity_seen_by_sync_and_next_run(
     clarity_demo: pytest.Pytester, clarity: RunningClarity, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    clarity_demo.makepyfile(test_demo="def test_a():\n    assert 0\n\ndef test_b():\n    assert 1 == 2\n")
+    clarity_demo.makepyfile(
+        test_demo="def test_a():\n    assert 0\n\ndef test_b():\n    assert 1 == 2\n"
+    )
     clarity_demo.runpytest("--rp-bts")
     a_key = _results(clarity_demo)["test_a"]["issues"][0]["key"]
     root = str(clarity_demo.path)
@@ -99,7 +103,7 @@ def test_status_changed_in_clarity_seen_by_sync_and_next_run(
     # the push writes the run back to the hand-filed issue, once
     patches = clarity.patch_count
     assert main(["--root", root, "sync", "--once"]) == 0
-    hand = [i for i in clarity.issues() if i["name"] == "b is known"][0]
+    hand = next(i for i in clarity.issues() if i["name"] == "b is known")
     assert hand["c_occurrences"] == 1 and hand["c_last_run"]
     assert clarity.patch_count == patches + 1
     assert main(["--root", root, "sync", "--once"]) == 0

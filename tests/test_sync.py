@@ -46,7 +46,9 @@ def _context(root: Path, once: bool = False) -> sync.SyncContext:
     return sync.SyncContext(config, KnownStore(State(root).known_db), once=once)
 
 
-def _project(root: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch, **sync_: Any) -> None:
+def _project(
+    root: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch, **sync_: Any
+) -> None:
     clarity.login_env(monkeypatch)
     text = clarity.integration_toml("basic", sync={"period": 60, **sync_})
     (root / "rp-bts.toml").write_text(text, encoding="utf-8")
@@ -55,12 +57,22 @@ def _project(root: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatc
 def test_loop_every_period_until_stopped(
     tmp_path: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _project(tmp_path, clarity, monkeypatch, projects=[{"code": "PR1001"}, {"code": "PR1002", "auto": False}])
+    _project(
+        tmp_path,
+        clarity,
+        monkeypatch,
+        projects=[{"code": "PR1001"}, {"code": "PR1002", "auto": False}],
+    )
     stop = sync.Stop()
     clock = Clock(3, stop)
     log = sync.SyncLog(State(tmp_path).sync_log)
     entries = sync.run(
-        _context(tmp_path), log=log, redactor=Redactor(()), clock=clock, sleep=clock.sleep, stop=stop
+        _context(tmp_path),
+        log=log,
+        redactor=Redactor(()),
+        clock=clock,
+        sleep=clock.sleep,
+        stop=stop,
     )
     # PR1002 has auto-sync off: not in the loop; PR1001 pulled at 0, 60, 120, then Ctrl-C
     assert [e.step for e in entries] == ["Shop issues: pull PR1001"] * 3
@@ -72,7 +84,9 @@ def test_loop_every_period_until_stopped(
     assert [e.step for e in once] == ["Shop issues: pull PR1001", "Shop issues: pull PR1002"]
 
 
-def test_stop_between_steps(tmp_path: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stop_between_steps(
+    tmp_path: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _project(tmp_path, clarity, monkeypatch)
     stop = sync.Stop()
     ran = []
@@ -83,9 +97,18 @@ def test_stop_between_steps(tmp_path: Path, clarity: RunningClarity, monkeypatch
             stop.set()  # Ctrl-C while the first step runs
             return ["done"]
 
-        return [sync.SyncStep("first", first), sync.SyncStep("second", lambda: ran.append("second") or [])]
+        return [
+            sync.SyncStep("first", first),
+            sync.SyncStep("second", lambda: ran.append("second") or []),
+        ]
 
-    entries = sync.run(_context(tmp_path), log=sync.SyncLog(tmp_path / "log"), redactor=Redactor(()), stop=stop, planner=planner)
+    entries = sync.run(
+        _context(tmp_path),
+        log=sync.SyncLog(tmp_path / "log"),
+        redactor=Redactor(()),
+        stop=stop,
+        planner=planner,
+    )
     assert ran == ["first"] and [e.step for e in entries] == ["first"]
 
 
@@ -96,14 +119,22 @@ def test_down_tracker_retried_next_period_and_bad_item_skipped(
     clarity.state.add_issue("PR1001", "fine", c_tests="t.py::test_a")
     bad = clarity.state.add_issue("PR1001", "odd")
     clarity.change(bad["code"], c_occurrences="many")  # a value that does not fit its field
-    clarity.state.outage = True
     stop = sync.Stop()
     clock = Clock(2, stop)
+
+    def planner(context: sync.SyncContext) -> list[sync.SyncStep]:
+        clarity.state.outage = not clock.waits  # down in the first round only
+        return sync.plan(context)
+
     entries = sync.run(
-        _context(tmp_path), log=sync.SyncLog(tmp_path / "log"), redactor=Redactor(()),
-        clock=clock, sleep=clock.sleep, stop=stop,
-        planner=lambda c: (clarity.state.__setattr__("outage", len(clock.waits) == 0), sync.plan(c))[1],
-    )  # fmt: skip
+        _context(tmp_path),
+        log=sync.SyncLog(tmp_path / "log"),
+        redactor=Redactor(()),
+        clock=clock,
+        sleep=clock.sleep,
+        stop=stop,
+        planner=planner,
+    )
     assert [e.ok for e in entries] == [False, True]
     assert "HTTP 503" in entries[0].lines[0] and "tried again next period" in entries[0].lines[0]
     assert entries[1].lines[0].startswith("1 issue(s) match")
@@ -113,9 +144,14 @@ def test_down_tracker_retried_next_period_and_bad_item_skipped(
 
 
 def test_unknown_field_in_expression_is_one_line(
-    tmp_path: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    clarity: RunningClarity,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _project(tmp_path, clarity, monkeypatch, expression=[{"field": "colour", "op": "=", "value": "red"}])
+    _project(
+        tmp_path, clarity, monkeypatch, expression=[{"field": "colour", "op": "=", "value": "red"}]
+    )
     assert main(["--root", str(tmp_path), "sync", "--once"]) == 1
     out = capsys.readouterr().out
     assert "FAILED Shop issues: pull PR1001" in out and "unknown field 'colour'" in out
@@ -125,20 +161,36 @@ def test_unknown_field_in_expression_is_one_line(
 
 
 def test_refresh_fields_shows_attributes_and_lookups(
-    tmp_path: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    clarity: RunningClarity,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     _project(tmp_path, clarity, monkeypatch)
     clarity.state.issue_attributes.append(
-        {"name": "c_team", "label": "Team", "dataType": "string", "isMandatory": False, "isReadOnly": False, "isMultiValued": False}
+        {
+            "name": "c_team",
+            "label": "Team",
+            "dataType": "string",
+            "isMandatory": False,
+            "isReadOnly": False,
+            "isMultiValued": False,
+        }
     )
     assert main(["--root", str(tmp_path), "sync", "--once", "--refresh-fields"]) == 0
     out = capsys.readouterr().out
     assert "c_team (string): Team" in out
-    assert "status (lookup): Status; lookup RIM_ISSUE_STATUS: Open, In Progress, Resolved, Closed" in out
+    assert (
+        "status (lookup): Status; lookup RIM_ISSUE_STATUS: Open, In Progress, Resolved, Closed"
+        in out
+    )
 
 
 def test_disabled_integration_is_not_synced(
-    tmp_path: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    clarity: RunningClarity,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     clarity.login_env(monkeypatch)
     (tmp_path / "rp-bts.toml").write_text(clarity.integration_toml(enabled=False), encoding="utf-8")
@@ -148,7 +200,10 @@ def test_disabled_integration_is_not_synced(
 
 
 def test_linked_jira_status_refreshed_for_next_run(
-    pytester: pytest.Pytester, jira: RunningJira, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    pytester: pytest.Pytester,
+    jira: RunningJira,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     jira.login_env(monkeypatch)
     monkeypatch.setenv("RP_BTS_GLOBAL_CONFIG", str(pytester.path / "none.toml"))

@@ -90,7 +90,7 @@ class ClaritySettings(TrackerSettings):
     #: a new code is derived from the fingerprint (unique: a second create is refused)
     code_prefix: str = text("RP")
     #: completed from the ``[integrations.sync]`` table by :meth:`complete`
-    sync: SyncSettings = table("the status sync: period, join, expression, projects")
+    sync: SyncSettings = table("the status sync: period, join, expression, projects")  # noqa: RUF009 - a TOML table, typed by complete()
     #: attributes written when a failure repeats (a tab for project_key may map others)
     occurrences_field: str = text("c_occurrences")
     last_run_field: str = text("c_last_run")

@@ -49,7 +49,9 @@ def _failed(integration: Integration, exc: TrackerError, what: str) -> CheckResu
     text = str(exc)
     found = _CODE.search(text)
     if found and found.group(0) in HINTS:
-        return CheckResult(False, f"Clarity: {what} refused ({found.group(0)})", (HINTS[found.group(0)],))
+        return CheckResult(
+            False, f"Clarity: {what} refused ({found.group(0)})", (HINTS[found.group(0)],)
+        )
     if "HTTP 401" in text:
         return CheckResult(False, f"Clarity: {what} refused (HTTP 401)", (HINTS["API-1001"],))
     if "no Clarity REST API" in text or "not Clarity's JSON" in text or "connect" in text:
@@ -112,7 +114,10 @@ def _no_project(tracker: ClarityTracker, settings: ClaritySettings) -> CheckResu
     if seen:
         named = [p for p in seen if str(p.get("name", "")).lower() == settings.project_key.lower()]
         if named:
-            hints = [f'{settings.project_key!r} is the name of {named[0]["code"]}: set project_key = "{named[0]["code"]}"']
+            code = named[0]["code"]
+            hints = [f'{settings.project_key!r} is the name of {code}: set project_key = "{code}"']
         codes = ", ".join(f"{p.get('code')} ({p.get('name')})" for p in seen[:20])
         hints.append(f"projects this user can see: {codes}")
-    return CheckResult(False, f"Clarity: no project {settings.project_key!r} visible to this user", tuple(hints))
+    return CheckResult(
+        False, f"Clarity: no project {settings.project_key!r} visible to this user", tuple(hints)
+    )

@@ -7,6 +7,7 @@ session's token) is replaced by a new login, and the call made once more with it
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -112,7 +113,11 @@ class Clarity:
     def _login(self, session: Session) -> None:
         """``POST /auth/login`` with Basic; the token goes in the ``authToken`` header."""
         answer = self._send(
-            session, "POST", "/auth/login", "login", auth=(self.settings.username, self.settings.password)
+            session,
+            "POST",
+            "/auth/login",
+            "login",
+            auth=(self.settings.username, self.settings.password),
         )
         token = answer.json().get("authToken") if answer.content else None
         if not isinstance(token, str) or not token:
@@ -127,7 +132,11 @@ class Clarity:
             response = session.request(method, self.api + path, **kwargs)
         except requests.RequestException as exc:
             raise transport_error(SERVICE, what, exc) from None
-        if response.status_code == 401 and self.mode == "session" and "authToken" in session.headers:
+        if (
+            response.status_code == 401
+            and self.mode == "session"
+            and "authToken" in session.headers
+        ):
             return response  # the caller logs in again
         if not response.ok:
             code, messages = clarity_messages(response)
@@ -189,7 +198,9 @@ class Clarity:
         query = {**params, "limit": self.settings.page_size}
         offset = 0
         while offset < most:
-            page = self.call("GET", path, what, params={**query, "offset": offset} if offset else query)
+            page = self.call(
+                "GET", path, what, params={**query, "offset": offset} if offset else query
+            )
             items = page.get("_results") or []
             yield from items
             if not page.get("_next") or not items:
@@ -202,9 +213,7 @@ class Clarity:
         if session is None:
             return
         if self._token:
-            try:
+            with contextlib.suppress(requests.RequestException):
                 session.delete(self.api + "/auth/logout", timeout=10)
-            except requests.RequestException:
-                pass
             self._token = ""
         session.close()

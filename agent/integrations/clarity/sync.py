@@ -138,7 +138,7 @@ def pull(integration: Integration, tab: ProjectTab, context: SyncContext) -> lis
             text = compile_expression(settings.sync, tracker.attributes, tracker.lookup_id)
         except ExpressionError as exc:
             raise TrackerError(str(exc)) from None
-        params = {"fields": tracker.read_fields(*mapping.values()), "sort": "_internalId desc"}
+        params = {"fields": tracker.read_fields(*mapping.values()), "sort": "createdDate desc"}
         if text:
             params["filter"] = text
         records, lines = [], []

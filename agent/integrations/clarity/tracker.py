@@ -164,7 +164,9 @@ class ClarityTracker:
             return self.lookup_id(attribute, value)
         if data_type in ("number", "integer"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TrackerError(f"Clarity: attribute {attribute!r} takes a number, not {value!r}")
+                raise TrackerError(
+                    f"Clarity: attribute {attribute!r} takes a number, not {value!r}"
+                )
             return value
         if data_type == "boolean":
             if not isinstance(value, bool):
@@ -195,7 +197,9 @@ class ClarityTracker:
         fingerprint_field = self.settings.fingerprint_field
         return RemoteIssue(
             key=str(raw.get("code") or raw.get("_internalId")),
-            url=str(raw.get("_self") or f"{self.client.api}{self._path(project)}/{raw['_internalId']}"),
+            url=str(
+                raw.get("_self") or f"{self.client.api}{self._path(project)}/{raw['_internalId']}"
+            ),
             status=shown,
             closed=closed,
             fingerprint=str(raw.get(fingerprint_field) or ""),
@@ -213,7 +217,7 @@ class ClarityTracker:
         params = {
             "filter": filter_text,
             "fields": self.read_fields(*fields),
-            "sort": "_internalId desc",
+            "sort": "createdDate desc",
         }
         return list(self.client.pages(self._path(project), "search issues", params))
 
@@ -239,7 +243,9 @@ class ClarityTracker:
             for raw in self.search(f"({field_name} in ({values}))"):
                 remote = self.remote(raw)
                 have = found.get(remote.fingerprint)
-                if remote.fingerprint in chunk and (have is None or (have.closed and not remote.closed)):
+                if remote.fingerprint in chunk and (
+                    have is None or (have.closed and not remote.closed)
+                ):
                     found[remote.fingerprint] = remote
         return found
 
@@ -326,10 +332,10 @@ class ClarityTracker:
         except TrackerError as exc:
             if "already exists" not in str(exc):
                 raise
-            (raw,) = self.search(f"(code = {quote(body['code'])})") or [None]
-            if raw is None:
+            standing = self.search(f"(code = {quote(body['code'])})")
+            if not standing:
                 raise
-            return dataclasses.replace(self.remote(raw), existed=True)
+            return dataclasses.replace(self.remote(standing[0]), existed=True)
         return self.remote(raw)
 
     def complete(self, key: str, draft: IssueDraft) -> None:
@@ -343,7 +349,11 @@ class ClarityTracker:
         s = self.settings
         fields = [f for f in (s.occurrences_field, s.last_run_field, s.tests_field) if self._has(f)]
         current = self._read(key, fields)
-        run = self.field_value(s.last_run_field, comment.run_id) if self._has(s.last_run_field) else ""
+        run = (
+            self.field_value(s.last_run_field, comment.run_id)
+            if self._has(s.last_run_field)
+            else ""
+        )
         if run and current.get(s.last_run_field) == run:
             return False
         change: dict[str, Any] = {}
@@ -364,15 +374,23 @@ class ClarityTracker:
         how, value = parse_issue(key)
         if how == "id":
             path = f"{self._path()}/{value}"
-            return dict(self.client.call("GET", path, "read issue", params={"fields": self.read_fields(*fields)}))
+            return dict(
+                self.client.call(
+                    "GET", path, "read issue", params={"fields": self.read_fields(*fields)}
+                )
+            )
         found = self.search(f"(code = {quote(value)})", *fields)
         if not found:
-            raise TrackerError(f"Clarity: no issue {value!r} in project {self.settings.project_key}")
+            raise TrackerError(
+                f"Clarity: no issue {value!r} in project {self.settings.project_key}"
+            )
         return dict(found[0])
 
     def update(self, issue_id: Any, change: Mapping[str, Any], project: int | None = None) -> None:
         self._writable("update")
-        self.client.call("PATCH", f"{self._path(project)}/{issue_id}", "update issue", body=dict(change))
+        self.client.call(
+            "PATCH", f"{self._path(project)}/{issue_id}", "update issue", body=dict(change)
+        )
 
     def reopen(self, key: str) -> RemoteIssue:
         """The status becomes ``reopen_status`` (Open)."""
