@@ -4,6 +4,7 @@ status refreshed for the next run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,38 @@ def test_linked_jira_status_refreshed_for_next_run(
     assert "Shop bugs: refresh linked issues" in out and "SHOP-1 To Do -> Done" in out
     (record,) = KnownStore(State(pytester.path).known_db).records("Shop bugs")
     assert (record.status, record.closed) == ("Done", True)
+    # a later run whose `issue` marker names it, with Jira out of reach: the synced status
+    from rp_bts_agent.hooks import HookManager
+    from rp_bts_agent.model import KnownIssue, Launch, RunResults, TestResult
+    from rp_bts_agent.pipeline import Agent
+
+    config = load_config(pytester.path, global_file=pytester.path / "none.toml")
+    (shop,) = config.integrations
+    offline = dataclasses.replace(
+        config, integrations=(shop.with_settings(url="http://127.0.0.1:9"),)
+    )
+    marked = TestResult("t.py::test_a", "failed", known_issues=(KnownIssue("SHOP-1", "Shop bugs"),))
+    agent = Agent(offline, hooks=HookManager(), redactor=Redactor(()))
+    (ref,) = agent.run(RunResults(Launch("nightly", "run-9"), (marked,))).run.results[0].issues
+    assert (ref.action, ref.status) == ("known", "Done") and "cannot connect" in ref.error
+
+
+def test_ctrl_c_stops_the_loop_cleanly(
+    tmp_path: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _project(tmp_path, clarity, monkeypatch)
+    env = {**os.environ, "RP_BTS_GLOBAL_CONFIG": str(tmp_path / "none.toml")}
+    command = [sys.executable, "-m", "rp_bts_agent.cli", "--root", str(tmp_path), "sync"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # the first round's pull, then it waits 60 s
+        assert "ok     Shop issues: pull PR1001" in first
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0 and out.rstrip().endswith("sync stopped")
+    assert len(sync.SyncLog(State(tmp_path).sync_log).tail(10)) == 1
