@@ -255,3 +255,26 @@ def test_ctrl_c_stops_the_loop_cleanly(
         out, _ = process.communicate(timeout=30)
     assert process.returncode == 0 and out.rstrip().endswith("sync stopped")
     assert len(sync.SyncLog(State(tmp_path).sync_log).tail(10)) == 1
+
+
+def test_push_in_batches_of_50_only_what_changed(
+    tmp_path: Path, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _project(tmp_path, clarity, monkeypatch, projects=[{"code": "PR1001", "push": True}])
+    for number in range(60):
+        clarity.state.add_issue("PR1001", f"known {number}", c_tests=f"t.py::test_{number}")
+    log = sync.SyncLog(tmp_path / "log")
+    first = sync.run(_context(tmp_path, once=True), log=log, redactor=Redactor(()))
+    assert [e.lines[0] for e in first][1] == "nothing changed" and clarity.patch_count == 0
+    known = KnownStore(State(tmp_path).known_db)
+    for record in known.records("Shop issues"):  # a run linked each test's failure
+        known.hit(record, record.tests[0], "run-7")
+    second = sync.run(_context(tmp_path, once=True), log=log, redactor=Redactor(()))
+    push = second[1].lines
+    assert push[0] == "batch 1: 50 of 50 issue(s) updated"
+    assert "batch 2: 10 of 10 issue(s) updated" in push
+    assert clarity.patch_count == 60
+    patch = clarity.state.calls("PATCH")[0].body
+    assert patch == {"c_occurrences": 1, "c_last_run": "run-7"}  # tests unchanged: not sent
+    third = sync.run(_context(tmp_path, once=True), log=log, redactor=Redactor(()))
+    assert third[1].lines == ("nothing changed",) and clarity.patch_count == 60

@@ -26,6 +26,8 @@ __all__ = ["API_PATH", "Clarity", "clarity_messages", "quote"]
 
 API_PATH: Final = "/ppm/rest/v1"
 SERVICE: Final = "Clarity"
+#: items read from one list at most: a guard against a server whose ``_next`` never ends
+MOST: Final = 100_000
 #: errorCode -> what to check (the codes the test server and Broadcom's manuals name)
 HINTS: Final = {
     "API-1001": "check username and password",
@@ -171,15 +173,18 @@ class Clarity:
                 with self._lock:
                     if not self._token:
                         self._login(session)
+            used = self._token
             response = self._send(session, method, path, what, **kwargs)
             if response.status_code == 401:  # the session token expired: log in once more
                 with self._lock:
-                    session.headers.pop("authToken", None)
-                    self._token = ""
-                    self._login(session)
+                    if self._token == used:  # not already replaced by another thread
+                        session.headers.pop("authToken", None)
+                        self._token = ""
+                        self._login(session)
                 response = self._send(session, method, path, what, **kwargs)
                 if response.status_code == 401:
-                    raise status_error(SERVICE, what, 401, clarity_messages(response)[1])
+                    code, messages = clarity_messages(response)
+                    raise status_error(SERVICE, what, 401, messages, HINTS.get(code, ""))
         except TrackerError as exc:
             if "HTTP 401" in str(exc):
                 self._refused = exc  # one refused login per run, not one per failure
@@ -191,13 +196,11 @@ class Clarity:
                 f"Clarity {what}: the answer is not Clarity's JSON (check url)"
             ) from None
 
-    def pages(
-        self, path: str, what: str, params: Mapping[str, Any], *, most: int = 10_000
-    ) -> Iterator[dict[str, Any]]:
+    def pages(self, path: str, what: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """Every item of a list, page by page (``offset``/``limit`` while ``_next`` says so)."""
         query = {**params, "limit": self.settings.page_size}
         offset = 0
-        while offset < most:
+        while offset < MOST:
             page = self.call(
                 "GET", path, what, params={**query, "offset": offset} if offset else query
             )

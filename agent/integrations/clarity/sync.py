@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from rp_bts_agent.known import KnownRecord
@@ -62,13 +62,9 @@ def steps(integration: Integration, context: SyncContext) -> list[SyncStep]:
     return out
 
 
-def _opened(integration: Integration) -> ClarityTracker:
-    return ClarityTracker(integration)
-
-
 def fields(integration: Integration) -> list[str]:
     """``/describe/issues`` and every lookup's values, fresh."""
-    tracker = _opened(integration)
+    tracker = ClarityTracker(integration)
     try:
         lines = []
         for name, attr in sorted(tracker.attributes.items()):
@@ -130,7 +126,7 @@ def _record(
 
 def pull(integration: Integration, tab: ProjectTab, context: SyncContext) -> list[str]:
     settings = integration.settings_as(ClaritySettings)
-    tracker = _opened(integration)
+    tracker = ClarityTracker(integration)
     try:
         project = tracker.project_id(tab.code)
         mapping = _mapped(tracker, settings.mapping(tab.code))
@@ -181,7 +177,7 @@ def _changes(
 
 def push(integration: Integration, tab: ProjectTab, context: SyncContext) -> list[str]:
     settings = integration.settings_as(ClaritySettings)
-    tracker = _opened(integration)
+    tracker = ClarityTracker(integration)
     try:
         project = tracker.project_id(tab.code)
         mapping = _mapped(tracker, settings.mapping(tab.code))
@@ -200,21 +196,22 @@ def push(integration: Integration, tab: ProjectTab, context: SyncContext) -> lis
         if not todo:
             return ["nothing changed", *lines]
         by_attribute = {theirs: ours for ours, theirs in mapping.items()}
+        out = []
         for number, start in enumerate(range(0, len(todo), PUSH_BATCH), 1):
-            batch: Sequence[tuple[KnownRecord, dict[str, Any]]] = todo[start : start + PUSH_BATCH]
-            done = 0
+            batch = todo[start : start + PUSH_BATCH]
+            done: list[str] = []
             for record, change in batch:
                 try:
                     tracker.update(record.issue_id, change, project)
                 except TrackerError as exc:
                     if exc.retryable:
                         raise  # down: the rest goes at the next period
-                    lines.append(f"skipped {record.key}: {exc}")
+                    done.append(f"skipped {record.key}: {exc}")
                     continue
                 context.known.pushed(record, {by_attribute[a]: v for a, v in change.items()})
-                done += 1
-                lines.append(f"{record.key}: {', '.join(sorted(change))}")
-            lines.insert(0, f"batch {number}: {done} of {len(batch)} issue(s) updated")
-        return lines
+                done.append(f"{record.key}: {', '.join(sorted(change))}")
+            updated = sum(1 for line in done if not line.startswith("skipped"))
+            out += [f"batch {number}: {updated} of {len(batch)} issue(s) updated", *done]
+        return out + lines
     finally:
         tracker.close()
