@@ -142,6 +142,8 @@ def _sync(raw: Mapping[str, Any], context: SettingsContext, values: Mapping[str,
     if unknown:
         raise fail(unknown[0], f"unknown key; use {', '.join(_SYNC_KEYS)}")
     period = raw.get("period", DEFAULT_PERIOD)
+    if isinstance(period, str) and period.isdigit():  # from a ${VAR}
+        period = int(period)
     if isinstance(period, bool) or not isinstance(period, int) or period < 1:
         raise fail("period", f"expected seconds (a whole number >= 1), got {period!r}")
     join = raw.get("join", "and")
