@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +29,7 @@ from typing import Any, Final, Literal
 __all__ = ["KnownRecord", "KnownStore", "base_nodeid"]
 
 Source = Literal["pull", "link"]
+log = logging.getLogger("rp_bts_agent")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS known (
@@ -107,9 +109,8 @@ class KnownStore:
         """Every record (of one integration), open before closed."""
         if not self.path.exists():
             return []
-        query, args = "SELECT record FROM known", ()
-        if integration:
-            query, args = query + " WHERE integration = ?", (integration,)  # type: ignore[assignment]
+        query = "SELECT record FROM known" + (" WHERE integration = ?" if integration else "")
+        args = (integration,) if integration else ()
         try:
             with self._connect() as conn:
                 rows = conn.execute(query + " ORDER BY integration, key", args).fetchall()
@@ -184,13 +185,17 @@ class KnownStore:
         if self.read_only:
             return
         when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        with self._connect() as conn:
-            old = self._load(conn, record.integration, record.key) or record
-            pending = old.pending if run_id in old.pending else (*old.pending, run_id)
-            tests = old.hit_tests if nodeid in old.hit_tests else (*old.hit_tests, nodeid)
-            self._put(
-                conn, dataclasses.replace(old, pending=pending, hit_tests=tests, last_failure=when)
-            )
+        try:
+            with self._connect() as conn:
+                old = self._load(conn, record.integration, record.key) or record
+                pending = old.pending if run_id in old.pending else (*old.pending, run_id)
+                tests = old.hit_tests if nodeid in old.hit_tests else (*old.hit_tests, nodeid)
+                noted = dataclasses.replace(
+                    old, pending=pending, hit_tests=tests, last_failure=when
+                )
+                self._put(conn, noted)
+        except (sqlite3.Error, OSError) as exc:  # the run goes on; only the push misses it
+            log.warning("%s: known issue %s not noted for the push: %s", self.path, record.key, exc)
 
     def pushed(self, record: KnownRecord, remote: Mapping[str, Any]) -> None:
         """The push wrote ``remote`` to the tracker: nothing is pending any more."""

@@ -12,6 +12,7 @@ waiting.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import signal
 import threading
@@ -164,7 +165,7 @@ def plan(context: SyncContext) -> list[SyncStep]:
             out.append(
                 SyncStep(
                     f"{integration.name}: refresh linked issues",
-                    lambda i=integration: _refresh(i, context.known),  # type: ignore[misc]
+                    functools.partial(_refresh, integration, context.known),
                     min(periods),
                 )
             )
