@@ -115,6 +115,22 @@ def test_status_changed_in_clarity_seen_by_sync_and_next_run(
     assert "nothing changed" in log and "batch 1: 1 of 1 issue(s) updated" in log
 
 
+def test_clarity_down_queues_then_flush_files_once(
+    clarity_demo: pytest.Pytester, clarity: RunningClarity
+) -> None:
+    clarity.state.outage = True
+    result = clarity_demo.runpytest("--rp-bts")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the verdict pytest gives anyway
+    result.stdout.fnmatch_lines(["queued    ?Shop issues? - test_demo.py::*kept for rp-bts flush*"])
+    assert len(clarity.state.requests) <= 10  # one breaker trip, not a call per failure
+    clarity.state.outage = False
+    root = ["--root", str(clarity_demo.path)]
+    assert main([*root, "flush"]) == 0
+    assert len(clarity.issues()) == DEMO_FINGERPRINTS
+    assert main([*root, "flush"]) == 0
+    assert len(clarity.issues()) == DEMO_FINGERPRINTS
+
+
 # -- rp-bts integrations oauth --------------------------------------------------------------
 
 
