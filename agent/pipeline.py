@@ -27,6 +27,7 @@ from .filed import FiledRecord
 from .hooks import HookManager
 from .known import KnownRecord, KnownStore
 from .model import IssueRef, KnownIssue, Launch, Link, RunResults, TestResult
+from .modes import Mode
 from .outbox import Outbox
 from .redact import Redactor
 from .state import State
@@ -34,8 +35,6 @@ from .tracker import AttachmentFile, IssueDraft, RemoteIssue, Tracker, TrackerEr
 
 log = logging.getLogger("rp_bts_agent")
 
-Mode = Literal["post", "link", "dry-run"]
-MODES: Final = ("post", "link", "dry-run")
 Verb = Literal["create", "comment", "reopen", "link"]
 ProgressCallback = Callable[[int, int], None]
 T = TypeVar("T")

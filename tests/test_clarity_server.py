@@ -13,18 +13,14 @@ from typing import Any
 
 import pytest
 import requests
-from clarity_server import (  # noqa: F401 (fixtures)
+from clarity_server import (
     API_KEY,
     CLIENT_ID,
     ENV,
     OAUTH_CONSUMER,
     PASSWORD,
     USER,
-    FilterError,
     RunningClarity,
-    clarity_contract_fixture,
-    clarity_fixture,
-    make_clarity_fixture,
     matches,
     parse_filter,
     validate_response,
