@@ -186,21 +186,20 @@ def message(
             for i in result.issues
         )
         lines.append(f"- {printable(result.nodeid)}: {result.outcome}; {refs or 'to investigate'}")
-        what = one_line(first_line(result), 300)
+        what = one_line(redact(first_line(result)), 300)  # masked before a cut splits a secret
         if what:  # the failure's message, not only its type
             lines.append(f"    {what}")
-        lines += [
-            f"    error in {a.phase}: {one_line(printable(f'{a.exc_type}: {a.message}'), 300)}"
-            for a in result.also_failed
-        ]
-        attributes = one_line(printable(", ".join(str(a) for a in result.attributes)), 300)
+        for also in result.also_failed:
+            error = printable(redact(f"{also.exc_type}: {also.message}"))
+            lines.append(f"    error in {also.phase}: {one_line(error, 300)}")
+        attributes = one_line(printable(redact(", ".join(str(a) for a in result.attributes))), 300)
         if attributes:
             lines.append(f"    attributes: {attributes}")
         lines += [f"    {link.title}: {link.url}" for link in links]
         rows.append(
             {
                 "nodeid": printable(result.nodeid),
-                "message": one_line(first_line(result), 300),
+                "message": what,
                 "attributes": attributes,
                 "outcome": result.outcome,
                 "issues": result.issues,

@@ -530,8 +530,10 @@ class Agent:
                 )
             down = self._down.get(name)
             if down is not None:  # the breaker is open: straight to the outbox, no call
-                queued = "queued" if self._queues else "failed"
-                return IssueRef(self._name(name), "", action=queued, error=down)
+                target = self._name(name)
+                if self._queues:
+                    return IssueRef(target, "", action="queued", error=down)
+                return IssueRef(target, "", action="failed", error=down)
             try:
                 return call()
             except (TrackerError, OSError) as exc:

@@ -65,16 +65,18 @@ def is_weak(secret: str) -> bool:
 
 def _token(form: str) -> str:
     """A secret's text matched only where it stands as a token of its own: ``test`` masks
-    ``password=test`` but not ``def test_add``."""
-    before = r"(?<![A-Za-z0-9_])" if form[0] in _TOKEN_CHARS else ""
+    ``password=test`` and ``a%20test`` (URL-encoded text), but not ``def test_add``."""
+    before = r"(?:(?<![A-Za-z0-9_])|(?<=%[0-9A-Fa-f]{2}))" if form[0] in _TOKEN_CHARS else ""
     after = r"(?![A-Za-z0-9_])" if form[-1] in _TOKEN_CHARS else ""
     return f"{before}{re.escape(form)}{after}"
 
 
 def _patterns(secret: str) -> dict[str, str]:
-    """Each form of a secret and its pattern: its text and URL-encodings as tokens; the base64
-    cores anywhere, as they sit inside a longer encoded value."""
-    forms = {form: _token(form) for form in (secret, quote(secret, safe=""), quote_plus(secret))}
+    """Each form of a secret and its pattern. A weak secret (:func:`is_weak`) is matched as a
+    token only; a strong one anywhere, as no ordinary word holds it; base64 cores anywhere, as
+    they sit inside a longer encoded value."""
+    whole = _token if is_weak(secret) else re.escape
+    forms = {form: whole(form) for form in (secret, quote(secret, safe=""), quote_plus(secret))}
     return forms | {core: re.escape(core) for core in _base64_cores(secret)}
 
 

@@ -45,9 +45,10 @@ def issue_lines(results: Iterable[TestResult]) -> list[str]:
     ):
         more = f" (+{len(nodeids) - 1} more)" if len(nodeids) > 1 else ""
         where = f"[{integration}] " if integration else ""
-        link = f" {url}" if url else ""
         detail = f": {error}" if error else ""
-        lines.append(f"{action:<9} {where}{label} {nodeids[0]}{more}{link}{detail}")
+        lines.append(f"{action:<9} {where}{label} {nodeids[0]}{more}{detail}")
+        if url:  # on a line of its own: a terminal makes it clickable
+            lines.append(f"{'':<9} {url}")
     return lines
 
 
