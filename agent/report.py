@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import html
 import os
 import re
 import time
@@ -291,8 +290,8 @@ def _duration(launch: Launch) -> str:
 
 
 def _e(text: str) -> str:
-    """Text from a run, escaped and printable, for the page's shell."""
-    return html.escape(printable(text))
+    """Text from a run, escaped and printable, for the page's shell (markupsafe's escape is C)."""
+    return str(escape(printable(text)))
 
 
 def _passed(results: Sequence[Plain]) -> str:
