@@ -133,9 +133,32 @@ def _notify(config: Config, run: RunResults, hooks: HookManager) -> None:
         print(notice.describe())
 
 
+def _entry_id(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not an entry id (see rp-bts flush --list): {text!r}")
+    return int(text)
+
+
 def cmd_flush(args: argparse.Namespace) -> int:
-    """Send what earlier runs could not; each kind with pending work says what it did."""
-    lines = flush(load(args))
+    """Send what earlier runs could not; each kind with pending work says what it did.
+    ``--list``, ``--retry-failed`` and ``--drop`` manage the tracker work kept."""
+    from .outbox import Outbox
+    from .replay import list_lines
+
+    config = load(args)
+    outbox = Outbox(State(config.root).outbox_db)
+    if args.list:
+        for line in list_lines(outbox) or ["nothing kept"]:
+            print(line)
+        return 0
+    if args.drop or args.all_failed:
+        ids = [int(i) for i in args.drop or ()]
+        dropped = outbox.drop(ids, all_failed=args.all_failed) if outbox.path.exists() else 0
+        print(f"dropped {dropped} entr{'y' if dropped == 1 else 'ies'}")
+        return 0 if dropped or args.all_failed else 1
+    if args.retry_failed and outbox.path.exists():
+        print(f"retrying {outbox.retry_failed()} refused entr(ies)")
+    lines = flush(config)
     for line in lines or ["nothing pending"]:
         print(line)
     return 1 if any(line.startswith("failed") for line in lines) else 0
@@ -237,6 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
     process.set_defaults(func=cmd_process)
 
     flush_cmd = sub.add_parser("flush", help="send what earlier runs could not")
+    manage = flush_cmd.add_mutually_exclusive_group()
+    manage.add_argument(
+        "--list", action="store_true", help="list the tracker work kept, with ids; send nothing"
+    )
+    manage.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="try refused entries again now (they are anyway once the configuration changes)",
+    )
+    manage.add_argument(
+        "--drop", action="append", metavar="ID", type=_entry_id, help="forget one kept entry"
+    )
+    manage.add_argument(
+        "--all-failed", action="store_true", help="forget every refused or unreadable entry"
+    )
     flush_cmd.set_defaults(func=cmd_flush)
 
     notify_cmd = sub.add_parser("notify", help="send run summaries by the notification rules")

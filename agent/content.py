@@ -180,6 +180,7 @@ def issue_draft(
         attachments=_attachments(results, include, spool),
         relates_to=relates_to,
         links=tuple({link.key: link for r in results for link in r.links}.values()),
+        run_id=launch.run_id,
     )
 
 

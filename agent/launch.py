@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from .config_types import Config
 from .files import prune_runs, write_atomic
 from .hooks import HookManager
+from .http import time_limit
 from .model import Launch, Plain, RunResults, TestResult, dumps_results
 from .redact import Redactor
 from .state import State
@@ -111,10 +112,28 @@ def finish(
     if config is None:
         return end
     started = time.monotonic()
+    # every HTTP call from here on (trackers, Sauce Labs, the replay) ends by the budget
+    with time_limit(started + config.time_budget):
+        _act(config, state, launch, how, end, hooks=hooks, redactor=redactor, started=started)
+    return end
+
+
+def _act(
+    config: Config,
+    state: State,
+    launch: Launch,
+    how: Finish,
+    end: LaunchEnd,
+    *,
+    hooks: HookManager,
+    redactor: Redactor,
+    started: float,
+) -> None:
+    """Replay, file, write again, notify, prune: each contained."""
     #: integration -> why it is down: shared by the replay and the run's own filing
     breakers: dict[str, str] = {}
     if how.replay and how.mode != "dry-run" and state.has_leftovers():
-        _replay(config, end, breakers)
+        _replay(config, end, breakers, redactor)
     rich = [
         (i, r)
         for i, r in enumerate(end.results)
@@ -141,23 +160,27 @@ def finish(
             end.problems.append(f"rp-bts: notification failed: {redactor.redact(repr(exc))}")
     if how.prune and how.mode != "dry-run":
         prune_runs(state.runs, KEEP_RUNS)
-    return end
 
 
-def _replay(config: Config, end: LaunchEnd, breakers: dict[str, str]) -> None:
+def _replay(config: Config, end: LaunchEnd, breakers: dict[str, str], redactor: Redactor) -> None:
     """What earlier runs could not send goes first (nothing lost). A tracker found down here
     stays down for this run's own filing (``breakers``): it costs one connect timeout, not
-    two (benchmarks/unreachable.py)."""
+    two (benchmarks/unreachable.py). Tracker work, mail and each kind's own outbox are
+    flushed each on its own: one that fails leaves the others to go (issue 11, point 5)."""
     from .flush import flush
     from .replay import flush_trackers
 
-    try:
-        lines = flush_trackers(config, breakers, config.time_budget)
-        lines += flush(config, trackers=False)
-        end.flushed = [f"flush: {line}" for line in lines]
-    except Exception as exc:  # leftovers stay for `rp-bts flush`; this run files its own
-        log.exception("rp-bts: flushing earlier work failed")
-        end.problems.append(f"rp-bts: flushing earlier work failed: {exc!r}")
+    for what, step in (
+        ("tracker work", lambda: flush_trackers(config, breakers, config.time_budget)),
+        ("mail and other kept work", lambda: flush(config, trackers=False)),
+    ):
+        try:
+            end.flushed += [f"flush: {line}" for line in step()]
+        except Exception as exc:  # leftovers stay for `rp-bts flush`; this run files its own
+            log.exception("rp-bts: flushing earlier %s failed", what)
+            end.problems.append(
+                f"rp-bts: flushing earlier {what} failed: {redactor.redact(repr(exc))}"
+            )
 
 
 def _file(
