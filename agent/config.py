@@ -456,6 +456,8 @@ def resolve(
         f.scope: _values(_scalars(f.top), TOP_KEYS, f.path, f.prefix.rstrip("."), env)
         for f in (glob, proj)
     }
+    for f in (glob, proj):
+        _check_budget(f, top[f.scope].get("time_budget"))
     unlinked: tuple[str, ...] = top["project"].get("unlinked", ())
     for kind in unlinked:
         if kind not in kinds.names():
@@ -531,6 +533,20 @@ def resolve(
         root=str(root),
         warnings=tuple(dict.fromkeys(warnings)),
     )
+
+
+#: the longest ``time_budget`` taken: a day; more is a typo (milliseconds?), not a budget
+MAX_TIME_BUDGET: Final = 86_400
+
+
+def _check_budget(source: ConfigFile, budget: int | None) -> None:
+    """The run end's bound must be one (issue 11, point 3): at least a second, at most a day."""
+    if budget is not None and not 1 <= budget <= MAX_TIME_BUDGET:
+        raise ConfigError(
+            source.path,
+            f"{source.prefix}time_budget",
+            f"{budget} is not a time budget; use whole seconds from 1 to {MAX_TIME_BUDGET}",
+        )
 
 
 def _check_default(source: ConfigFile, default: str | None, names: list[str]) -> None:

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -231,6 +231,10 @@ class JiraState:
         #: seconds added to every call (a remote Jira's round trip), and random faults
         self.latency = 0.0
         self.faults: Faults | None = None
+        #: seconds each attachment upload takes besides ``latency``
+        self.attachment_delay = 0.0
+        #: called with (method, path) as each call arrives (a test kills its client mid-run)
+        self.on_request: Callable[[str, str], None] | None = None
         #: paths whose next call is served and then dropped unanswered (one entry per call)
         self.drop_after: list[str] = []
         self.indexed: set[str] = set()
@@ -677,6 +681,8 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests.append((self.command, self.path))
             injected = state.inject.pop(0) if state.inject else None
+        if state.on_request is not None:
+            state.on_request(self.command, path)
         if state.context:
             if not path.startswith(state.context + "/"):
                 self._reply(Reply(404, "<html>Not Found</html>"))
@@ -719,6 +725,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body: Any = None
         if path.endswith("/attachments") and self.command == "POST":
+            time.sleep(state.attachment_delay)
             body = self._attachments(path, headers, raw)
             if isinstance(body, Reply):
                 self._reply(body)

@@ -13,6 +13,12 @@ from __future__ import annotations
 
 import html
 import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +32,9 @@ from jira_server import (  # noqa: F401 (fixtures)
 )
 
 from conftest import DEMO_FINGERPRINTS, results_json, tracker_rows
+from rp_bts_agent.cli import main
+from rp_bts_agent.outbox import Outbox
+from rp_bts_agent.state import State
 
 FINGERPRINTS = 12
 #: pytest options of each run, and whether Jira is down for it (all its work is kept)
@@ -60,7 +69,6 @@ _RUN_IN_DESCRIPTION = re.compile(r"\(run ([0-9a-f-]+)\)")
 def test_faults_lose_and_duplicate_nothing(
     pytester: pytest.Pytester, make_jira: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rp_bts_agent.cli import main
     from rp_bts_agent.integrations.jira.tracker import JiraTracker
     from rp_bts_agent.outbox import Outbox
     from rp_bts_agent.state import State
@@ -138,8 +146,6 @@ def test_faults_lose_and_duplicate_nothing(
 def test_a_run_killed_half_way_loses_nothing(demo: pytest.Pytester) -> None:
     """Groups are in the outbox before anything is sent: a CI job cancelled while filing leaves
     them, and the next flush files every one, once."""
-    from rp_bts_agent.cli import main
-
     demo.makeconftest(
         "import os\n"
         "def rp_bts_issue_fields(draft, results, integration, launch):\n"
@@ -156,3 +162,209 @@ def test_a_run_killed_half_way_loses_nothing(demo: pytest.Pytester) -> None:
     assert len(tracker_rows(demo.path)) == DEMO_FINGERPRINTS
     assert main(["--root", str(demo.path), "flush"]) == 0  # nothing left, nothing filed twice
     assert len(tracker_rows(demo.path)) == DEMO_FINGERPRINTS
+
+
+# -- issue 11: parallel runs and flushes in one folder, a run killed after its creates ----------
+
+PARALLEL_FINGERPRINTS = 20
+ATTACHING = """
+def test_bug_{n}(rp_bts):
+    rp_bts.attach(b"state of {n}", name="state.txt")
+    assert {n} == -1, "bug {n}"
+"""
+_FLUSH = "import sys; from rp_bts_agent.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _marks(jira: RunningJira, issue: dict[str, Any], run_ids: Sequence[str]) -> list[str]:
+    """Each run's mark on an issue: its marker under the description (the run that filed it)
+    or under one of its comments."""
+    from rp_bts_agent.tracker import run_marker
+
+    texts = [issue["fields"]["description"]]
+    texts += [c["body"] for c in jira.state.comments.get(issue["key"], [])]
+    return [r for r in run_ids for text in texts if run_marker(r) in text.splitlines()]
+
+
+def _suite(pytester: pytest.Pytester, jira: RunningJira, count: int, budget: int = 120) -> None:
+    pytester.makefile(
+        ".toml", **{"rp-bts": f"time_budget = {budget}\n\n" + jira.integration_toml()}
+    )
+    pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(count)))
+    pytester.makeini("[pytest]\n")
+
+
+def test_parallel_runs_and_flushes_file_each_fingerprint_once(
+    pytester: pytest.Pytester, make_jira: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11, point 1: four runs and three flushes at once in one folder, with the work of
+    an earlier run (Jira down then) waiting in the outbox: one issue per fingerprint, one mark
+    per run per issue, nothing closed as a duplicate."""
+    jira: RunningJira = make_jira("cloud")
+    jira.login_env(monkeypatch)
+    _suite(pytester, jira, PARALLEL_FINGERPRINTS)
+    jira.state.outage = True
+    first = pytester.runpytest_subprocess("--rp-bts", "--rp-bts-results=run-down.json")
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    jira.state.outage = False
+    jira.state.latency = 0.1
+
+    started = time.monotonic()
+    runs = [
+        pytester.popen(
+            [sys.executable, "-m", "pytest", "--rp-bts", f"--rp-bts-results=run{n}.json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        for n in range(4)
+    ]
+    flushes = [
+        pytester.popen(
+            [sys.executable, "-c", _FLUSH, "--root", str(pytester.path), "flush"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=600) for p in runs + flushes]
+    wall = time.monotonic() - started
+    for proc, (out, err) in zip(runs + flushes, outputs, strict=True):
+        text = out.decode() + err.decode()
+        assert "INTERNALERROR" not in text and "Traceback" not in text, text
+        assert proc.returncode == (1 if proc in runs else 0), text
+
+    run_ids = [
+        results_json(pytester.path / name)["launch"]["run_id"]
+        for name in ("run-down.json", *(f"run{n}.json" for n in range(4)))
+    ]
+    issues = list(jira.state.issues.values())
+    fingerprints = {label for issue in issues for label in issue["fields"]["labels"]}
+    assert len(fingerprints) == PARALLEL_FINGERPRINTS
+    assert len(issues) == PARALLEL_FINGERPRINTS  # exactly one issue per fingerprint
+    assert not [link for link in jira.state.links if "Duplicate" in str(link)]
+    assert not [i["key"] for i in issues if i["fields"]["status"]["name"] == "Done"]
+    for issue in issues:
+        marks = _marks(jira, issue, run_ids)
+        assert sorted(marks) == sorted(run_ids), issue["key"]  # one mark per run per issue
+    assert Outbox(State(pytester.path).outbox_db).entries(None) == []
+    assert jira.state.violations == []
+    print(
+        f"\nparallel: 4 runs and 3 flushes at once, 1 earlier run replayed; issues:"
+        f" {len(issues)} for {PARALLEL_FINGERPRINTS} fingerprints; marks per run per issue: 1;"
+        f" calls: {len(jira.state.requests)}; wall {wall:.1f} s; lost: 0; duplicated: 0"
+    )
+
+
+def test_a_run_killed_after_its_creates_is_completed_without_its_own_comment(
+    pytester: pytest.Pytester, make_jira: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11, point 2: killed after Jira created its issues but before any attachment; the
+    replay recognises the run's marker on each issue and completes it (its attachments), and
+    adds no comment from that run."""
+    jira: RunningJira = make_jira("cloud")
+    jira.login_env(monkeypatch)
+    count = 60  # two bulk creates
+    _suite(pytester, jira, count)
+    killed: list[subprocess.Popen[bytes]] = []
+
+    def kill_on_first_attachment(method: str, path: str) -> None:
+        if method == "POST" and path.endswith("/attachments") and killed:
+            killed.pop().kill()
+
+    jira.state.on_request = kill_on_first_attachment
+    proc = pytester.popen(
+        [sys.executable, "-m", "pytest", "--rp-bts", "--rp-bts-results=killed.json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    killed.append(proc)
+    proc.communicate(timeout=300)
+    assert proc.returncode < 0  # killed
+    jira.state.on_request = None
+    created = dict(jira.state.issues)
+    # killed as its first upload arrived (the few already on their way may land)
+    bare = [key for key in created if not jira.state.attachments.get(key)]
+    assert len(bare) > len(created) // 2
+
+    assert main(["--root", str(pytester.path), "flush"]) == 0
+    issues = list(jira.state.issues.values())
+    assert len(issues) == len({i["fields"]["labels"][0] for i in issues}) == count
+    assert jira.state.comments == {}  # the killed run never comments on its own issues
+    for issue in issues:
+        names = [a["filename"] for a in jira.state.attachments.get(issue["key"], [])]
+        assert "state.txt" in names, issue["key"]
+        assert len(names) == len(set(names)), issue["key"]  # none added twice
+    assert main(["--root", str(pytester.path), "flush"]) == 0  # nothing left to do
+    assert len(jira.state.issues) == count and jira.state.comments == {}
+
+
+# -- issue 11, point 3: a hard deadline --------------------------------------------------------
+
+BUDGET = 5
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A server that accepts connections (the kernel's backlog does) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("fault", ["no answer", "slow answers", "slow attachments"])
+def test_the_run_end_keeps_to_its_time_budget(
+    pytester: pytest.Pytester,
+    make_jira: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    silent_url: str,
+    fault: str,
+) -> None:
+    """``time_budget = 5`` and ``timeout = 10``: whatever Jira does, the run end is over within
+    budget + 1 s, and what was not done is kept in the outbox."""
+    jira: RunningJira = make_jira("cloud")
+    jira.login_env(monkeypatch)
+    count = 8
+    pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(count)))
+    pytester.makeini("[pytest]\n")
+    pytester.runpytest_subprocess("--rp-bts", "--rp-bts-results=shard.json")  # files locally
+    integration = jira.integration_toml(timeout="10")
+    if fault == "no answer":
+        integration = integration.replace(jira.url, silent_url)
+    elif fault == "slow answers":
+        jira.state.latency = 9
+    else:
+        jira.state.attachment_delay = 9
+    pytester.makefile(".toml", **{"rp-bts": f"time_budget = {BUDGET}\n\n" + integration})
+
+    started = time.monotonic()
+    main(["--root", str(pytester.path), "process", "shard.json", "--output", "out.json"])
+    took = time.monotonic() - started
+    assert took <= BUDGET + 1, f"{fault}: the run end took {took:.1f} s"
+    refs = [
+        ref for row in results_json(pytester.path / "out.json")["results"] for ref in row["issues"]
+    ]
+    assert len(refs) == count
+    kept = Outbox(State(pytester.path).outbox_db).entries()
+    if fault == "slow attachments":  # filed, their attachments kept for the replay
+        assert {ref["action"] for ref in refs} == {"created"}
+        assert len(kept) == count
+        jira.state.attachment_delay = 0
+        assert main(["--root", str(pytester.path), "flush"]) == 0
+        assert all(jira.state.attachments.get(key) for key in jira.state.issues)
+        assert jira.state.comments == {}
+    else:
+        assert {ref["action"] for ref in refs} == {"queued"}
+        assert len(kept) == count
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "10000000"])
+def test_a_time_budget_that_is_no_bound_is_a_config_error(
+    tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "rp-bts.toml").write_text(f"time_budget = {value}\n")
+    assert main(["--root", str(tmp_path), "integrations", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "time_budget" in err and "1 to 86400" in err and len(err.splitlines()) == 1
