@@ -14,10 +14,13 @@ from __future__ import annotations
 import html
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import closing
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,8 @@ from jira_server import (  # noqa: F401 (fixtures)
 
 from conftest import DEMO_FINGERPRINTS, results_json, tracker_rows
 from rp_bts_agent.cli import main
+from rp_bts_agent.model import Launch, TestResult
+from rp_bts_agent.notify import keep_pending
 from rp_bts_agent.outbox import Outbox
 from rp_bts_agent.state import State
 
@@ -70,8 +75,6 @@ def test_faults_lose_and_duplicate_nothing(
     pytester: pytest.Pytester, make_jira: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rp_bts_agent.integrations.jira.tracker import JiraTracker
-    from rp_bts_agent.outbox import Outbox
-    from rp_bts_agent.state import State
 
     jira: RunningJira = make_jira("cloud")
     jira.login_env(monkeypatch)
@@ -368,3 +371,64 @@ def test_a_time_budget_that_is_no_bound_is_a_config_error(
     assert main(["--root", str(tmp_path), "integrations", "list"]) == 2
     err = capsys.readouterr().err
     assert "time_budget" in err and "1 to 86400" in err and len(err.splitlines()) == 1
+
+
+# -- issue 11, point 5: one bad outbox entry never blocks the others ----------------------------
+
+
+def _kept_groups(root: Path, *names: str) -> Outbox:
+    """Groups left in the outbox for the embedded tracker, as a run whose tracker was away."""
+    outbox = Outbox(State(root).outbox_db)
+    launch = Launch("nightly", "20261201_120000_deadbeef")
+    groups = [
+        (
+            "local",
+            (TestResult(f"test_x.py::{n}", "failed", message=f"{n} broke", fingerprint=n),),
+        )
+        for n in names
+    ]
+    outbox.begin(launch, groups, owner="")
+    outbox.release("", launch, (), [(n, r, "tracker away", "pending", "") for n, r in groups])
+    return outbox
+
+
+def test_an_unreadable_outbox_entry_is_set_aside_and_the_rest_flushed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outbox = _kept_groups(tmp_path, "good", "broken")
+    with closing(sqlite3.connect(outbox.path)) as conn, conn:  # bytes that are not UTF-8
+        conn.execute(
+            "UPDATE pending SET results = CAST(X'5b7b226e6f64656964223a2022ff22' AS TEXT)"
+            " WHERE fingerprint = 'broken'"
+        )
+    keep_pending(State(tmp_path), EmailMessage(), "m")  # a mail kept from earlier
+
+    assert main(["--root", str(tmp_path), "flush"]) == 1  # the mail has no server to go to
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = out.splitlines()
+    assert not [line for line in lines if line.startswith("failed    ")]
+    assert any(line.startswith("created   [local] LOCAL-1") for line in lines)
+    assert any(line.startswith("failed: mail m.eml") for line in lines)  # mail still went
+    assert any(line.startswith("set aside [local] 1 group(s)") for line in lines)
+    assert len(tracker_rows(tmp_path)) == 1
+    assert main(["--root", str(tmp_path), "flush", "--list"]) == 0
+    (listed,) = capsys.readouterr().out.splitlines()
+    assert " bad " in listed and "cannot be read" in listed
+
+
+def test_a_failing_flush_step_leaves_the_others_to_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keep_pending(State(tmp_path), EmailMessage(), "m")
+    _kept_groups(tmp_path, "good")
+
+    def broken(config: object) -> list[str]:
+        raise RuntimeError("the outbox is on fire")
+
+    monkeypatch.setattr("rp_bts_agent.replay.flush_trackers", broken)
+    assert main(["--root", str(tmp_path), "flush"]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert "failed    tracker work: RuntimeError('the outbox is on fire')" in out
+    assert "failed: mail m.eml" in out
