@@ -83,6 +83,15 @@ class LaunchEnd:
     def errors(self) -> list[str]:
         return self.problems + (self.filing.errors if self.filing is not None else [])
 
+    @property
+    def loose_errors(self) -> list[str]:
+        """Filing errors no issue reference carries (a user hook that raised, an issue filed
+        without its attachments): a summary shows them, or they would be in the log only."""
+        if self.filing is None:
+            return []
+        carried = {ref.error for r in self.filing.run.results for ref in r.issues}
+        return [e for e in self.filing.errors if e not in carried]
+
 
 def whole_run(launch: Launch, results: Sequence[TestResult | Plain]) -> RunResults:
     """Every result as a TestResult, for the readers of the whole run (the report, notices)."""

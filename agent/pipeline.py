@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import logging
 import sqlite3
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -190,6 +191,9 @@ class Agent:
         self._deadline: float | None = None
         #: the run marker of the launch being filed: an issue that carries it is this run's own
         self._marker = ""
+        #: user hooks that raised in this run (each is said once)
+        self._hooks_failed: set[str] = set()
+        self._lock = threading.Lock()
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -207,8 +211,8 @@ class Agent:
         """Hook, then ``bts`` marker, then option, then config default, then the first tracker."""
         try:
             chosen = self.hooks.hook.rp_bts_route(result=result, config=self.config)
-        except Exception as exc:  # a user's hook: said once per test, routed as without it
-            self._error(f"{result.nodeid}: the rp_bts_route hook failed: {exc!r}")
+        except Exception as exc:  # a user's hook: said once, and routed as without it
+            self._hook_failed("rp_bts_route", exc)
             chosen = None
         if not chosen and result.route is not None:
             chosen = result.route.integration
@@ -784,12 +788,25 @@ class Agent:
             if assets:
                 draft = dataclasses.replace(draft, attachments=draft.attachments + assets)
         results = list(action.results)
-        for changed in self.hooks.hook.rp_bts_issue_fields(
-            draft=draft, results=results, integration=integration, launch=launch
-        ):
-            if isinstance(changed, IssueDraft):
-                draft = changed
+        try:
+            changed = self.hooks.hook.rp_bts_issue_fields(
+                draft=draft, results=results, integration=integration, launch=launch
+            )
+        except Exception as exc:  # a user's hook: said once, and the draft filed as it was
+            self._hook_failed("rp_bts_issue_fields", exc)
+            return draft
+        for one in changed:
+            if isinstance(one, IssueDraft):
+                draft = one
         return draft
+
+    def _hook_failed(self, name: str, exc: Exception) -> None:
+        """A user's hook raised: one line per hook and run, not one per failure."""
+        with self._lock:
+            if name in self._hooks_failed:
+                return
+            self._hooks_failed.add(name)
+        self._error(f"the {name} hook failed: {exc!r}; going on without it")
 
 
 def merge_runs(runs: Iterable[RunResults]) -> RunResults:

@@ -432,3 +432,65 @@ def test_a_failing_flush_step_leaves_the_others_to_go(
     assert "Traceback" not in out + err
     assert "failed    tracker work: RuntimeError('the outbox is on fire')" in out
     assert "failed: mail m.eml" in out
+
+
+# -- issue 11, point 4: results first, nothing lost -------------------------------------------
+
+
+def test_a_raising_route_hook_is_one_line_and_the_failures_are_filed(demo: pytest.Pytester) -> None:
+    demo.makeconftest("def rp_bts_route(result, config):\n    raise KeyError('team')\n")
+    result = demo.runpytest_subprocess("--rp-bts")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    text = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in text and "Traceback" not in text
+    assert text.count("the rp_bts_route hook failed: KeyError('team')") == 1
+    rows = results_json(demo.path / ".rp-bts" / "results.json")["results"]
+    assert all(row["issues"] for row in rows if row["outcome"] in ("failed", "error"))
+    assert len({key for key, _, _ in tracker_rows(demo.path)}) == DEMO_FINGERPRINTS
+
+
+def _finish(root: Path, **how: Any) -> Any:
+    from rp_bts_agent.config_types import Config
+    from rp_bts_agent.hooks import HookManager
+    from rp_bts_agent.launch import Finish, finish
+    from rp_bts_agent.redact import Redactor
+
+    launch = Launch("nightly", "20261201_120000_cafe")
+    failed = TestResult("test_x.py::test_a", "failed", message="boom", fingerprint="fp-a")
+    return finish(
+        Config(root=str(root)),
+        root,
+        launch,
+        [failed],
+        Finish(report=root / "rep.html", **how),
+        hooks=HookManager(),
+        redactor=Redactor(()),
+    )
+
+
+def test_an_agent_that_raises_leaves_the_results_and_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: object, run: object) -> None:
+        raise MemoryError("gone")
+
+    monkeypatch.setattr("rp_bts_agent.pipeline.Agent.run", broken)
+    end = _finish(tmp_path)
+    assert end.errors == ["rp-bts: agent failed: MemoryError('gone')"]
+    (row,) = results_json(tmp_path / ".rp-bts" / "results.json")["results"]
+    assert row["nodeid"] == "test_x.py::test_a"
+    assert end.report_path == tmp_path / "rep.html" and "test_a" in end.report_path.read_text()
+
+
+def test_a_full_disk_is_a_line_and_no_report_is_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(path: Path, text: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("rp_bts_agent.launch.write_atomic", full)
+    end = _finish(tmp_path)
+    assert end.results_path is None and end.report_path is None
+    assert any("results not written" in e and "No space left" in e for e in end.errors)
+    assert any("report not written" in e for e in end.errors)
+    assert tracker_rows(tmp_path)  # the filing went on
