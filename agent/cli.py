@@ -20,8 +20,9 @@ from .flush import flush
 from .hooks import HookManager
 from .launch import Finish, LaunchEnd, finish
 from .model import IssueRef, ResultsFormatError, RunResults, TestResult
+from .modes import MODES
 from .notify import notify
-from .pipeline import MODES, Agent, Options, merge_runs
+from .pipeline import Agent, Options, merge_runs
 from .redact import Redactor
 from .state import State
 from .summary import issue_lines, plan_lines

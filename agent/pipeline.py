@@ -28,6 +28,7 @@ from .content import comment_draft, issue_draft, one_line
 from .filed import FiledRecord
 from .hooks import HookManager
 from .model import IssueRef, KnownIssue, Launch, Link, RunResults, TestResult
+from .modes import Mode
 from .outbox import Key, Outbox, settings_digest
 from .redact import Redactor
 from .state import State
@@ -42,8 +43,6 @@ from .tracker import (
 
 log = logging.getLogger("rp_bts_agent")
 
-Mode = Literal["post", "link", "dry-run"]
-MODES: Final = ("post", "link", "dry-run")
 Verb = Literal["create", "complete", "comment", "reopen", "link"]
 ProgressCallback = Callable[[int, int], None]
 T = TypeVar("T")
