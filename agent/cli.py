@@ -64,11 +64,20 @@ def _agent(args: argparse.Namespace, config: Config, **options: object) -> Agent
     )
 
 
-def _read(paths: Sequence[Path]) -> list[RunResults]:
+def _read(paths: Sequence[Path], config: Config) -> list[RunResults]:
+    """Results files, untrusted: each keeps only the files inside its own run folder."""
+    from .confine import confine
+
+    runs = []
     try:
-        return [RunResults.load(path) for path in paths]
+        for path in paths:
+            run, lines = confine(RunResults.load(path), path, Path(config.root))
+            for line in lines:
+                print(line, file=sys.stderr)
+            runs.append(run)
     except ResultsFormatError as exc:
         raise CliError(str(exc)) from None
+    return runs
 
 
 def _write(run: RunResults, path: Path, redactor: Redactor) -> None:
@@ -113,7 +122,7 @@ def _print_end(end: LaunchEnd, how: Finish, redactor: Redactor) -> None:
 def cmd_process(args: argparse.Namespace) -> int:
     """Run the agent on saved results, several CI shards merged into one launch."""
     config = load(args)
-    run = merge_runs(_read(args.results))
+    run = merge_runs(_read(args.results, config))
     state = State(config.root)
     writes = args.mode != "dry-run"
     how = Finish(
@@ -168,7 +177,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
 def cmd_notify(args: argparse.Namespace) -> int:
     """Evaluate the notification rules on saved results (already filed) and send what applies."""
     config = load(args)
-    _notify(config, merge_runs(_read(args.results)), _hooks(args))
+    _notify(config, merge_runs(_read(args.results, config)), _hooks(args))
     return 0
 
 
@@ -192,7 +201,7 @@ def _replace(run: RunResults, result: TestResult) -> RunResults:
 def cmd_post(args: argparse.Namespace) -> int:
     """ReportPortal's manual Post Issue, for one result of a saved results file."""
     config = load(args)
-    (run,) = _read([args.results])
+    (run,) = _read([args.results], config)
     result = _pick(run, args.test)
     if not result.failing:
         raise CliError(f"{result.nodeid} {result.outcome}; only failures are posted")
@@ -213,7 +222,7 @@ def cmd_post(args: argparse.Namespace) -> int:
 def cmd_link(args: argparse.Namespace) -> int:
     """ReportPortal's manual Link Issue: tie one result to an existing issue, with its status."""
     config = load(args)
-    (run,) = _read([args.results])
+    (run,) = _read([args.results], config)
     result = _pick(run, args.test)
     agent = _agent(args, config, integration=args.integration or "")
     try:

@@ -487,3 +487,73 @@ def test_a_full_disk_is_a_line_and_no_report_is_claimed(
     assert any("results not written" in e and "No space left" in e for e in end.errors)
     assert any("report not written" in e for e in end.errors)
     assert tracker_rows(tmp_path)  # the filing went on
+
+
+# -- issue 11, point 8: results files are untrusted --------------------------------------------
+
+
+def _shard(root: Path, run_id: str, fingerprint: str, *paths: str) -> Path:
+    """A results file as a shard job might have written it (or forged it)."""
+    from rp_bts_agent.model import Attachment, RunResults
+
+    attachments = tuple(Attachment(Path(p).name, p) for p in paths)
+    result = TestResult(
+        "test_x.py::test_a",
+        "failed",
+        message="boom",
+        longrepr="boom",
+        fingerprint=fingerprint,
+        attachments=attachments,
+    )
+    path = root / "shard.json"
+    path.write_text(RunResults(Launch("nightly", run_id), (result,)).dumps(), encoding="utf-8")
+    return path
+
+
+def test_a_results_file_uploads_only_files_of_its_own_run(
+    pytester: pytest.Pytester,
+    make_jira: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    jira: RunningJira = make_jira("cloud")
+    jira.login_env(monkeypatch)
+    pytester.makefile(".toml", **{"rp-bts": jira.integration_toml()})
+    (pytester.path / ".env").write_text("JIRA_TOKEN=hunter2-secret\n")
+    run_id = "20261201_120000_feed"
+    own = State(pytester.path).run(run_id) / "screen.png"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"png")
+    shard = _shard(
+        pytester.path, run_id, "fp-a", "/proc/self/environ", str(pytester.path / ".env"), str(own)
+    )
+    assert main(["--root", str(pytester.path), "process", str(shard)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("is outside the run's folder") == 2 and "'environ'" in err
+    (files,) = jira.state.attachments.values()
+    assert sorted(f["filename"] for f in files) == ["failure-details.txt", "screen.png"]
+
+
+@pytest.mark.parametrize("run_id", ["../../..", "..", "a/b", "a\\b", ""])
+def test_a_run_id_is_never_a_path(
+    tmp_path: Path, run_id: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    shard = _shard(project, run_id, "fp-a")
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["--root", str(project), "process", str(shard)]) == 2
+    err = capsys.readouterr().err
+    assert "not a run id" in err and len(err.splitlines()) == 1
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_fingerprint_is_never_a_path(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    shard = _shard(project, "20261201_120000_feed", "../../../../escaped")
+    assert main(["--root", str(project), "process", str(shard)]) == 0
+    outside = [p for p in tmp_path.rglob("*") if not p.is_relative_to(project)]
+    assert outside == []
+    (details,) = (project / ".rp-bts" / "spool").glob("failure-*.txt")
+    assert "escaped" not in details.name
