@@ -179,10 +179,11 @@ def _replay(config: Config, end: LaunchEnd, breakers: dict[str, str], redactor: 
     from .flush import flush
     from .replay import flush_trackers
 
-    for what, step in (
+    steps: list[tuple[str, Callable[[], list[str]]]] = [
         ("tracker work", lambda: flush_trackers(config, breakers, config.time_budget)),
         ("mail and other kept work", lambda: flush(config, trackers=False)),
-    ):
+    ]
+    for what, step in steps:
         try:
             end.flushed += [f"flush: {line}" for line in step()]
         except Exception as exc:  # leftovers stay for `rp-bts flush`; this run files its own
