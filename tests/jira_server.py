@@ -584,10 +584,18 @@ class JiraState:
             found = [i for i in found if i["fields"]["project"]["key"] == m.group(1)]
         if re.search(r"order\s+by\s+created\s+desc", jql, re.I):
             found.sort(key=lambda i: i["fields"]["created"], reverse=True)
-        issues = [self._issue_json(i) for i in found[: int(q.get("maxResults", ["50"])[-1])]]
+        size = int(q.get("maxResults", ["50"])[-1])
+        # pages as Jira has them: a token for the next page (Cloud), or startAt (Data Center)
+        start = int(q.get("nextPageToken" if jql_page else "startAt", ["0"])[-1] or 0)
+        issues = [self._issue_json(i) for i in found[start : start + size]]
         if jql_page:
-            return Reply(200, {"issues": issues, "isLast": True})
-        return Reply(200, {"issues": issues, "startAt": 0, "maxResults": 50, "total": len(found)})
+            page: dict[str, Any] = {"issues": issues, "isLast": start + size >= len(found)}
+            if not page["isLast"]:
+                page["nextPageToken"] = str(start + size)
+            return Reply(200, page)
+        return Reply(
+            200, {"issues": issues, "startAt": start, "maxResults": size, "total": len(found)}
+        )
 
     def _issue_call(
         self, method: str, issue: dict[str, Any], rest: list[str], q: dict[str, str], body: Any
