@@ -9,6 +9,7 @@ their issue references, the rules send their mails and old run folders are prune
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -168,7 +169,20 @@ def _act(
             log.exception("rp-bts: notification failed")
             end.problems.append(f"rp-bts: notification failed: {redactor.redact(repr(exc))}")
     if how.prune and how.mode != "dry-run":
-        prune_runs(state.runs, KEEP_RUNS)
+        _prune(state)
+
+
+def _prune(state: State) -> None:
+    """Old run folders go, but never one whose work the outbox still holds (its replay
+    attaches the run's files); an outbox that cannot be read keeps them all."""
+    from .outbox import Outbox
+
+    try:
+        needed = Outbox(state.outbox_db).run_ids() if state.outbox_db.exists() else set()
+    except (sqlite3.Error, OSError) as exc:
+        log.warning("rp-bts: old run folders kept: the outbox cannot be read: %s", exc)
+        return
+    prune_runs(state.runs, KEEP_RUNS, needed)
 
 
 def _replay(config: Config, end: LaunchEnd, breakers: dict[str, str], redactor: Redactor) -> None:

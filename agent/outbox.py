@@ -150,20 +150,50 @@ class Lease:
 class Outbox:
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: what happened to the file itself (a corrupt one moved aside), for the caller to say
+        self.notes: list[str] = []
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection with the schema in place. A file that is not a database (a disk that
+        lost half of it) is moved aside with a note and a fresh one started: the work it held
+        is lost to the replay, but nothing after it is (issue 11, point 6)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            self._schema(conn)
+        except sqlite3.OperationalError:  # locked, read-only, a full disk: not corrupt
+            conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            aside = self.path.with_name(
+                f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+            )
+            with contextlib.suppress(FileNotFoundError):  # another process moved it first
+                os.replace(self.path, aside)
+                self.notes.append(
+                    f"the outbox {self.path} could not be read ({exc}); moved aside to"
+                    f" {aside.name} and a fresh one started"
+                )
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self._schema(conn)
+        return conn
+
+    @staticmethod
+    def _schema(conn: sqlite3.Connection) -> None:
+        # a row whose text is not UTF-8 is set aside, not a failure of every row
+        conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+        conn.execute(_SCHEMA)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(pending)")}
+        for name, kind in _ADDED:
+            if name not in have:
+                conn.execute(f"ALTER TABLE pending ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _connect(self, *, immediate: bool = False) -> Iterator[sqlite3.Connection]:
         """A connection; ``immediate`` takes the write lock first, so what it reads is still
         true when it writes (a claim)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=60, isolation_level=None)) as conn:
-            # a row whose text is not UTF-8 is set aside, not a failure of every row
-            conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
-            conn.execute(_SCHEMA)
-            have = {row[1] for row in conn.execute("PRAGMA table_info(pending)")}
-            for name, kind in _ADDED:
-                if name not in have:
-                    conn.execute(f"ALTER TABLE pending ADD COLUMN {name} {kind}")
+        with closing(self._open()) as conn:
             conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
             try:
                 yield conn
@@ -360,6 +390,11 @@ class Outbox:
         return out
 
     # -- managing kept entries (``rp-bts flush --list/--retry-failed/--drop``) --------------
+
+    def run_ids(self) -> set[str]:
+        """The runs whose work is kept here (their folders hold the files a replay attaches)."""
+        with self._connect() as conn:
+            return {run_id for (run_id,) in conn.execute("SELECT DISTINCT run_id FROM pending")}
 
     def give_up(self, attempts: int) -> None:
         """Entries replayed this often without success are listed as failed, not retried."""

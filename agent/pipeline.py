@@ -354,6 +354,8 @@ class Agent:
                 self._execute(actions, integrations, launch, refs)
                 plan += actions
                 waiting = {}
+        for note in outbox.notes:
+            self._error(note)
         for (name, _), results in waiting.items():  # left in the outbox by the lease's end
             line = self._error(
                 f"{name}: another run in this folder was still filing"

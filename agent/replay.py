@@ -10,6 +10,7 @@ not one per entry.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 from .config_types import Config
 from .hooks import HookManager
@@ -44,11 +45,15 @@ def flush_trackers(
             by_run[entry.run_id].append(entry)
         for entries in by_run.values():
             run = RunResults(entries[0].launch, tuple(r for e in entries for r in e.results))
+            try:  # the run's own folder: the replay writes and attaches what the run would have
+                spool: Path | None = State(config.root).run(entries[0].run_id)
+            except ValueError:
+                spool = None
             agent = Agent(
                 config,
                 hooks=HookManager(),
                 redactor=redactor,
-                options=Options(time_budget=time_budget),
+                options=Options(time_budget=time_budget, spool=spool),
                 breakers=breakers,
             )
             done = {r.nodeid: r.issues for r in agent.run(run).run.results}
@@ -66,6 +71,7 @@ def flush_trackers(
                     f" ({len(entry.results)} test(s) of run {entry.run_id})"
                 )
     outbox.give_up(MAX_ATTEMPTS)
+    lines += outbox.notes
     for (what, integration), errors in sorted(kept.items()):
         lines.append(f"{what:<9} [{integration}] {len(errors)} group(s): {errors[0]}")
     return lines + refused_lines(outbox)

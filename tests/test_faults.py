@@ -557,3 +557,64 @@ def test_a_fingerprint_is_never_a_path(tmp_path: Path) -> None:
     assert outside == []
     (details,) = (project / ".rp-bts" / "spool").glob("failure-*.txt")
     assert "escaped" not in details.name
+
+
+# -- issue 11, point 6: storage faults are temporary --------------------------------------------
+
+
+def test_a_corrupt_outbox_is_moved_aside_with_one_line(demo: pytest.Pytester) -> None:
+    state = State(demo.path)
+    state.ensure()
+    state.outbox_db.write_bytes(b"this is not a database, half a sector of one" * 100)
+    result = demo.runpytest_subprocess("--rp-bts")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    text = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+    assert text.count("moved aside to outbox.db.corrupt-") == 1
+    assert len(list(state.folder.glob("outbox.db.corrupt-*"))) == 1
+    assert len(tracker_rows(demo.path)) == DEMO_FINGERPRINTS  # filed, with a fresh outbox
+
+
+def test_an_outbox_that_cannot_be_written_is_in_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr("rp_bts_agent.outbox.Outbox.begin", full)
+    end = _finish(tmp_path)
+    (line,) = end.loose_errors  # what the terminal summary shows, not only the log
+    assert "cannot be written: database or disk is full" in line
+    assert tracker_rows(tmp_path)  # filed without it
+
+
+def test_run_folders_the_outbox_needs_are_never_pruned(tmp_path: Path) -> None:
+    from rp_bts_agent.launch import KEEP_RUNS
+
+    state = State(tmp_path)
+    names = [f"20200101_0000{n:02d}_old" for n in range(KEEP_RUNS + 5)]
+    for name in names:
+        (state.run(name) / "screen.png").parent.mkdir(parents=True)
+    outbox = _kept_groups(tmp_path, "fp-x")
+    with closing(sqlite3.connect(outbox.path)) as conn, conn:
+        conn.execute("UPDATE pending SET run_id = ?", (names[0],))
+    _finish(tmp_path)
+    left = {p.name for p in state.runs.iterdir()}
+    assert names[0] in left  # the oldest, but its work is kept
+    assert names[1] not in left and len(left) == KEEP_RUNS + 1
+
+
+def test_a_replay_has_the_attachments_of_the_run(
+    pytester: pytest.Pytester, make_jira: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jira: RunningJira = make_jira("cloud")
+    jira.login_env(monkeypatch)
+    _suite(pytester, jira, 2)
+    jira.state.outage = True
+    pytester.runpytest_subprocess("--rp-bts")
+    jira.state.outage = False
+    assert main(["--root", str(pytester.path), "flush"]) == 0
+    assert len(jira.state.issues) == 2
+    for key in jira.state.issues:
+        names = sorted(a["filename"] for a in jira.state.attachments.get(key, []))
+        assert names == ["failure-details.txt", "state.txt"], key
