@@ -141,6 +141,8 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
     """TOML text to a dict; a syntax error names the line and column as its key."""
     try:
         return tomllib.loads(text)
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise ConfigError(path, "", "invalid TOML: nested too deeply; fix the syntax") from None
     except tomllib.TOMLDecodeError as exc:
         match = _TOML_POSITION.match(str(exc))
         reason, where = (match.group(1), match.group(2)) if match else (str(exc), "")
@@ -262,7 +264,12 @@ class Env:
         if env_file is not None:
             from dotenv import dotenv_values  # only when there is an env file to read
 
-            self._values = dotenv_values(env_file)
+            try:
+                self._values = dotenv_values(env_file)
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    env_file, "", f"not UTF-8 text (byte {exc.start}); save it as UTF-8"
+                ) from None
             self._mode = env_file.stat().st_mode
         self.warnings: list[str] = []
 

@@ -618,3 +618,69 @@ def test_a_replay_has_the_attachments_of_the_run(
     for key in jira.state.issues:
         names = sorted(a["filename"] for a in jira.state.attachments.get(key, []))
         assert names == ["failure-details.txt", "state.txt"], key
+
+
+# -- issue 11, point 7: bad input is one line, never a traceback --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        (".env", b"JIRA_TOKEN=\xff\xfe\n", "not UTF-8 text"),
+        ("rp-bts.toml", b"a = " + b"[" * 50_000 + b"]" * 50_000 + b"\n", "nested too deeply"),
+    ],
+)
+def test_a_broken_config_file_is_one_line(
+    demo: pytest.Pytester, name: str, content: bytes, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (demo.path / name).write_bytes(content)
+    result = demo.runpytest_subprocess("--rp-bts")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the tests' verdict, unchanged
+    text = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in text and "Traceback" not in text
+    assert says in text
+    assert main(["--root", str(demo.path), "integrations", "list"]) == 2
+    out, err = capsys.readouterr()
+    assert says in err and len(err.splitlines()) == 1 and "Traceback" not in out + err
+
+
+_ROW = '{"nodeid": "t.py::a", "outcome": "failed", "fingerprint": "fp", "message": "m"'
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        _ROW + ', "attachments": [{"name": "a.png", "path": null}]}',
+        _ROW + ', "duration": "slow"}',
+        _ROW + ', "attachments": 7}',
+        _ROW + ', "links": [{"title": 1, "url": [], "key": "k"}]}',
+        '{"nodeid": null, "outcome": "failed"}',
+        "[]",
+    ],
+)
+def test_a_results_file_of_wrong_types_is_one_line(
+    tmp_path: Path, row: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shard = tmp_path / "shard.json"
+    launch = '{"name": "n", "run_id": "20261201_120000_feed"}'
+    shard.write_text(f'{{"format": 1, "launch": {launch}, "results": [{row}]}}')
+    assert main(["--root", str(tmp_path), "process", str(shard)]) == 2
+    out, err = capsys.readouterr()
+    assert "not an rp-bts results file" in err and len(err.splitlines()) == 1
+    assert "Traceback" not in out + err
+
+
+def test_lone_surrogates_in_a_results_file_are_replaced_not_fatal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shard = tmp_path / "shard.json"
+    launch = '{"name": "n\\udc80", "run_id": "20261201_120000_feed"}'
+    row = _ROW.replace('"m"', '"broke \\ud800 here"') + "}"
+    shard.write_text(f'{{"format": 1, "launch": {launch}, "results": [{row}]}}')
+    assert main(["--root", str(tmp_path), "process", str(shard)]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert (
+        "broke ? here"
+        in results_json(tmp_path / ".rp-bts" / "results.json")["results"][0]["message"]
+    )
