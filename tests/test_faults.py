@@ -684,3 +684,28 @@ def test_lone_surrogates_in_a_results_file_are_replaced_not_fatal(
         "broke ? here"
         in results_json(tmp_path / ".rp-bts" / "results.json")["results"][0]["message"]
     )
+
+
+# -- issue 11, point 9: the report links only to web pages and its own files -------------------
+
+
+def test_the_report_links_only_to_web_pages_and_relative_files(tmp_path: Path) -> None:
+    from rp_bts_agent.model import Attachment, IssueRef, Link, RunResults
+    from rp_bts_agent.report import render
+
+    evil = "javascript:alert(document.domain)"
+    (tmp_path / evil).write_text("x")
+    result = TestResult(
+        "t.py::a",
+        "failed",
+        message="m",
+        attachments=(Attachment(evil, str(tmp_path / evil), "text/plain"),),
+        links=(Link(evil, evil, "k"), Link("job", "https://saucelabs.com/tests/1", "j")),
+        issues=(IssueRef("jira", "SHOP-1", evil, "Open", "created"),),
+    )
+    html = render(RunResults(Launch("n", "20261201_120000_feed"), (result,)), tmp_path)
+    hrefs = re.findall(r'href="([^"]*)"', html)
+    assert hrefs and all(h.startswith(("https://", "http://", "./", "../")) for h in hrefs), hrefs
+    assert "./javascript%3Aalert%28document.domain%29" in hrefs
+    (csp,) = re.findall(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)"', html)
+    assert "script-src 'self'" in csp and "object-src 'none'" in csp
