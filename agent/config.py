@@ -20,7 +20,7 @@ from typing import Any, Final, Literal, NamedTuple, final
 from . import kinds
 from .config_types import Config, ConfigError, Integration, Rule, Source
 from .rootdir import default_global_file, project_config_file
-from .settings import Key, SettingsContext, ValueType, keys_of
+from .settings import Key, SettingsContext, ValueType, keys_of, url_password
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -383,7 +383,11 @@ def _check_secrets(entry: Table, source: ConfigFile, warnings: list[str]) -> Non
     """Literal credentials: refused in a world-writable file, warned about in a project file."""
     schema = integration_keys(entry.kind)
     for key, raw in entry.table.items():
-        if not schema[key].secret or not isinstance(raw, str) or not raw or _VAR.search(raw):
+        if not isinstance(raw, str) or not raw:
+            continue
+        # a password inside a URL is a secret like any other (issue 11, point 10)
+        secret = raw if schema[key].secret else url_password(raw)
+        if not secret or _VAR.search(secret):
             continue
         where = f"{entry.loc}.{key}"
         if _writable_by(source.mode, stat.S_IWOTH):

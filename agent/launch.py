@@ -237,9 +237,8 @@ def _file(
         breakers=breakers,
     )
     end.filing = agent.run(RunResults(launch, tuple(r for _, r in rich)))
-    done = {result.nodeid: result for result in end.filing.run.results}
-    for i, result in rich:
-        filed = done.get(result.nodeid, result)
+    # in order (a masked node id no longer matches the one the result had)
+    for (i, result), filed in zip(rich, end.filing.run.results, strict=True):
         if how.only is not None:
             filed = filed.with_issues((*result.issues, *filed.issues))
         end.results[i] = filed

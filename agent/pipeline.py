@@ -148,6 +148,8 @@ def redact_result(result: TestResult, redactor: Redactor) -> TestResult:
     r = redactor.redact
     return dataclasses.replace(
         result,
+        nodeid=r(result.nodeid),  # an explicit parametrize id may hold a secret
+        params=r(result.params),
         message=r(result.message),
         longrepr=r(result.longrepr),
         log=r(result.log),
@@ -155,6 +157,16 @@ def redact_result(result: TestResult, redactor: Redactor) -> TestResult:
         stderr=r(result.stderr),
         description=r(result.description),
         attributes=tuple(dataclasses.replace(a, value=r(a.value)) for a in result.attributes),
+    )
+
+
+def redact_launch(launch: Launch, redactor: Redactor) -> Launch:
+    """A launch's name and attributes go into every issue and comment: masked first."""
+    r = redactor.redact
+    return dataclasses.replace(
+        launch,
+        name=r(launch.name),
+        attributes=tuple(dataclasses.replace(a, value=r(a.value)) for a in launch.attributes),
     )
 
 
@@ -265,7 +277,8 @@ class Agent:
     def _run(self, run: RunResults) -> FilingReport:
         if self.redactor:
             run = RunResults(
-                run.launch, tuple(redact_result(r, self.redactor) for r in run.results)
+                redact_launch(run.launch, self.redactor),
+                tuple(redact_result(r, self.redactor) for r in run.results),
             )
         if self._linkers:  # before drafting: issues, mails and the report show the links
             run = RunResults(run.launch, tuple(self._linked(r) for r in run.results))
