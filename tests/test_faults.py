@@ -778,6 +778,13 @@ def test_a_password_inside_an_integration_url_is_a_secret(
     main(["--root", str(tmp_path), "integrations", "test", "J"])
     out, err = capsys.readouterr()
     assert "127.0.0.1:9" in out + err and SECRET not in out + err
+    # a secret like the declared ones: masked in any text, not only where a URL is shown
+    from rp_bts_agent.config import build_integration
+
+    jira = build_integration(
+        "jira", "J", root=tmp_path, url="https://bob:p%40ss-9f2c@jira.example.com", project_key="S"
+    )
+    assert "p@ss-9f2c" in jira.secrets()
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes")
