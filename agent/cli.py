@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, _cli_integrations, kinds
+from . import __version__, _cli_integrations, _cli_sync, kinds
 from ._cli_common import load
 from .config_types import Config, ConfigError
 from .files import write_atomic
@@ -268,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--hooks", action="append", help=hooks_help)
     process.add_argument("--no-notify", action="store_true", help="send no summary e-mail")
     process.set_defaults(func=cmd_process)
+
+    _cli_sync.add_parser(sub)
 
     flush_cmd = sub.add_parser("flush", help="send what earlier runs could not")
     manage = flush_cmd.add_mutually_exclusive_group()

@@ -183,6 +183,7 @@ def issue_draft(
         attachments=_attachments(results, include, spool),
         relates_to=relates_to,
         links=tuple({link.key: link for r in results for link in r.links}.values()),
+        tests=tuple(r.nodeid for r in results),
         run_id=launch.run_id,
     )
 
@@ -197,4 +198,6 @@ def comment_draft(
     """The one comment a run adds to an issue that is already open for these failures."""
     head = f"Failed again in launch '{launch.name}' (run {launch.run_id}): {len(results)} test(s)."
     sections = _sections(results, launch, include, head=head, log_lines=log_lines)
-    return CommentDraft(body=Body(tuple(sections)), run_id=launch.run_id)
+    return CommentDraft(
+        body=Body(tuple(sections)), run_id=launch.run_id, tests=tuple(r.nodeid for r in results)
+    )

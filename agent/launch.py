@@ -256,7 +256,8 @@ def _write(
     if how.default_results:
         targets.append(state.results)
     try:
-        state.ensure()  # with its own .gitignore, as .pytest_cache has
+        if how.default_results:
+            state.ensure()  # with its own .gitignore, as .pytest_cache has
         text = redactor.redact(dumps_results(launch, end.results))
         for path in targets:
             write_atomic(path, text)

@@ -27,6 +27,7 @@ from .config_types import Config, Integration
 from .content import comment_draft, issue_draft, one_line
 from .filed import FiledRecord
 from .hooks import HookManager
+from .known import KnownRecord, KnownStore
 from .model import IssueRef, KnownIssue, Launch, Link, RunResults, TestResult
 from .modes import Mode
 from .outbox import Key, Outbox, settings_digest
@@ -197,6 +198,7 @@ class Agent:
         self._kept: list[tuple[str, tuple[TestResult, ...], IssueRef]] = []
         self.state = State(config.root)
         self.record = FiledRecord(self.state.filed_db, read_only=options.mode == "dry-run")
+        self.known = KnownStore(self.state.known_db, read_only=options.mode == "dry-run")
         self._errors: list[str] = []
         #: ``time.monotonic()`` by which this run's work ends (its budget, or a caller's)
         self._deadline: float | None = None
@@ -296,6 +298,13 @@ class Agent:
             except TrackerError as exc:
                 line = self._error(f"{result.nodeid}: {exc}")
                 refs[result.nodeid].append(IssueRef("", "", action="failed", error=line))
+                continue
+            pulled = self._pulled_known(result, integration)
+            if pulled is not None:
+                self.known.hit(pulled, result.nodeid, run.launch.run_id)
+                refs[result.nodeid].append(
+                    self._known(result, KnownIssue(pulled.key, pulled.integration))
+                )
                 continue
             integrations[integration.name] = integration
             groups[(integration.name, result.fingerprint)].append(result)
@@ -422,6 +431,22 @@ class Agent:
         """The kinds of the configured integrations (each loaded once)."""
         return [kinds.get(name) for name in dict.fromkeys(i.kind for i in self.config.integrations)]
 
+    @functools.cached_property
+    def _pulled(self) -> list[KnownRecord]:
+        """Known issues ``rp-bts sync`` pulled (open first), of integrations configured here."""
+        records = self.known.records()
+        return [r for r in records if r.source == "pull" and self.config.integration(r.integration)]
+
+    def _pulled_known(self, result: TestResult, integration: Integration) -> KnownRecord | None:
+        """A pulled issue whose mapped fields name this test or fingerprint: linked, never
+        filed. Not when the tracker the failure goes to finds it by fingerprint anyway: then
+        the usual path updates that issue, once per run."""
+        for record in self._pulled:
+            if record.links(result.nodeid, result.fingerprint):
+                own = record.integration == integration.name
+                return None if own and result.fingerprint in record.fingerprints else record
+        return None
+
     def _known(self, result: TestResult, known: KnownIssue) -> IssueRef:
         """The ``issue`` marker: fetch the status where we can, never file."""
         name = known.integration or ""
@@ -434,7 +459,9 @@ class Agent:
             remote = self.tracker(integration).get(known.url or known.issue_id)
         except (TrackerError, OSError) as exc:
             line = self._error(f"{result.nodeid}: status of known issue {known.issue_id}: {exc}")
-            return IssueRef(name, known.issue_id, known.url or "", "", "known", error=line)
+            stored = self.known.get(name, known.issue_id) if name else None  # the last sync's
+            status = stored.status if stored is not None else ""
+            return IssueRef(name, known.issue_id, known.url or "", status, "known", error=line)
         flag = ""
         if remote.closed:  # flagged on the result, in the summary, and an error under --strict
             self._error(f"{result.nodeid}: known issue {remote.key} is {remote.status}")

@@ -82,8 +82,10 @@ class IssueDraft:
     relates_to: str = ""
     #: web pages about the failure (Sauce Labs job, video); Jira makes them remote links
     links: tuple[Link, ...] = ()
-    #: the run filing it: a tracker writes its :func:`run_marker` on the issue, so a replay of
-    #: a run killed after its create completes the issue instead of commenting on it
+    #: node ids of the failing tests and the run: trackers with fields for them fill them; a
+    #: tracker writes the run's :func:`run_marker` on the issue, so a replay of a run killed
+    #: after its create completes the issue instead of commenting on it
+    tests: tuple[str, ...] = ()
     run_id: str = ""
 
 
@@ -93,6 +95,8 @@ class CommentDraft:
     #: one comment per run: a tracker that sees this run id on the issue already does nothing.
     run_id: str
     attachments: tuple[AttachmentFile, ...] = ()
+    #: node ids of the tests that failed again
+    tests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
