@@ -50,9 +50,12 @@ import requests
 from _common import rp_bts_version
 from requests.adapters import HTTPAdapter
 
+from rp_bts_agent import kinds as rp_bts_kinds
 from rp_bts_agent.files import spill, write_atomic
 from rp_bts_agent.model import Launch, RunResults, TestResult
-from rp_bts_agent.pipeline import POOL_SIZE
+
+#: the floor gets as many calls in flight as the agent gives a Jira integration
+POOL_SIZE = rp_bts_kinds.get("jira").pool_size
 
 if TYPE_CHECKING:
     from jira_server import RunningJira
