@@ -118,13 +118,20 @@ def finish(
     """
     end = LaunchEnd(results=list(results))
     state = State(root)
-    _write(end, state, launch, how, redactor)  # first: an agent failure loses nothing
+    rich = [
+        (i, r)
+        for i, r in enumerate(end.results)
+        if isinstance(r, TestResult) and (how.only is None or r.nodeid in how.only)
+    ]
+    # with filing to come, the results go first (a run killed while filing loses nothing), and
+    # once more with the issue references, then the report; else both once
+    _write(end, state, launch, how, redactor, report=config is None or not rich)
     if config is None:
         return end
     started = time.monotonic()
     # every HTTP call from here on (trackers, Sauce Labs, the replay) ends by the budget
     with time_limit(started + config.time_budget):
-        _act(config, state, launch, how, end, hooks=hooks, redactor=redactor, started=started)
+        _act(config, state, launch, how, end, rich, hooks=hooks, redactor=redactor, started=started)
     return end
 
 
@@ -134,6 +141,7 @@ def _act(
     launch: Launch,
     how: Finish,
     end: LaunchEnd,
+    rich: list[tuple[int, TestResult]],
     *,
     hooks: HookManager,
     redactor: Redactor,
@@ -144,11 +152,6 @@ def _act(
     breakers: dict[str, str] = {}
     if how.replay and how.mode != "dry-run" and state.has_leftovers():
         _replay(config, end, breakers, redactor)
-    rich = [
-        (i, r)
-        for i, r in enumerate(end.results)
-        if isinstance(r, TestResult) and (how.only is None or r.nodeid in how.only)
-    ]
     if rich:
         budget = max(config.time_budget - (time.monotonic() - started), 0.0)
         try:
@@ -156,8 +159,7 @@ def _act(
         except Exception as exc:  # contained: the verdict belongs to the tests
             log.exception("rp-bts: agent failed")
             end.problems.append(f"rp-bts: agent failed: {redactor.redact(repr(exc))}")
-        else:
-            _write(end, state, launch, how, redactor)  # now with the issue references
+        _write(end, state, launch, how, redactor, report=True)  # with the issue references
     else:
         end.nothing_to_file = True  # the pipeline, its trackers and SQLite stay unloaded
     if how.notify and how.mode != "dry-run" and config.rules:
@@ -250,8 +252,11 @@ def _write(
     launch: Launch,
     how: Finish,
     redactor: Redactor,
+    *,
+    report: bool,
 ) -> None:
-    """The results JSON and the report; a file that cannot be written is a problem line."""
+    """The results JSON and (``report``) the report; a file that cannot be written is a
+    problem line."""
     targets = list(how.results)
     if how.default_results:
         targets.append(state.results)
@@ -264,7 +269,7 @@ def _write(
         end.results_path = targets[0] if targets else None
     except (OSError, ValueError) as exc:
         end.problems.append(f"rp-bts: results not written: {exc}")
-    if how.report is None:
+    if how.report is None or not report:
         return
     from .report import render
 

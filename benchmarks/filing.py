@@ -406,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
             log_bytes,
             "bench-1",
         )
-        results = [build / "results-1.json", build / "results-2.json"]
+        # as a CI shard leaves them: the results beside the run folder, in the shard's .rp-bts
+        # (`rp-bts process` takes files only from the results file's own run folder)
+        results = [build / ".rp-bts" / "results-1.json", build / ".rp-bts" / "results-2.json"]
         write_atomic(results[0], first.dumps())
         write_atomic(results[1], RunResults(Launch("bench", "bench-2"), first.results).dumps())
         del first
