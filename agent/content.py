@@ -132,8 +132,8 @@ def _write_details(result: TestResult, spool: Path) -> Path | None:
     if not pieces:
         return None
     spool.mkdir(parents=True, exist_ok=True)
-    # named from a hash: a fingerprint is data (a hook may return "team/checkout" or "..")
-    digest = hashlib.sha256(f"{result.fingerprint}\0{result.nodeid}".encode()).hexdigest()
+    # named from a hash: a fingerprint is data (a hook's, a results file's), never a path
+    digest = hashlib.sha256(result.fingerprint.encode("utf-8", "surrogatepass")).hexdigest()
     path = spool / f"failure-{digest[:20]}.txt"
     with open(path, "wb") as out:
         for number, (title, inline, spilled) in enumerate(pieces):

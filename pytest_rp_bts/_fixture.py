@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import mimetypes
+import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import Final, final
@@ -64,11 +66,23 @@ class RpBts:
                 path.write_bytes(data)
                 size = len(data)
             else:
-                path = Path(path_or_bytes).resolve()
-                name = name or path.name
+                source = Path(path_or_bytes).resolve()
+                if not source.is_file():
+                    raise FileNotFoundError(f"no such file: {source}")
+                name = name or source.name
+                if self._directory is None:
+                    return  # rp-bts is off: nothing would read it
+                # into the run's folder: a results file names files there only (issue 11,
+                # point 8), so `rp-bts process` on it elsewhere takes them; a hard link where
+                # it can
+                self._directory.mkdir(parents=True, exist_ok=True)
+                safe = _UNSAFE.sub("_", name)[-100:]
+                path = self._directory / f"{uuid.uuid4().hex[:12]}-{safe}"
+                try:
+                    os.link(source, path)
+                except OSError:
+                    shutil.copyfile(source, path)
                 size = path.stat().st_size
-                if not path.is_file():
-                    raise IsADirectoryError(f"not a file: {path}")
         except (OSError, TypeError, ValueError) as exc:
             what = name or str(path_or_bytes)[:200]
             self._state.problems.append(f"rp_bts.attach({what!r}) skipped: {exc}")
