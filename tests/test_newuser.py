@@ -366,8 +366,9 @@ def test_post_to_another_integration_of_the_same_project_files_there(
     assert task["fields"]["priority"]["name"] == "High"
     assert jira.state.comments == {}
     assert main([*root, "post", str(results), "test_0", "--issue-type", "Task"]) == 0
-    assert len(jira.state.issues) == 2  # Shop bugs as a Task: the Task is found, commented
-    assert len(jira.state.comments) == 1
+    assert len(jira.state.issues) == 2  # Shop bugs as a Task: the Task is found, not filed again
+    refs = results_json(results)["results"][0]["issues"]
+    assert ("Shop bugs", "SHOP-2") in {(r["integration"], r["key"]) for r in refs}
 
 
 # -- 10: integrations list with unset variables, add/edit check the whole integration -----------

@@ -536,7 +536,7 @@ class JiraTracker:
         for number in range(len(updates)):
             error = failed.get(number)
             if error is None:
-                out.append(self._created(next(created, None), what))
+                out.append(self._bulk_answer(next(created, None), what))
                 continue
             status = error.get("status")
             status = status if isinstance(status, int) else 400
@@ -546,7 +546,7 @@ class JiraTracker:
         return out
 
     @staticmethod
-    def _created(answer: Mapping[str, Any] | None, what: str) -> dict[str, Any] | TrackerError:
+    def _bulk_answer(answer: Mapping[str, Any] | None, what: str) -> dict[str, Any] | TrackerError:
         """One element of a bulk answer; a missing one (Jira answered fewer issues than it was
         sent: a proxy, a mock, another version) is retryable: the replay looks its fingerprint
         up before filing it again."""
