@@ -135,13 +135,35 @@ def finish(
         from .notify import notify  # jinja2 and email only when needed
 
         try:
-            end.notices = notify(config, whole_run(launch, end.results), hooks)
+            notes = (
+                [f"rp-bts storm guard: {end.filing.storm}"]
+                if end.filing and end.filing.storm
+                else []
+            )
+            end.notices = notify(config, whole_run(launch, end.results), hooks, notes)
         except Exception as exc:  # contained like the filing
             log.exception("rp-bts: notification failed")
             end.problems.append(f"rp-bts: notification failed: {redactor.redact(repr(exc))}")
     if how.prune and how.mode != "dry-run":
         prune_runs(state.runs, KEEP_RUNS)
+        _prune_history(state, end, redactor)
     return end
+
+
+def _prune_history(state: State, end: LaunchEnd, redactor: Redactor) -> None:
+    """The record of runs keeps as many runs as there are run folders."""
+    if not state.history_db.exists():
+        return
+    import sqlite3
+
+    from .history import History
+
+    try:
+        History(state.history_db).prune(KEEP_RUNS)
+    except (sqlite3.Error, OSError) as exc:
+        end.problems.append(
+            f"rp-bts: the record of runs was not pruned: {redactor.redact(str(exc))}"
+        )
 
 
 def _replay(config: Config, end: LaunchEnd, breakers: dict[str, str]) -> None:
@@ -185,6 +207,7 @@ def _file(
             time_budget=budget,
             include=how.include,
             log_lines=how.log_lines,
+            total=len(end.results),
         ),
         progress=how.progress,
         breakers=breakers,

@@ -28,6 +28,9 @@ class JiraSettings(TrackerSettings):
     private_key_file: str = path()
     access_token: str = secret()
     access_token_secret: str = secret()
+    resolve_transition: str = text(
+        help='the transition on_pass = "resolve" takes (default: the first into Done)'
+    )
 
 
 def _tracker(integration: Integration, read_only: bool) -> Tracker:
