@@ -11,6 +11,16 @@ from typing import Any
 
 import pytest
 
+#: the test servers and the fake tracker, registered once for every test module
+pytest_plugins = (
+    "jira_server",
+    "sauce_server",
+    "smtp_server",
+    "rally_server",
+    "clarity_server",
+    "fake_tracker",
+)
+
 DEMO = """
 import logging
 import pytest

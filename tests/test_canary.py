@@ -24,10 +24,10 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 from jira_server import USER as JIRA_USER
-from jira_server import RunningJira, jira_contract_fixture, make_jira_fixture  # noqa: F401
-from sauce_server import SauceLabs, sauce_server_fixture  # noqa: F401
+from jira_server import RunningJira
+from sauce_server import SauceLabs
 from smtp_server import USER as SMTP_USER
-from smtp_server import Server, ca_file, free_port, starttls_server, tls_ca  # noqa: F401
+from smtp_server import Server, free_port
 
 from conftest import all_files
 
@@ -301,7 +301,7 @@ def canary(
     pytester: pytest.Pytester,
     make_jira: Callable[..., RunningJira],
     sauce_server: SauceLabs,
-    starttls_server: Server,  # noqa: F811
+    starttls_server: Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[pytest.Pytester, RunningJira, RunningJira]:
     """The project, its servers, and every secret in the environment."""
@@ -334,7 +334,7 @@ def canary(
 def test_no_secret_leaks_anywhere(
     canary: tuple[pytest.Pytester, RunningJira, RunningJira],
     sauce_server: SauceLabs,
-    starttls_server: Server,  # noqa: F811
+    starttls_server: Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytester, cloud, dc = canary

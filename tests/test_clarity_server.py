@@ -13,18 +13,14 @@ from typing import Any
 
 import pytest
 import requests
-from clarity_server import (  # noqa: F401 (fixtures)
+from clarity_server import (
     API_KEY,
     CLIENT_ID,
     ENV,
     OAUTH_CONSUMER,
     PASSWORD,
     USER,
-    FilterError,
     RunningClarity,
-    clarity_contract_fixture,
-    clarity_fixture,
-    make_clarity_fixture,
     matches,
     parse_filter,
     validate_response,
@@ -671,13 +667,14 @@ def test_integration_toml_and_login_env(
     (tmp_path / "rp-bts.toml").write_text(loadable, encoding="utf-8")
     loaded = load_config(tmp_path, global_file=tmp_path / "none.toml", environ=env)
     integration = loaded.integrations[0]
-    assert (integration.kind, integration.auth, integration.url) == ("clarity", auth, clarity.url)
+    settings = integration.settings
+    assert (integration.kind, settings.auth, settings.url) == ("clarity", auth, clarity.url)
     if auth in ("basic", "session"):
-        assert (integration.username, integration.password) == (USER, PASSWORD)
+        assert (settings.username, settings.password) == (USER, PASSWORD)
     elif auth == "api-key":
-        assert (integration.api_key, integration.client_id) == (API_KEY, CLIENT_ID)
+        assert (settings.api_key, settings.client_id) == (API_KEY, CLIENT_ID)
     else:
-        assert integration.extra["access_token"] == env["CLARITY_ACCESS_TOKEN"]
+        assert settings.access_token == env["CLARITY_ACCESS_TOKEN"]
 
 
 def test_a_site_without_the_custom_attribute(clarity: RunningClarity) -> None:

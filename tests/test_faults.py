@@ -16,14 +16,7 @@ import re
 from typing import Any
 
 import pytest
-from jira_server import (  # noqa: F401 (fixtures)
-    PASSWORD,
-    USER,
-    Faults,
-    RunningJira,
-    jira_contract_fixture,
-    make_jira_fixture,
-)
+from jira_server import Faults, RunningJira
 
 from conftest import DEMO_FINGERPRINTS, results_json, tracker_rows
 

@@ -13,14 +13,8 @@ import json
 from typing import Any
 
 import pytest
-from jira_server import (  # noqa: F401 (fixtures)
-    PASSWORD,
-    USER,
-    RunningJira,
-    jira_contract_fixture,
-    jira_fixture,
-)
-from smtp_server import Server, ca_file, plain_server, tls_ca  # noqa: F401 (fixtures)
+from jira_server import RunningJira
+from smtp_server import Server
 
 SUITE = r"""
 import pytest
@@ -69,7 +63,7 @@ RAW_HTML = ("<script", "<img")
 def test_hostile_output_is_text_in_every_sink(
     pytester: pytest.Pytester,
     jira: RunningJira,
-    plain_server: Server,  # noqa: F811
+    plain_server: Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     jira.login_env(monkeypatch)

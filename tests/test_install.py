@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import venv
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -22,8 +23,16 @@ def _run(*args: str | Path, cwd: Path, env: dict[str, str]) -> subprocess.Comple
     )
 
 
-@pytest.mark.slow
-def test_pip_install_then_demo(tmp_path: Path) -> None:
+class Installed(NamedTuple):
+    bin: Path
+    env: dict[str, str]
+    src: Path
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """rp-bts, pytest-xdist and the example third-party kind, installed as a user would."""
+    tmp_path = tmp_path_factory.mktemp("install")
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     bin_dir = env_dir / "bin"
@@ -39,10 +48,24 @@ def test_pip_install_then_demo(tmp_path: Path) -> None:
         ),
     )
     install = _run(
-        bin_dir / "python", "-m", "pip", "install", "-q", src, "pytest-xdist", cwd=tmp_path, env=env
+        bin_dir / "python",
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        src,
+        src / "examples" / "markdown_kind",
+        "pytest-xdist",
+        cwd=tmp_path,
+        env=env,
     )
     assert install.returncode == 0, install.stderr[-2000:]
+    return Installed(bin_dir, env, src)
 
+
+@pytest.mark.slow
+def test_pip_install_then_demo(installed: Installed, tmp_path: Path) -> None:
+    bin_dir, env = installed.bin, installed.env
     demo = tmp_path / "examples"
     shutil.copytree(
         REPO / "examples", demo, ignore=shutil.ignore_patterns(".rp-bts", "__pycache__")
@@ -80,3 +103,43 @@ def test_pip_install_then_demo(tmp_path: Path) -> None:
         _run(bin_dir / "rp-bts", "issues", "list", "--json", cwd=demo, env=env).stdout
     )
     assert {i["fingerprint"] for i in in_parallel} == fingerprints
+
+
+@pytest.mark.slow
+def test_a_third_party_kind_installed_beside_files_issues(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """examples/markdown_kind is a package of its own, found through the rp_bts.kinds entry
+    point: no rp-bts module names it, and a run files into it like into any tracker."""
+    demo = tmp_path / "examples"
+    shutil.copytree(
+        REPO / "examples", demo, ignore=shutil.ignore_patterns(".rp-bts", "__pycache__")
+    )
+    config = demo / "rp-bts.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8")
+        + '\n[[integrations]]\nkind = "markdown"\nname = "Notes"\nfolder = "issues"\n',
+        encoding="utf-8",
+    )
+    python = str(installed.bin / "python")
+    rp_bts = installed.bin / "rp-bts"
+    run = _run(
+        python, "-m", "pytest", "--rp-bts", "-p", "no:cacheprovider", cwd=demo, env=installed.env
+    )
+    assert "[Notes] MD-1" in run.stdout, run.stdout[-3000:]
+    files = sorted((demo / "issues").glob("MD-*.md"))
+    results = json.loads((demo / ".rp-bts" / "results.json").read_text(encoding="utf-8"))
+    filed = [r for r in results["results"] if any(i["integration"] == "Notes" for i in r["issues"])]
+    assert len(files) == len({r["fingerprint"] for r in filed}) >= 5  # one per fingerprint
+    assert not (demo / ".rp-bts" / "tracker.db").exists()  # nothing went to the local tracker
+    again = _run(
+        python, "-m", "pytest", "--rp-bts", "-p", "no:cacheprovider", cwd=demo, env=installed.env
+    )
+    assert again.returncode == run.returncode == 1
+    assert sorted((demo / "issues").glob("MD-*.md")) == files  # a rerun comments, files none
+    assert all(f.read_text(encoding="utf-8").count("\n## Run ") == 1 for f in files)
+    listed = _run(rp_bts, "integrations", "list", "--json", cwd=demo, env=installed.env)
+    (row,) = json.loads(listed.stdout)
+    assert (row["kind"], row["folder"]) == ("markdown", str(demo / "issues"))
+    checked = _run(rp_bts, "integrations", "test", "Notes", cwd=demo, env=installed.env)
+    assert checked.returncode == 0 and "issues go to" in checked.stdout, checked.stdout

@@ -9,18 +9,7 @@ from typing import Any
 
 import pytest
 import responses
-from jira_server import (  # noqa: F401
-    DC_USER,
-    PASSWORD,
-    PAT,
-    USER,
-    Faults,
-    Reply,
-    RunningJira,
-    jira_contract_fixture,
-    jira_fixture,
-    make_jira_fixture,
-)
+from jira_server import DC_USER, PASSWORD, PAT, USER, Faults, Reply, RunningJira
 
 from rp_bts_agent import http
 from rp_bts_agent.config import build_integration

@@ -7,14 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jira_server import (  # noqa: F401 (fixtures)
-    DC_USER,
-    PASSWORD,
-    USER,
-    RunningJira,
-    jira_contract_fixture,
-    jira_fixture,
-)
+from jira_server import DC_USER, PASSWORD, USER, RunningJira
 
 from rp_bts_agent.cli import main
 

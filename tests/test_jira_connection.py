@@ -7,15 +7,7 @@ from typing import Any
 import pytest
 import requests
 import responses
-from jira_server import (  # noqa: F401 (fixtures)
-    DC_USER,
-    PASSWORD,
-    PAT,
-    USER,
-    RunningJira,
-    jira_contract_fixture,
-    make_jira_fixture,
-)
+from jira_server import DC_USER, PASSWORD, PAT, USER, RunningJira
 
 from rp_bts_agent.config import build_integration
 from rp_bts_agent.connection import CheckOptions, CheckResult, check

@@ -5,14 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from jira_server import (  # noqa: F401 (fixtures)
-    DC_USER,
-    PASSWORD,
-    USER,
-    RunningJira,
-    jira_contract_fixture,
-    jira_fixture,
-)
+from jira_server import RunningJira
 
 from conftest import DEMO_FINGERPRINTS, all_files, by_nodeid, results_json
 

@@ -9,12 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jira_server import (  # noqa: F401 (fixtures)
-    OAUTH_CONSUMER,
-    RunningJira,
-    jira_contract_fixture,
-    make_jira_fixture,
-)
+from jira_server import OAUTH_CONSUMER, RunningJira
 
 from rp_bts_agent.config import build_integration
 from rp_bts_agent.config_types import Integration

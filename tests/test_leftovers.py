@@ -4,14 +4,7 @@ wait for a tracker that is down (benchmarks/unreachable.py measures the connect 
 from __future__ import annotations
 
 import pytest
-from jira_server import (  # noqa: F401 (fixtures)
-    DC_USER,
-    PASSWORD,
-    USER,
-    RunningJira,
-    jira_contract_fixture,
-    jira_fixture,
-)
+from jira_server import RunningJira
 
 
 def test_a_tracker_still_down_is_tried_once_per_run(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import requests
-from rally_server import (  # noqa: F401 (fixtures)
+from rally_server import (
     API,
     API_KEY,
     INVALID_KEY,
@@ -19,10 +19,7 @@ from rally_server import (  # noqa: F401 (fixtures)
     QueryError,
     RunningRally,
     check_request,
-    make_rally_fixture,
     parse_query,
-    rally_contract_fixture,
-    rally_fixture,
 )
 
 if sys.version_info >= (3, 11):

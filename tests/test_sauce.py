@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sauce_server import SauceLabs, check_request, sauce_server_fixture  # noqa: F401
+from sauce_server import SauceLabs, check_request
 
 from conftest import all_files, by_nodeid, results_json
 from rp_bts_agent.cli import main

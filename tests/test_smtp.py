@@ -12,17 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from smtp_server import (  # noqa: F401  (fixtures)
-    PASSWORD,
-    USER,
-    Server,
-    ca_file,
-    free_port,
-    plain_server,
-    ssl_server,
-    starttls_server,
-    tls_ca,
-)
+from smtp_server import PASSWORD, USER, Server, free_port
 
 from rp_bts_agent.cli import main
 from rp_bts_agent.config import build_integration
@@ -152,7 +142,7 @@ def test_send_through_each_security(server: Server, tmp_path: Path, hooks: HookM
     ],
 )
 def test_send_cases_on_the_wire(
-    plain_server: Server,  # noqa: F811
+    plain_server: Server,
     tmp_path: Path,
     hooks: HookManager,
     case: str,
@@ -165,7 +155,7 @@ def test_send_cases_on_the_wire(
 
 
 def test_filters_disabled_rules_and_owner(
-    plain_server: Server,  # noqa: F811
+    plain_server: Server,
     tmp_path: Path,
     hooks: HookManager,
 ) -> None:
@@ -210,7 +200,7 @@ def test_filters_disabled_rules_and_owner(
 
 
 def test_owner_unknown_is_a_notice(
-    plain_server: Server,  # noqa: F811
+    plain_server: Server,
     tmp_path: Path,
     hooks: HookManager,
 ) -> None:
@@ -221,7 +211,7 @@ def test_owner_unknown_is_a_notice(
 
 
 def test_injection_and_undecodable_output(
-    plain_server: Server,  # noqa: F811
+    plain_server: Server,
     tmp_path: Path,
     hooks: HookManager,
 ) -> None:
@@ -257,7 +247,7 @@ def test_injection_and_undecodable_output(
 
 
 def test_a_message_is_kept_until_it_is_sent(
-    plain_server: Server,  # noqa: F811
+    plain_server: Server,
     tmp_path: Path,
     hooks: HookManager,
     monkeypatch: pytest.MonkeyPatch,
@@ -283,7 +273,7 @@ def test_a_message_is_kept_until_it_is_sent(
 
 
 def test_unreachable_server_keeps_the_message_for_flush(
-    plain_server: Server,  # noqa: F811
+    plain_server: Server,
     tmp_path: Path,
     hooks: HookManager,
 ) -> None:
@@ -314,7 +304,7 @@ def test_flush_failure_keeps_the_message(tmp_path: Path) -> None:
 
 
 def test_refused_login_is_one_line_without_the_password(
-    starttls_server: Server,  # noqa: F811
+    starttls_server: Server,
     tmp_path: Path,
     hooks: HookManager,
     capsys: pytest.CaptureFixture[str],
@@ -339,9 +329,9 @@ def test_refused_login_is_one_line_without_the_password(
 
 
 def test_tls_problems_are_one_line(
-    ssl_server: Server,  # noqa: F811
-    starttls_server: Server,  # noqa: F811
-    plain_server: Server,  # noqa: F811
+    ssl_server: Server,
+    starttls_server: Server,
+    plain_server: Server,
 ) -> None:
     untrusted = _integration(ssl_server, ca_file="")
     result = check(untrusted, CheckOptions())
@@ -384,7 +374,7 @@ def test_connection_check_sends_a_test_message(server: Server) -> None:
 
 
 def test_cli_test_and_flush_never_show_the_password(
-    starttls_server: Server,  # noqa: F811
+    starttls_server: Server,
     pytester: pytest.Pytester,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -428,7 +418,7 @@ def test_cli_test_and_flush_never_show_the_password(
 
 
 def test_down_server_leaves_a_green_run_green(
-    plain_server: Server,  # noqa: F811
+    plain_server: Server,
     pytester: pytest.Pytester,
 ) -> None:
     down = dataclasses.replace(plain_server, port=free_port())
@@ -455,7 +445,7 @@ class _RaisingHook:
 
 
 def test_a_raising_email_hook_drops_the_message(
-    plain_server: Server,  # noqa: F811
+    plain_server: Server,
     tmp_path: Path,
     hooks: HookManager,
 ) -> None:
@@ -471,7 +461,7 @@ def test_a_raising_email_hook_drops_the_message(
 
 
 def test_timeouts_five_seconds_to_connect_twenty_per_reply(
-    ssl_server: Server,  # noqa: F811
+    ssl_server: Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert (smtp.CONNECT_TIMEOUT, smtp.READ_TIMEOUT) == (5.0, 20.0)

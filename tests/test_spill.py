@@ -5,14 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from jira_server import (  # noqa: F401 (fixtures)
-    DC_USER,
-    PASSWORD,
-    USER,
-    RunningJira,
-    jira_contract_fixture,
-    jira_fixture,
-)
+from jira_server import DC_USER, PASSWORD, USER, RunningJira
 
 from conftest import by_nodeid, results_json, tracker_rows
 from rp_bts_agent.config import build_integration
