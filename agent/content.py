@@ -140,9 +140,13 @@ def group_head(results: Sequence[TestResult], launch: Launch, storm: str, *, aga
             f"The run is broken (the storm guard fired): {storm}. One issue for the run instead"
             f" of one per failure; each test's failure is in {TESTS_FILE}."
         )
-    when = "Failed again" if again else "Failed"
     why = _WHY.get(first.grouped_by, "the same fingerprint")
-    return f"{when} in launch '{launch.name}' (run {launch.run_id}): {len(results)} test(s), {why}."
+    if again:
+        return (
+            f"Failed again in launch '{launch.name}' (run {launch.run_id}):"
+            f" {len(results)} test(s), {why}."
+        )
+    return f"{len(results)} test(s) failed in launch '{launch.name}': {why}."
 
 
 def _tests_attachment(
