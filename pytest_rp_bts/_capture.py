@@ -100,7 +100,10 @@ def shared_fixture(item: pytest.Item, tb: TracebackType | None) -> str | None:
         for fixturedef in chain:
             if getattr(fixturedef, "scope", "function") == "function":
                 continue
-            func = inspect.unwrap(getattr(fixturedef, "func", None))
+            func = getattr(fixturedef, "func", None)
+            if func is None:
+                continue
+            func = inspect.unwrap(func)
             code = getattr(getattr(func, "__func__", func), "__code__", None)
             if code in codes:
                 return f"{fixturedef.baseid}::{fixturedef.argname}"
@@ -333,7 +336,7 @@ class Collector:
             if state is None:
                 state = outcomes[nodeid] = ["passed", "call", 0.0]
             state[2] += report.duration
-            result = report.outcome
+            result: str = report.outcome  # "rerun" too, from pytest-rerunfailures
             if result == "passed":
                 if report.when == "call" and hasattr(report, "wasxfail"):
                     state[0] = "xpassed"
