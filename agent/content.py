@@ -61,8 +61,8 @@ def summary(results: Sequence[TestResult], storm: str = "") -> str:
     collection error names its module, the storm guard says the run is broken."""
     first = results[0]
     what = failure_line(first)
-    if storm:
-        title = f"Run broken: {storm}"
+    if storm or first.grouped_by == "storm":  # a replay from the outbox knows no reason
+        title = f"Run broken: {storm or f'{len(results)} tests failed'}"
     elif first.grouped_by == "collection":
         title = f"Collection error in {first.nodeid}: {what}"
     elif len(results) > 1 and first.grouped_by in ("cause", "fixture"):
@@ -135,7 +135,8 @@ def _test_line(result: TestResult, first: TestResult) -> str:
 def group_head(results: Sequence[TestResult], launch: Launch, storm: str, *, again: bool) -> str:
     """The first line of an issue or comment: how many tests, and why they share it."""
     first = results[0]
-    if storm:
+    if storm or first.grouped_by == "storm":
+        storm = storm or f"{len(results)} tests failed"
         return (
             f"The run is broken (the storm guard fired): {storm}. One issue for the run instead"
             f" of one per failure; each test's failure is in {TESTS_FILE}."
@@ -154,7 +155,8 @@ def _tests_attachment(
 ) -> tuple[AttachmentFile, ...]:
     """affected-tests.txt: every test of the group with its failure and traceback, where the
     body names only the first ones or the storm guard made the group."""
-    if spool is None or (len(results) <= TESTS_SHOWN and not storm):
+    swept = storm or results[0].grouped_by == "storm"
+    if spool is None or (len(results) <= TESTS_SHOWN and not swept):
         return ()
     spool.mkdir(parents=True, exist_ok=True)
     path = spool / f"{name or 'group'}-tests.txt"
