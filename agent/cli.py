@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, _cli_integrations, kinds
+from . import __version__, _cli_integrations, _cli_sync, kinds
 from ._cli_common import load
 from .config_types import Config, ConfigError
 from .files import write_atomic
@@ -20,8 +20,9 @@ from .flush import flush
 from .hooks import HookManager
 from .launch import Finish, LaunchEnd, finish
 from .model import IssueRef, ResultsFormatError, RunResults, TestResult
+from .modes import MODES
 from .notify import notify
-from .pipeline import MODES, Agent, Options, merge_runs
+from .pipeline import Agent, Options, merge_runs
 from .redact import Redactor
 from .state import State
 from .summary import issue_lines, plan_lines
@@ -235,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--hooks", action="append", help=hooks_help)
     process.add_argument("--no-notify", action="store_true", help="send no summary e-mail")
     process.set_defaults(func=cmd_process)
+
+    _cli_sync.add_parser(sub)
 
     flush_cmd = sub.add_parser("flush", help="send what earlier runs could not")
     flush_cmd.set_defaults(func=cmd_flush)

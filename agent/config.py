@@ -32,9 +32,9 @@ __all__ = [
     "TABLE_KEYS",
     "TOP_KEYS",
     "ConfigFile",
-    "Entry",
     "Env",
     "Scope",
+    "Table",
     "build_integration",
     "check_section",
     "integration_keys",
@@ -110,7 +110,7 @@ _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOML_POSITION: Final = re.compile(r"^(.*?)\s*\(at (.+)\)$")
 
 
-class Entry(NamedTuple):
+class Table(NamedTuple):
     """One ``[[integrations]]`` or ``[[rules]]`` table and the key path that names it in errors."""
 
     table: Mapping[str, Any]
@@ -124,8 +124,8 @@ class ConfigFile(NamedTuple):
     path: Path
     scope: Scope
     top: Mapping[str, Any]
-    integrations: tuple[Entry, ...]
-    rules: tuple[Entry, ...]
+    integrations: tuple[Table, ...]
+    rules: tuple[Table, ...]
     #: ``st_mode`` of the file, 0 when unknown; literal secrets in a writable file are refused.
     mode: int = 0
     prefix: str = ""
@@ -205,7 +205,7 @@ def check_section(
         if key not in allowed_top:
             raise ConfigError(path, prefix + key, _unknown(key, allowed_top, "at the top level"))
 
-    integrations: list[Entry] = []
+    integrations: list[Table] = []
     seen: dict[str, str] = {}
     for index, table in _entries(section, "integrations", path, prefix):
         name = table.get("name")
@@ -230,9 +230,9 @@ def check_section(
         for key in table:
             if key not in schema:
                 raise ConfigError(path, f"{loc}.{key}", _unknown(key, schema, f"for kind {kind}"))
-        integrations.append(Entry(table, loc, kind))
+        integrations.append(Table(table, loc, kind))
 
-    rules: list[Entry] = []
+    rules: list[Table] = []
     rule_names: set[str] = set()
     for index, table in _entries(section, "rules", path, prefix):
         name = table.get("name")
@@ -245,7 +245,7 @@ def check_section(
         for key in table:
             if key not in RULE_KEYS:
                 raise ConfigError(path, f"{loc}.{key}", _unknown(key, RULE_KEYS, "in a rule"))
-        rules.append(Entry(table, loc))
+        rules.append(Table(table, loc))
     return ConfigFile(path, scope, section, tuple(integrations), tuple(rules), mode, prefix)
 
 
@@ -430,7 +430,7 @@ def _as_float(value: Any) -> float | None:
     return float(value) if ok else None
 
 
-def _check_secrets(entry: Entry, source: ConfigFile, warnings: list[str]) -> None:
+def _check_secrets(entry: Table, source: ConfigFile, warnings: list[str]) -> None:
     """Literal credentials: refused in a world-writable file, warned about in a project file."""
     schema = integration_keys(entry.kind)
     for key, raw in entry.table.items():
@@ -456,7 +456,7 @@ def _check_secrets(entry: Entry, source: ConfigFile, warnings: list[str]) -> Non
             )
 
 
-def _integration(entry: Entry, source: ConfigFile, env: Env | None, root: Path) -> Integration:
+def _integration(entry: Table, source: ConfigFile, env: Env | None, root: Path) -> Integration:
     """An integration with its kind's settings typed, completed and checked by the kind."""
     settings_class = kinds.get(entry.kind).settings
     values = _values(entry.table, integration_keys(entry.kind), source.path, entry.loc, env)
@@ -491,7 +491,7 @@ def build_integration(
     return Integration(kind=kind, name=name, settings=settings, source=source)
 
 
-def _rule(entry: Entry, source: ConfigFile, env: Env | None) -> Rule:
+def _rule(entry: Table, source: ConfigFile, env: Env | None) -> Rule:
     return Rule(**_values(entry.table, RULE_KEYS, source.path, entry.loc, env))
 
 
@@ -525,7 +525,7 @@ def resolve(
     #: kinds the project takes from the global file: those it has and the project did not unlink.
     from_global = {e.kind for e in glob.integrations} - set(unlinked)
 
-    used: list[tuple[Entry, ConfigFile]] = []
+    used: list[tuple[Table, ConfigFile]] = []
     for entry, source in [(e, glob) for e in glob.integrations] + [
         (e, proj) for e in proj.integrations
     ]:

@@ -259,6 +259,8 @@ def issue_draft(
         attachments=_attachments(results, include, spool, storm),
         relates_to=relates_to,
         links=tuple({link.key: link for r in results for link in r.links}.values()),
+        tests=tuple(r.nodeid for r in results),
+        run_id=launch.run_id,
     )
 
 
@@ -275,4 +277,9 @@ def comment_draft(
     head = group_head(results, launch, storm, again=True)
     sections = _sections(results, launch, include, head=head, log_lines=log_lines)
     files = _tests_attachment(results, spool, storm, f"{results[0].fingerprint}-{launch.run_id}")
-    return CommentDraft(body=Body(tuple(sections)), run_id=launch.run_id, attachments=files)
+    return CommentDraft(
+        body=Body(tuple(sections)),
+        run_id=launch.run_id,
+        attachments=files,
+        tests=tuple(r.nodeid for r in results),
+    )

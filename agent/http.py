@@ -37,6 +37,7 @@ __all__ = [
     "adopt",
     "mount_retries",
     "new_session",
+    "oauth1",
     "retry_policy",
     "status_error",
     "transport_error",
@@ -197,3 +198,33 @@ def transport_error(service: str, what: str, exc: requests.RequestException) -> 
             f"{service} {what}: the connection broke before the answer", transient=True
         )
     return TrackerError(f"{service} {what}: {type(exc).__name__}", transient=True)
+
+
+def oauth1(name: str, settings: Any) -> Any:
+    """OAuth 1.0a with RSA-SHA1 (a Jira application link, a Clarity OAuth application):
+    ``requests_oauthlib.OAuth1`` from ``settings``' ``consumer_key``, ``private_key_file``
+    (the PEM whose public half the service holds), ``access_token`` and
+    ``access_token_secret`` (from ``rp-bts integrations oauth``)."""
+    from oauthlib.oauth1 import SIGNATURE_RSA  # type: ignore[import-untyped]
+    from requests_oauthlib import OAuth1  # type: ignore[import-untyped]
+
+    keys = ("consumer_key", "private_key_file", "access_token")
+    missing = [k for k in keys if not getattr(settings, k)]
+    if missing:
+        raise TrackerError(f"integration '{name}': auth = \"oauth1\" needs {', '.join(missing)}")
+    try:
+        with open(settings.private_key_file, encoding="utf-8") as handle:
+            key = handle.read()
+    except OSError as exc:
+        raise TrackerError(
+            f"integration '{name}': cannot read private_key_file"
+            f" {settings.private_key_file}: {exc.strerror}"
+        ) from None
+    return OAuth1(
+        settings.consumer_key,
+        rsa_key=key,
+        signature_method=SIGNATURE_RSA,
+        signature_type="auth_header",
+        resource_owner_key=settings.access_token,
+        resource_owner_secret=settings.access_token_secret,
+    )

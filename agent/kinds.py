@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .config_types import Config, Integration
     from .connection import CheckOptions, CheckResult
     from .model import Attribute, Link, TestResult
+    from .sync import SyncContext, SyncStep
     from .tracker import AttachmentFile, Tracker
 
 __all__ = [
@@ -150,6 +151,9 @@ class Kind:
         Callable[[Sequence[TestResult], Config, Path], tuple[list[AttachmentFile], list[str]]]
         | None
     ) = None
+    #: ``rp-bts sync``: the steps of this integration's status sync (pull, push), run every
+    #: period or once; linked issues of any tracker are refreshed by the core without it
+    sync: Callable[[Integration, SyncContext], list[SyncStep]] | None = None
     #: tracker calls in flight at once (SQLite writes one at a time: 1)
     pool_size: int = 4
     #: keep our own record of what we filed (a tracker whose search lags behind its writes)

@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from .config_types import Config
 from .files import prune_runs, write_atomic
 from .hooks import HookManager
 from .model import Launch, Plain, RunResults, TestResult, dumps_results
+from .modes import Mode
 from .redact import Redactor
 from .state import State
 
@@ -30,7 +31,6 @@ __all__ = ["Finish", "LaunchEnd", "finish", "whole_run"]
 
 log = logging.getLogger("rp_bts_agent")
 
-Mode = Literal["post", "link", "dry-run"]
 #: run folders (attachments written by tests, spooled failure details) kept under .rp-bts/runs
 KEEP_RUNS = 20
 
@@ -233,6 +233,8 @@ def _write(
     if how.default_results:
         targets.append(state.results)
     try:
+        if how.default_results:
+            state.ensure()  # with its own .gitignore, as .pytest_cache has
         text = redactor.redact(dumps_results(launch, end.results))
         for path in targets:
             write_atomic(path, text)

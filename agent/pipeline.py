@@ -27,7 +27,9 @@ from .filed import FiledRecord
 from .fingerprint import compute_for, normalize_message
 from .history import Due, History
 from .hooks import HookManager
+from .known import KnownRecord, KnownStore
 from .model import IssueRef, KnownIssue, Launch, Link, RunResults, TestResult
+from .modes import Mode
 from .outbox import Outbox
 from .redact import Redactor
 from .state import State
@@ -45,8 +47,6 @@ from .tracker import (
 
 log = logging.getLogger("rp_bts_agent")
 
-Mode = Literal["post", "link", "dry-run"]
-MODES: Final = ("post", "link", "dry-run")
 Verb = Literal["create", "comment", "reopen", "link"]
 ProgressCallback = Callable[[int, int], None]
 T = TypeVar("T")
@@ -188,6 +188,7 @@ class Agent:
         self.state = State(config.root)
         self.record = FiledRecord(self.state.filed_db, read_only=options.mode == "dry-run")
         self.history = History(self.state.history_db, read_only=options.mode == "dry-run")
+        self.known = KnownStore(self.state.known_db, read_only=options.mode == "dry-run")
         self._errors: list[str] = []
         #: storm fingerprint -> why the guard made that group
         self._storms: dict[str, str] = {}
@@ -272,6 +273,13 @@ class Agent:
             except TrackerError as exc:
                 line = self._error(f"{result.nodeid}: {exc}")
                 refs[result.nodeid].append(IssueRef("", "", action="failed", error=line))
+                continue
+            pulled = self._pulled_known(result, integration)
+            if pulled is not None:
+                self.known.hit(pulled, result.nodeid, run.launch.run_id)
+                refs[result.nodeid].append(
+                    self._known(result, KnownIssue(pulled.key, pulled.integration))
+                )
                 continue
             integrations[integration.name] = integration
             groups[(integration.name, result.fingerprint)].append(result)
@@ -529,6 +537,22 @@ class Agent:
         """The kinds of the configured integrations (each loaded once)."""
         return [kinds.get(name) for name in dict.fromkeys(i.kind for i in self.config.integrations)]
 
+    @functools.cached_property
+    def _pulled(self) -> list[KnownRecord]:
+        """Known issues ``rp-bts sync`` pulled (open first), of integrations configured here."""
+        records = self.known.records()
+        return [r for r in records if r.source == "pull" and self.config.integration(r.integration)]
+
+    def _pulled_known(self, result: TestResult, integration: Integration) -> KnownRecord | None:
+        """A pulled issue whose mapped fields name this test or fingerprint: linked, never
+        filed. Not when the tracker the failure goes to finds it by fingerprint anyway: then
+        the usual path updates that issue, once per run."""
+        for record in self._pulled:
+            if record.links(result.nodeid, result.fingerprint):
+                own = record.integration == integration.name
+                return None if own and result.fingerprint in record.fingerprints else record
+        return None
+
     def _known(self, result: TestResult, known: KnownIssue) -> IssueRef:
         """The ``issue`` marker: fetch the status where we can, never file."""
         name = known.integration or ""
@@ -541,7 +565,9 @@ class Agent:
             remote = self.tracker(integration).get(known.url or known.issue_id)
         except (TrackerError, OSError) as exc:
             line = self._error(f"{result.nodeid}: status of known issue {known.issue_id}: {exc}")
-            return IssueRef(name, known.issue_id, known.url or "", "", "known", error=line)
+            stored = self.known.get(name, known.issue_id) if name else None  # the last sync's
+            status = stored.status if stored is not None else ""
+            return IssueRef(name, known.issue_id, known.url or "", status, "known", error=line)
         flag = ""
         if remote.closed:  # flagged on the result, in the summary, and an error under --strict
             self._error(f"{result.nodeid}: known issue {remote.key} is {remote.status}")

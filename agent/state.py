@@ -61,6 +61,16 @@ class State:
         return self.folder / "history.db"
 
     @property
+    def known_db(self) -> Path:
+        """Known issues: pulled by ``rp-bts sync``, and the issues runs linked."""
+        return self.folder / "known.db"
+
+    @property
+    def sync_log(self) -> Path:
+        """Every step of ``rp-bts sync``, one JSON object a line."""
+        return self.folder / "sync.log"
+
+    @property
     def runs(self) -> Path:
         return self.folder / "runs"
 

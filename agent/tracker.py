@@ -72,6 +72,9 @@ class IssueDraft:
     relates_to: str = ""
     #: web pages about the failure (Sauce Labs job, video); Jira makes them remote links
     links: tuple[Link, ...] = ()
+    #: node ids of the failing tests and the run: trackers with fields for them fill them
+    tests: tuple[str, ...] = ()
+    run_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,8 @@ class CommentDraft:
     #: one comment per run: a tracker that sees this run id on the issue already does nothing.
     run_id: str
     attachments: tuple[AttachmentFile, ...] = ()
+    #: node ids of the tests that failed again
+    tests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,10 @@ from typing import Any, Final, Literal, NamedTuple
 
 import pytest
 
+from rp_bts_agent.modes import MODES
+
 _TRUE: Final = frozenset(("1", "true", "yes", "on"))
 _FALSE: Final = frozenset(("0", "false", "no", "off", ""))
-MODES: Final = ("post", "link", "dry-run")
 
 
 def parse_bool(text: str, *, source: str) -> bool:

@@ -36,7 +36,7 @@ class ProgressLine:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        if self.shown and self.reporter is not None and self.reporter.isatty():
+        if self.shown and self.reporter is not None and _isatty(self.reporter):
             self.reporter.write_line("")
 
     def update(self, done: int, total: int) -> None:
@@ -50,8 +50,14 @@ class ProgressLine:
                 f"{time.monotonic() - started:.0f}s"
             )
             assert self.reporter is not None
-            if self.reporter.isatty():
+            if _isatty(self.reporter):
                 self.reporter.rewrite(line)
             else:
                 self.reporter.write_line(line)
             self.shown = True
+
+
+def _isatty(reporter: pytest.TerminalReporter) -> bool:
+    """``TerminalReporter.isatty`` is a method since pytest 8.4, a bool before."""
+    isatty: object = reporter.isatty
+    return bool(isatty() if callable(isatty) else isatty)

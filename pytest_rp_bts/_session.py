@@ -270,7 +270,7 @@ class RpBtsSession:
             if failed and "rp_bts" not in report.__dict__:
                 # a failure without an exception (strict XPASS): no exception_interact call
                 if items is None:
-                    items = {item.nodeid: item for item in session.items}
+                    items = {item.nodeid: item for item in getattr(session, "items", ())}
                 item = items.get(report.nodeid)
                 if item is not None:
                     self.capture.annotate(item, report, None, teardown=False)
@@ -279,8 +279,9 @@ class RpBtsSession:
         self.collector.add_all(reports)
         outcomes = self.collector.outcomes
         merged: set[str] = set()
-        # no items on an xdist controller: the workers sent their extras with the reports
-        for item, extra in self.capture.extras_of(session.items):
+        # no items on an xdist controller (before pytest 8 not even the attribute): the
+        # workers sent their extras with the reports
+        for item, extra in self.capture.extras_of(getattr(session, "items", ())):
             nodeid = item.nodeid
             if nodeid in outcomes and nodeid not in merged:
                 merged.add(nodeid)

@@ -27,6 +27,7 @@ from clarity_server import (
 )
 
 from rp_bts_agent.config import load_config
+from rp_bts_agent.integrations.clarity import ClaritySettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -667,8 +668,9 @@ def test_integration_toml_and_login_env(
     (tmp_path / "rp-bts.toml").write_text(loadable, encoding="utf-8")
     loaded = load_config(tmp_path, global_file=tmp_path / "none.toml", environ=env)
     integration = loaded.integrations[0]
-    settings = integration.settings
+    settings = integration.settings_as(ClaritySettings)
     assert (integration.kind, settings.auth, settings.url) == ("clarity", auth, clarity.url)
+    assert (settings.timeout, settings.sync.period) == (5, 60)
     if auth in ("basic", "session"):
         assert (settings.username, settings.password) == (USER, PASSWORD)
     elif auth == "api-key":

@@ -11,6 +11,7 @@ import pytest
 
 from rp_bts_agent.config import load_config
 from rp_bts_agent.config_types import Config, ConfigError
+from rp_bts_agent.integrations.clarity import ClaritySettings, ProjectTab, SyncSettings
 from rp_bts_agent.redact import Redactor, redact_url_credentials
 from rp_bts_agent.rootdir import default_global_file, find_root, project_config_file
 
@@ -519,7 +520,9 @@ def test_paths_are_relative_to_the_file_that_names_them(root: Path, tmp_path: Pa
         request_token_url = "https://clarity.example.com/oauth/request"
         ca_file = "/etc/ssl/corp.pem"
         [integrations.sync]
-        period = "15m"
+        period = "${SYNC_PERIOD}"
+        [[integrations.sync.projects]]
+        code = "PR1001"
         push = true
         """,
     )
@@ -536,14 +539,15 @@ def test_paths_are_relative_to_the_file_that_names_them(root: Path, tmp_path: Pa
         path = "${DB_DIR}/bugs.db"
         """,
     )
-    config = load(root, admin, DB_DIR="data")
+    config = load(root, admin, DB_DIR="data", SYNC_PERIOD="900")
     clarity = config.integration("Clarity")
     jira = config.integration("J")
     local = config.integration("Custom")
     assert clarity is not None and jira is not None and local is not None
     assert clarity.settings.private_key_file == str(tmp_path / "admin" / "keys" / "clarity.pem")
     assert clarity.settings.ca_file == "/etc/ssl/corp.pem"
-    assert clarity.settings.sync == {"period": "15m", "push": True}
+    sync = clarity.settings_as(ClaritySettings).sync  # typed, a ${VAR} period made a number
+    assert sync == SyncSettings(900, projects=(ProjectTab("PR1001", push=True),))
     assert clarity.settings.request_token_url == "https://clarity.example.com/oauth/request"
     assert jira.settings.ca_file == str(root.resolve() / "certs" / "corp-ca.pem")
     assert local.settings.path == str(root.resolve() / "data" / "bugs.db")

@@ -445,3 +445,13 @@ def test_time_budget_keeps_the_rest_for_flush(demo: pytest.Pytester) -> None:
     again = demo.run(sys.executable, "-m", "rp_bts_agent.cli", "flush")
     assert "nothing pending" in again.stdout.str()
     assert len(tracker_rows(demo.path)) == DEMO_FINGERPRINTS
+
+
+def test_the_state_folder_ignores_itself_in_git(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a():\n    assert 0\n")
+    pytester.runpytest("--rp-bts")
+    ignore = pytester.path / ".rp-bts" / ".gitignore"
+    assert ignore.read_text(encoding="utf-8").splitlines()[-1] == "*"
+    ignore.write_text("# mine\n", encoding="utf-8")  # a user's own stays as it is
+    pytester.runpytest("--rp-bts")
+    assert ignore.read_text(encoding="utf-8") == "# mine\n"

@@ -33,6 +33,7 @@ from rp_bts_agent.http import (
     status_error,
     transport_error,
 )
+from rp_bts_agent.http import oauth1 as http_oauth1
 from rp_bts_agent.tracker import (
     AttachmentFile,
     CommentDraft,
@@ -129,38 +130,9 @@ def _is_done(fields: Mapping[str, Any]) -> bool:
 
 
 def oauth1(integration: Integration) -> Any:
-    """OAuth 1.0a with RSA-SHA1, as a Jira application link wants: ``requests_oauthlib.OAuth1``.
-
-    The consumer key and access token come from ``rp-bts integrations oauth`` (or a Jira
-    admin); the private key is the PEM whose public half is pasted into the application link.
-    """
-    from oauthlib.oauth1 import SIGNATURE_RSA  # type: ignore[import-untyped]
-    from requests_oauthlib import OAuth1  # type: ignore[import-untyped]
-
-    settings = _settings(integration)
-    missing = [
-        k for k in ("consumer_key", "private_key_file", "access_token") if not getattr(settings, k)
-    ]
-    if missing:
-        raise TrackerError(
-            f"integration '{integration.name}': auth = \"oauth1\" needs {', '.join(missing)}"
-        )
-    try:
-        with open(settings.private_key_file, encoding="utf-8") as handle:
-            key = handle.read()
-    except OSError as exc:
-        raise TrackerError(
-            f"integration '{integration.name}': cannot read private_key_file"
-            f" {settings.private_key_file}: {exc.strerror}"
-        ) from None
-    return OAuth1(
-        settings.consumer_key,
-        rsa_key=key,
-        signature_method=SIGNATURE_RSA,
-        signature_type="auth_header",
-        resource_owner_key=settings.access_token,
-        resource_owner_secret=settings.access_token_secret,
-    )
+    """OAuth 1.0a with RSA-SHA1, as a Jira application link wants (see
+    :func:`rp_bts_agent.http.oauth1`)."""
+    return http_oauth1(integration.name, _settings(integration))
 
 
 @final
