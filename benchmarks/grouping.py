@@ -10,7 +10,8 @@ calling one of them (test ``i`` hits cause ``i % 40``), so 2,000 tests fail with
    against the tracker, no writes) with ``group_by = "cause"`` and with ``group_by = "test"``,
    interleaved, after one untimed warm-up each: cause minus test is the time grouping adds.
 
-``max_new_issues`` is raised above 2,000 here, so the storm guard stays out of the comparison.
+``max_new_issues`` is raised above 2,000 here, so the storm guard stays out of the comparison,
+and ``time_budget`` to 900 s, so a busy machine does not leave the filing to ``rp-bts flush``.
 
     python benchmarks/grouping.py                # 2,000 failures, 40 causes, 3 rounds
     python benchmarks/grouping.py --tests 500 --causes 10 --rounds 5
@@ -40,7 +41,8 @@ def write_project(root: Path, tests: int, causes: int, group_by: str) -> None:
     """The product with ``causes`` broken functions and ``tests`` tests calling them."""
     (root / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
     (root / "global.toml").write_text("# no integrations: the local tracker\n", encoding="utf-8")
-    config = f'group_by = "{group_by}"\nmax_new_issues = {tests + 1}\n'
+    # a filing run on a busy machine must not be cut short by the default time budget
+    config = f'group_by = "{group_by}"\nmax_new_issues = {tests + 1}\ntime_budget = 900\n'
     (root / "rp-bts.toml").write_text(config, encoding="utf-8")
     product = "".join(
         f"def cause_{c}(item):\n"
@@ -84,7 +86,10 @@ def main() -> int:
             write_project(root, args.tests, args.causes, group_by)
 
         filed = pytest_run(cause, "--rp-bts")
-        with closing(sqlite3.connect(cause / ".rp-bts" / "tracker.db")) as conn:
+        tracker = cause / ".rp-bts" / "tracker.db"
+        if not tracker.exists():
+            sys.exit("the filing run filed nothing: run it by hand in a copy to see why")
+        with closing(sqlite3.connect(tracker)) as conn:
             ((issues,),) = conn.execute("SELECT count(*) FROM issues")
             ((grouped,),) = conn.execute("SELECT count(DISTINCT fingerprint) FROM issues")
 
