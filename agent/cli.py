@@ -64,11 +64,20 @@ def _agent(args: argparse.Namespace, config: Config, **options: object) -> Agent
     )
 
 
-def _read(paths: Sequence[Path]) -> list[RunResults]:
+def _read(paths: Sequence[Path], config: Config) -> list[RunResults]:
+    """Results files, untrusted: each keeps only the files inside its own run folder."""
+    from .confine import confine
+
+    runs = []
     try:
-        return [RunResults.load(path) for path in paths]
+        for path in paths:
+            run, lines = confine(RunResults.load(path), path, Path(config.root))
+            for line in lines:
+                print(line, file=sys.stderr)
+            runs.append(run)
     except ResultsFormatError as exc:
         raise CliError(str(exc)) from None
+    return runs
 
 
 def _write(run: RunResults, path: Path, redactor: Redactor) -> None:
@@ -113,7 +122,7 @@ def _print_end(end: LaunchEnd, how: Finish, redactor: Redactor) -> None:
 def cmd_process(args: argparse.Namespace) -> int:
     """Run the agent on saved results, several CI shards merged into one launch."""
     config = load(args)
-    run = merge_runs(_read(args.results))
+    run = merge_runs(_read(args.results, config))
     state = State(config.root)
     writes = args.mode != "dry-run"
     how = Finish(
@@ -134,9 +143,32 @@ def _notify(config: Config, run: RunResults, hooks: HookManager) -> None:
         print(notice.describe())
 
 
+def _entry_id(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not an entry id (see rp-bts flush --list): {text!r}")
+    return int(text)
+
+
 def cmd_flush(args: argparse.Namespace) -> int:
-    """Send what earlier runs could not; each kind with pending work says what it did."""
-    lines = flush(load(args))
+    """Send what earlier runs could not; each kind with pending work says what it did.
+    ``--list``, ``--retry-failed`` and ``--drop`` manage the tracker work kept."""
+    from .outbox import Outbox
+    from .replay import list_lines
+
+    config = load(args)
+    outbox = Outbox(State(config.root).outbox_db)
+    if args.list:
+        for line in list_lines(outbox) or ["nothing kept"]:
+            print(line)
+        return 0
+    if args.drop or args.all_failed:
+        ids = [int(i) for i in args.drop or ()]
+        dropped = outbox.drop(ids, all_failed=args.all_failed) if outbox.path.exists() else 0
+        print(f"dropped {dropped} entr{'y' if dropped == 1 else 'ies'}")
+        return 0 if dropped or args.all_failed else 1
+    if args.retry_failed and outbox.path.exists():
+        print(f"retrying {outbox.retry_failed()} refused entr(ies)")
+    lines = flush(config)
     for line in lines or ["nothing pending"]:
         print(line)
     return 1 if any(line.startswith("failed") for line in lines) else 0
@@ -145,7 +177,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
 def cmd_notify(args: argparse.Namespace) -> int:
     """Evaluate the notification rules on saved results (already filed) and send what applies."""
     config = load(args)
-    _notify(config, merge_runs(_read(args.results)), _hooks(args))
+    _notify(config, merge_runs(_read(args.results, config)), _hooks(args))
     return 0
 
 
@@ -169,7 +201,7 @@ def _replace(run: RunResults, result: TestResult) -> RunResults:
 def cmd_post(args: argparse.Namespace) -> int:
     """ReportPortal's manual Post Issue, for one result of a saved results file."""
     config = load(args)
-    (run,) = _read([args.results])
+    (run,) = _read([args.results], config)
     result = _pick(run, args.test)
     if not result.failing:
         raise CliError(f"{result.nodeid} {result.outcome}; only failures are posted")
@@ -190,7 +222,7 @@ def cmd_post(args: argparse.Namespace) -> int:
 def cmd_link(args: argparse.Namespace) -> int:
     """ReportPortal's manual Link Issue: tie one result to an existing issue, with its status."""
     config = load(args)
-    (run,) = _read([args.results])
+    (run,) = _read([args.results], config)
     result = _pick(run, args.test)
     agent = _agent(args, config, integration=args.integration or "")
     try:
@@ -240,6 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_sync.add_parser(sub)
 
     flush_cmd = sub.add_parser("flush", help="send what earlier runs could not")
+    manage = flush_cmd.add_mutually_exclusive_group()
+    manage.add_argument(
+        "--list", action="store_true", help="list the tracker work kept, with ids; send nothing"
+    )
+    manage.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="try refused entries again now (they are anyway once the configuration changes)",
+    )
+    manage.add_argument(
+        "--drop", action="append", metavar="ID", type=_entry_id, help="forget one kept entry"
+    )
+    manage.add_argument(
+        "--all-failed", action="store_true", help="forget every refused or unreadable entry"
+    )
     flush_cmd.set_defaults(func=cmd_flush)
 
     notify_cmd = sub.add_parser("notify", help="send run summaries by the notification rules")

@@ -20,7 +20,7 @@ from typing import Any, Final, Literal, NamedTuple, cast, final
 from . import kinds
 from .config_types import Config, ConfigError, GroupBy, Integration, Rule, Source
 from .rootdir import default_global_file, project_config_file
-from .settings import Key, SettingsContext, ValueType, keys_of
+from .settings import Key, SettingsContext, ValueType, keys_of, url_password
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -154,6 +154,8 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
     """TOML text to a dict; a syntax error names the line and column as its key."""
     try:
         return tomllib.loads(text)
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise ConfigError(path, "", "invalid TOML: nested too deeply; fix the syntax") from None
     except tomllib.TOMLDecodeError as exc:
         match = _TOML_POSITION.match(str(exc))
         reason, where = (match.group(1), match.group(2)) if match else (str(exc), "")
@@ -275,7 +277,12 @@ class Env:
         if env_file is not None:
             from dotenv import dotenv_values  # only when there is an env file to read
 
-            self._values = dotenv_values(env_file)
+            try:
+                self._values = dotenv_values(env_file)
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    env_file, "", f"not UTF-8 text (byte {exc.start}); save it as UTF-8"
+                ) from None
             self._mode = env_file.stat().st_mode
         self.warnings: list[str] = []
 
@@ -434,7 +441,11 @@ def _check_secrets(entry: Table, source: ConfigFile, warnings: list[str]) -> Non
     """Literal credentials: refused in a world-writable file, warned about in a project file."""
     schema = integration_keys(entry.kind)
     for key, raw in entry.table.items():
-        if not schema[key].secret or not isinstance(raw, str) or not raw or _VAR.search(raw):
+        if not isinstance(raw, str) or not raw:
+            continue
+        # a password inside a URL is a secret like any other (issue 11, point 10)
+        secret = raw if schema[key].secret else url_password(raw)
+        if not secret or _VAR.search(secret):
             continue
         where = f"{entry.loc}.{key}"
         if _writable_by(source.mode, stat.S_IWOTH):
@@ -514,6 +525,8 @@ def resolve(
         f.scope: _values(_scalars(f.top), TOP_KEYS, f.path, f.prefix.rstrip("."), env)
         for f in (glob, proj)
     }
+    for f in (glob, proj):
+        _check_budget(f, top[f.scope].get("time_budget"))
     unlinked: tuple[str, ...] = top["project"].get("unlinked", ())
     for kind in unlinked:
         if kind not in kinds.names():
@@ -605,6 +618,20 @@ def resolve(
         root=str(root),
         warnings=tuple(dict.fromkeys(warnings)),
     )
+
+
+#: the longest ``time_budget`` taken: a day; more is a typo (milliseconds?), not a budget
+MAX_TIME_BUDGET: Final = 86_400
+
+
+def _check_budget(source: ConfigFile, budget: int | None) -> None:
+    """The run end's bound must be one (issue 11, point 3): at least a second, at most a day."""
+    if budget is not None and not 1 <= budget <= MAX_TIME_BUDGET:
+        raise ConfigError(
+            source.path,
+            f"{source.prefix}time_budget",
+            f"{budget} is not a time budget; use whole seconds from 1 to {MAX_TIME_BUDGET}",
+        )
 
 
 def _check_default(source: ConfigFile, default: str | None, names: list[str]) -> None:

@@ -6,6 +6,7 @@ format, so a test's output can never inject markup into any of them.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from collections.abc import Sequence
@@ -190,7 +191,9 @@ def _write_details(result: TestResult, spool: Path) -> Path | None:
     if not pieces:
         return None
     spool.mkdir(parents=True, exist_ok=True)
-    path = spool / f"{result.fingerprint or 'failure'}.txt"
+    # named from a hash: a fingerprint is data (a hook's, a results file's), never a path
+    digest = hashlib.sha256(result.fingerprint.encode("utf-8", "surrogatepass")).hexdigest()
+    path = spool / f"failure-{digest[:20]}.txt"
     with open(path, "wb") as out:
         for number, (title, inline, spilled) in enumerate(pieces):
             out.write(f"{chr(10) * 2 if number else ''}----- {title} -----\n".encode())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -40,8 +40,10 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def prune_runs(runs: Path, keep: int) -> None:
-    """Keep the newest ``keep`` run folders (attachments and spooled details of earlier runs).
+def prune_runs(runs: Path, keep: int, needed: Collection[str] = ()) -> None:
+    """Keep the newest ``keep`` run folders (attachments and spooled details of earlier runs),
+    and those ``needed`` (run ids the outbox still holds work of: their replay attaches the
+    files, whatever the clock says).
 
     The trackers keep their own copies; these serve only ``rp-bts post`` on a recent results file.
     """
@@ -49,7 +51,8 @@ def prune_runs(runs: Path, keep: int) -> None:
         return
     folders = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name)
     for old in folders[: max(len(folders) - keep, 0)]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name not in needed:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _keep(field: str, text: str, attached: bool) -> str:

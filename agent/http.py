@@ -18,7 +18,9 @@ What every kind that speaks HTTP shares, so a new tracker writes none of it agai
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Final
 
 import requests
@@ -35,11 +37,14 @@ __all__ = [
     "BudgetSpent",
     "Session",
     "adopt",
+    "deadline",
+    "left",
     "mount_retries",
     "new_session",
     "oauth1",
     "retry_policy",
     "status_error",
+    "time_limit",
     "transport_error",
 ]
 
@@ -55,12 +60,55 @@ THROTTLED: Final = (429, 503)
 TRANSIENT: Final = (408, 500, 502, 504)
 
 
+#: ``time.monotonic()`` by which the run end must be over: set by :func:`time_limit` for the
+#: launch's end and the pipeline's tasks, read by every session of every kind (the ``jira``
+#: library's adopted one and Sauce Labs' included) without being passed through each tracker
+_DEADLINE: ContextVar[float | None] = ContextVar("rp_bts_deadline", default=None)
+
+
+@contextmanager
+def time_limit(until: float | None) -> Iterator[None]:
+    """Every call made in this context (and in tasks that copy it) ends by ``until``; an
+    earlier limit already in force stays."""
+    current = _DEADLINE.get()
+    if until is None or (current is not None and current <= until):
+        yield
+        return
+    token = _DEADLINE.set(until)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def deadline() -> float | None:
+    """The deadline in force here, if any."""
+    return _DEADLINE.get()
+
+
+def left() -> float | None:
+    """Seconds left before the deadline in force (None: no limit)."""
+    until = _DEADLINE.get()
+    return None if until is None else until - time.monotonic()
+
+
 class _BoundedRetry(Retry):
-    """urllib3's Retry, honouring ``Retry-After`` up to :data:`MAX_RETRY_AFTER` seconds."""
+    """urllib3's Retry, honouring ``Retry-After`` up to :data:`MAX_RETRY_AFTER` seconds and
+    never past the deadline: a throttled call gives up rather than outlive the budget."""
 
     def get_retry_after(self, response: Any) -> float | None:
         value = super().get_retry_after(response)
         return None if value is None else min(value, MAX_RETRY_AFTER)
+
+    def sleep(self, response: Any = None) -> None:
+        remaining = left()
+        if remaining is not None:
+            wanted = (self.get_retry_after(response) if response is not None else None) or (
+                self.get_backoff_time()
+            )
+            if wanted >= remaining:
+                raise BudgetSpent("the time budget is spent")
+        super().sleep(response)
 
 
 def retry_policy(total: int = RETRIES) -> Retry:
@@ -107,12 +155,13 @@ class _Policy:
             connect = read = float(given)
         else:
             connect, read = CONNECT_TIMEOUT, self.read_timeout
-        if self.deadline is None:
+        limits = [d for d in (self.deadline, _DEADLINE.get()) if d is not None]
+        if not limits:
             return connect, read
-        left = self.deadline - time.monotonic()
-        if left <= 0:
+        remaining = min(limits) - time.monotonic()
+        if remaining <= 0:
             raise BudgetSpent("the time budget is spent")
-        return min(connect, left), min(read, left)
+        return min(connect, remaining), min(read, remaining)
 
 
 class Session(_Policy, requests.Session):

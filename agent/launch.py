@@ -9,6 +9,7 @@ their issue references, the rules send their mails and old run folders are prune
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from .config_types import Config
 from .files import prune_runs, write_atomic
 from .hooks import HookManager
+from .http import time_limit
 from .model import Launch, Plain, RunResults, TestResult, dumps_results
 from .modes import Mode
 from .redact import Redactor
@@ -82,6 +84,15 @@ class LaunchEnd:
     def errors(self) -> list[str]:
         return self.problems + (self.filing.errors if self.filing is not None else [])
 
+    @property
+    def loose_errors(self) -> list[str]:
+        """Filing errors no issue reference carries (a user hook that raised, an issue filed
+        without its attachments): a summary shows them, or they would be in the log only."""
+        if self.filing is None:
+            return []
+        carried = {ref.error for r in self.filing.run.results for ref in r.issues}
+        return [e for e in self.filing.errors if e not in carried]
+
 
 def whole_run(launch: Launch, results: Sequence[TestResult | Plain]) -> RunResults:
     """Every result as a TestResult, for the readers of the whole run (the report, notices)."""
@@ -107,19 +118,40 @@ def finish(
     """
     end = LaunchEnd(results=list(results))
     state = State(root)
-    _write(end, state, launch, how, redactor)  # first: an agent failure loses nothing
-    if config is None:
-        return end
-    started = time.monotonic()
-    #: integration -> why it is down: shared by the replay and the run's own filing
-    breakers: dict[str, str] = {}
-    if how.replay and how.mode != "dry-run" and state.has_leftovers():
-        _replay(config, end, breakers)
     rich = [
         (i, r)
         for i, r in enumerate(end.results)
         if isinstance(r, TestResult) and (how.only is None or r.nodeid in how.only)
     ]
+    # with filing to come, the results go first (a run killed while filing loses nothing), and
+    # once more with the issue references, then the report; else both once
+    _write(end, state, launch, how, redactor, report=config is None or not rich)
+    if config is None:
+        return end
+    started = time.monotonic()
+    # every HTTP call from here on (trackers, Sauce Labs, the replay) ends by the budget
+    with time_limit(started + config.time_budget):
+        _act(config, state, launch, how, end, rich, hooks=hooks, redactor=redactor, started=started)
+    return end
+
+
+def _act(
+    config: Config,
+    state: State,
+    launch: Launch,
+    how: Finish,
+    end: LaunchEnd,
+    rich: list[tuple[int, TestResult]],
+    *,
+    hooks: HookManager,
+    redactor: Redactor,
+    started: float,
+) -> None:
+    """Replay, file, write again, notify, prune: each contained."""
+    #: integration -> why it is down: shared by the replay and the run's own filing
+    breakers: dict[str, str] = {}
+    if how.replay and how.mode != "dry-run" and state.has_leftovers():
+        _replay(config, end, breakers, redactor)
     if rich:
         budget = max(config.time_budget - (time.monotonic() - started), 0.0)
         try:
@@ -127,8 +159,7 @@ def finish(
         except Exception as exc:  # contained: the verdict belongs to the tests
             log.exception("rp-bts: agent failed")
             end.problems.append(f"rp-bts: agent failed: {redactor.redact(repr(exc))}")
-        else:
-            _write(end, state, launch, how, redactor)  # now with the issue references
+        _write(end, state, launch, how, redactor, report=True)  # with the issue references
     else:
         end.nothing_to_file = True  # the pipeline, its trackers and SQLite stay unloaded
     if how.notify and how.mode != "dry-run" and config.rules:
@@ -145,17 +176,27 @@ def finish(
             log.exception("rp-bts: notification failed")
             end.problems.append(f"rp-bts: notification failed: {redactor.redact(repr(exc))}")
     if how.prune and how.mode != "dry-run":
-        prune_runs(state.runs, KEEP_RUNS)
+        _prune(state)
         _prune_history(state, end, redactor)
-    return end
+
+
+def _prune(state: State) -> None:
+    """Old run folders go, but never one whose work the outbox still holds (its replay
+    attaches the run's files); an outbox that cannot be read keeps them all."""
+    from .outbox import Outbox
+
+    try:
+        needed = Outbox(state.outbox_db).run_ids() if state.outbox_db.exists() else set()
+    except (sqlite3.Error, OSError) as exc:
+        log.warning("rp-bts: old run folders kept: the outbox cannot be read: %s", exc)
+        return
+    prune_runs(state.runs, KEEP_RUNS, needed)
 
 
 def _prune_history(state: State, end: LaunchEnd, redactor: Redactor) -> None:
     """The record of runs keeps as many runs as there are run folders."""
     if not state.history_db.exists():
         return
-    import sqlite3
-
     from .history import History
 
     try:
@@ -166,20 +207,26 @@ def _prune_history(state: State, end: LaunchEnd, redactor: Redactor) -> None:
         )
 
 
-def _replay(config: Config, end: LaunchEnd, breakers: dict[str, str]) -> None:
+def _replay(config: Config, end: LaunchEnd, breakers: dict[str, str], redactor: Redactor) -> None:
     """What earlier runs could not send goes first (nothing lost). A tracker found down here
     stays down for this run's own filing (``breakers``): it costs one connect timeout, not
-    two (benchmarks/unreachable.py)."""
+    two (benchmarks/unreachable.py). Tracker work, mail and each kind's own outbox are
+    flushed each on its own: one that fails leaves the others to go (issue 11, point 5)."""
     from .flush import flush
     from .replay import flush_trackers
 
-    try:
-        lines = flush_trackers(config, breakers, config.time_budget)
-        lines += flush(config, trackers=False)
-        end.flushed = [f"flush: {line}" for line in lines]
-    except Exception as exc:  # leftovers stay for `rp-bts flush`; this run files its own
-        log.exception("rp-bts: flushing earlier work failed")
-        end.problems.append(f"rp-bts: flushing earlier work failed: {exc!r}")
+    steps: list[tuple[str, Callable[[], list[str]]]] = [
+        ("tracker work", lambda: flush_trackers(config, breakers, config.time_budget)),
+        ("mail and other kept work", lambda: flush(config, trackers=False)),
+    ]
+    for what, step in steps:
+        try:
+            end.flushed += [f"flush: {line}" for line in step()]
+        except Exception as exc:  # leftovers stay for `rp-bts flush`; this run files its own
+            log.exception("rp-bts: flushing earlier %s failed", what)
+            end.problems.append(
+                f"rp-bts: flushing earlier {what} failed: {redactor.redact(repr(exc))}"
+            )
 
 
 def _file(
@@ -213,9 +260,8 @@ def _file(
         breakers=breakers,
     )
     end.filing = agent.run(RunResults(launch, tuple(r for _, r in rich)))
-    done = {result.nodeid: result for result in end.filing.run.results}
-    for i, result in rich:
-        filed = done.get(result.nodeid, result)
+    # in order (a masked node id no longer matches the one the result had)
+    for (i, result), filed in zip(rich, end.filing.run.results, strict=True):
         if how.only is not None:
             filed = filed.with_issues((*result.issues, *filed.issues))
         end.results[i] = filed
@@ -227,8 +273,11 @@ def _write(
     launch: Launch,
     how: Finish,
     redactor: Redactor,
+    *,
+    report: bool,
 ) -> None:
-    """The results JSON and the report; a file that cannot be written is a problem line."""
+    """The results JSON and (``report``) the report; a file that cannot be written is a
+    problem line."""
     targets = list(how.results)
     if how.default_results:
         targets.append(state.results)
@@ -241,7 +290,7 @@ def _write(
         end.results_path = targets[0] if targets else None
     except (OSError, ValueError) as exc:
         end.problems.append(f"rp-bts: results not written: {exc}")
-    if how.report is None:
+    if how.report is None or not report:
         return
     from .report import render
 

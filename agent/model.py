@@ -13,7 +13,7 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 RESULTS_FORMAT: Final = 1
 
@@ -191,7 +191,7 @@ class RunResults:
         try:
             launch = _launch_from(data["launch"])
             results = tuple(result_from_json(item) for item in data["results"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ResultsFormatError(f"{source}: not an rp-bts results file ({exc!r})") from None
         return cls(launch, results)
 
@@ -199,7 +199,9 @@ class RunResults:
     def load(cls, path: str | Path) -> RunResults:
         try:
             text = Path(path).read_text(encoding="utf-8")
-            data = json.loads(text)
+            data = _clean(json.loads(text))
+        except RecursionError:
+            raise ResultsFormatError(f"{path}: cannot read results (nested too deeply)") from None
         except (OSError, ValueError) as exc:
             raise ResultsFormatError(f"{path}: cannot read results ({exc})") from None
         return cls.from_json(data, source=str(path))
@@ -306,7 +308,14 @@ def _attrs(items: Sequence[Mapping[str, Any]]) -> tuple[Attribute, ...]:
     return tuple(Attribute(str(a["key"]), str(a["value"])) for a in items)
 
 
+_TEXTS: Final = ("nodeid", "phase", "exc_type", "message", "longrepr", "log", "stdout", "stderr")
+_TEXTS_TOO: Final = ("fingerprint", "params", "description")
+
+
 def result_from_json(data: Mapping[str, Any]) -> TestResult:
+    for key in (*_TEXTS, *_TEXTS_TOO):
+        if key in data and not isinstance(data[key], str):
+            raise TypeError(f"{key}: expected a string, got {data[key]!r}"[:200])
     outcome = data["outcome"]
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
@@ -328,11 +337,11 @@ def result_from_json(data: Mapping[str, Any]) -> TestResult:
         params=str(data.get("params", "")),
         description=str(data.get("description", "")),
         attributes=_attrs(data.get("attributes", ())),
-        attachments=tuple(Attachment(**a) for a in data.get("attachments", ())),
-        known_issues=tuple(KnownIssue(**k) for k in data.get("known_issues", ())),
-        route=Route(**route) if route else None,
-        markers=tuple(data.get("markers", ())),
-        links=tuple(Link(**link) for link in data.get("links", ())),
+        attachments=tuple(_typed(Attachment, a) for a in data.get("attachments", ())),
+        known_issues=tuple(_typed(KnownIssue, k) for k in data.get("known_issues", ())),
+        route=_typed(Route, route) if route else None,
+        markers=tuple(str(m) for m in data.get("markers", ())),
+        links=tuple(_typed(Link, link) for link in data.get("links", ())),
         issues=tuple(_issue_from(i) for i in data.get("issues", ())),
     )
 
@@ -340,7 +349,50 @@ def result_from_json(data: Mapping[str, Any]) -> TestResult:
 def _issue_from(data: Mapping[str, Any]) -> IssueRef:
     if data.get("action") not in ACTIONS:
         raise ValueError(f"unknown issue action {data.get('action')!r}")
-    return IssueRef(**data)
+    return _typed(IssueRef, data)
+
+
+_C = TypeVar("_C")
+_SCALARS: Final[Mapping[str, type | tuple[type, ...]]] = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "bool": bool,
+}
+
+
+def _typed(cls: type[_C], data: Any) -> _C:
+    """A record from a results file, each scalar of the type its field declares: a results
+    file comes from elsewhere (issue 11, point 7), and a ``null`` path is an error here, not
+    a crash where it is used."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        want = _SCALARS.get(str(spec.type))
+        value = data.get(spec.name)
+        if want is not None and spec.name in data and not isinstance(value, want):
+            raise TypeError(f"{cls.__name__}.{spec.name}: expected {spec.type}, got {value!r}")
+    return cls(**data)
+
+
+def _clean(value: Any) -> Any:
+    """JSON as read, with lone surrogates (``"\\ud800"``) replaced: they cannot be written
+    anywhere (UTF-8 files, terminals, SQLite) and must not fail the run where they are."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8") if _needs_clean(value) else value
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    return value
+
+
+def _needs_clean(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _launch_from(data: Mapping[str, Any]) -> Launch:

@@ -7,10 +7,12 @@ never an exception into the test run.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import logging
 import sqlite3
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, TypeVar
 
-from . import kinds
+from . import http, kinds
 from .config import build_integration
 from .config_types import Config, Integration
 from .content import comment_draft, issue_draft, one_line
@@ -30,7 +32,7 @@ from .hooks import HookManager
 from .known import KnownRecord, KnownStore
 from .model import IssueRef, KnownIssue, Launch, Link, RunResults, TestResult
 from .modes import Mode
-from .outbox import Outbox
+from .outbox import Key, Outbox, settings_digest
 from .redact import Redactor
 from .state import State
 from .tracker import (
@@ -43,11 +45,12 @@ from .tracker import (
     Section,
     Tracker,
     TrackerError,
+    run_marker,
 )
 
 log = logging.getLogger("rp_bts_agent")
 
-Verb = Literal["create", "comment", "reopen", "link"]
+Verb = Literal["create", "complete", "comment", "reopen", "link"]
 ProgressCallback = Callable[[int, int], None]
 T = TypeVar("T")
 
@@ -55,6 +58,8 @@ T = TypeVar("T")
 #: before the second (doubling after)
 ATTEMPTS: Final = 3
 PAUSE = 0.5
+#: seconds between two asks for fingerprints another process is filing in this folder
+TURN_PAUSE = 0.1
 
 
 def embedded_tracker(root: str | Path) -> Integration:
@@ -93,6 +98,7 @@ class PlannedAction:
         key = self.existing.key if self.existing else ""
         what = {
             "create": f"create an issue{f' related to closed {key}' if key else ''}",
+            "complete": f"complete {key}, filed by this run before it stopped",
             "comment": f"comment on {key}",
             "reopen": f"reopen {key} and comment",
             "link": f"link to {key}",
@@ -140,6 +146,12 @@ class Options:
     total: int = 0
 
 
+def _submit(pool: ThreadPoolExecutor, call: Callable[..., T], *args: object) -> Future[T]:
+    """A task that runs under the caller's deadline (context variables do not cross into a
+    pool's threads by themselves)."""
+    return pool.submit(contextvars.copy_context().run, call, *args)
+
+
 def tracker_identity(integration: Integration) -> str:
     """Which tracker project an integration files into: integrations may share one."""
     return integration.tracker_settings.identity(integration.kind)
@@ -150,6 +162,8 @@ def redact_result(result: TestResult, redactor: Redactor) -> TestResult:
     r = redactor.redact
     return dataclasses.replace(
         result,
+        nodeid=r(result.nodeid),  # an explicit parametrize id may hold a secret
+        params=r(result.params),
         message=r(result.message),
         longrepr=r(result.longrepr),
         log=r(result.log),
@@ -157,6 +171,16 @@ def redact_result(result: TestResult, redactor: Redactor) -> TestResult:
         stderr=r(result.stderr),
         description=r(result.description),
         attributes=tuple(dataclasses.replace(a, value=r(a.value)) for a in result.attributes),
+    )
+
+
+def redact_launch(launch: Launch, redactor: Redactor) -> Launch:
+    """A launch's name and attributes go into every issue and comment: masked first."""
+    r = redactor.redact
+    return dataclasses.replace(
+        launch,
+        name=r(launch.name),
+        attributes=tuple(dataclasses.replace(a, value=r(a.value)) for a in launch.attributes),
     )
 
 
@@ -192,6 +216,13 @@ class Agent:
         self._errors: list[str] = []
         #: storm fingerprint -> why the guard made that group
         self._storms: dict[str, str] = {}
+        #: ``time.monotonic()`` by which this run's work ends (its budget, or a caller's)
+        self._deadline: float | None = None
+        #: the run marker of the launch being filed: an issue that carries it is this run's own
+        self._marker = ""
+        #: user hooks that raised in this run (each is said once)
+        self._hooks_failed: set[str] = set()
+        self._lock = threading.Lock()
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -207,7 +238,11 @@ class Agent:
 
     def route(self, result: TestResult) -> Integration:
         """Hook, then ``bts`` marker, then option, then config default, then the first tracker."""
-        chosen = self.hooks.hook.rp_bts_route(result=result, config=self.config)
+        try:
+            chosen = self.hooks.hook.rp_bts_route(result=result, config=self.config)
+        except Exception as exc:  # a user's hook: said once, and routed as without it
+            self._hook_failed("rp_bts_route", exc)
+            chosen = None
         if not chosen and result.route is not None:
             chosen = result.route.integration
         chosen = chosen or self.options.integration or self.config.default_integration
@@ -246,15 +281,23 @@ class Agent:
         self._errors = []
         self._kept = []
         self._storms = {}
+        self._marker = run_marker(run.launch.run_id)
+        budget = self.options.time_budget
+        limits = [http.deadline(), time.monotonic() + budget if budget is not None else None]
+        self._deadline = min((d for d in limits if d is not None), default=None)
         try:
-            return self._run(run)
+            # every HTTP call of every tracker, in this thread and in the pools' tasks,
+            # ends by the deadline (issue 11, point 3)
+            with http.time_limit(self._deadline):
+                return self._run(run)
         finally:
             self.close()
 
     def _run(self, run: RunResults) -> FilingReport:
         if self.redactor:
             run = RunResults(
-                run.launch, tuple(redact_result(r, self.redactor) for r in run.results)
+                redact_launch(run.launch, self.redactor),
+                tuple(redact_result(r, self.redactor) for r in run.results),
             )
         if self._linkers:  # before drafting: issues, mails and the report show the links
             run = RunResults(run.launch, tuple(self._linked(r) for r in run.results))
@@ -284,14 +327,13 @@ class Agent:
             integrations[integration.name] = integration
             groups[(integration.name, result.fingerprint)].append(result)
 
-        found = self._lookup(groups, integrations)
-        storm = self._storm(groups, integrations, found, self.options.total or len(run.results))
-        outbox = self._write_ahead(run.launch, groups) if self._keeps and groups else None
-        plan = self._plan(groups, integrations, found, refs)
-        if self.options.mode != "dry-run":
-            self._execute(plan, integrations, run.launch, refs)
-        if outbox is not None:
-            self._keep_in_outbox(outbox, run.launch)
+        storm = self._storm(groups, integrations, self.options.total or len(run.results))
+        if self._keeps and groups:
+            plan = self._in_turns(run.launch, groups, integrations, refs)
+        else:
+            plan = self._plan(groups, integrations, refs)
+            if self.options.mode != "dry-run":
+                self._execute(plan, integrations, run.launch, refs)
         stormed = {  # the results the storm guard regrouped: the results JSON says so
             r.nodeid: r for key, group in groups.items() if key[1] in self._storms for r in group
         }
@@ -347,7 +389,7 @@ class Agent:
             by_integration[name].append(fingerprint)
         return {
             name: self._guarded(
-                name, "", None, functools.partial(self._find, integrations[name], fingerprints)
+                name, "", functools.partial(self._find, integrations[name], fingerprints)
             )
             for name, fingerprints in by_integration.items()
         }
@@ -356,13 +398,14 @@ class Agent:
         self,
         groups: dict[tuple[str, str], list[TestResult]],
         integrations: Mapping[str, Integration],
-        found: dict[str, Mapping[str, RemoteIssue] | IssueRef],
         total: int,
     ) -> str:
         """The storm guard: more than ``storm.ratio`` of at least ``storm.min_tests`` tests
         failing with one cause, or more than ``max_new_issues`` new issues, go into one "run
         broken" issue per integration (its fingerprint is the cause, so the next run of the
-        broken environment comments on it). Changes ``groups``; says why it fired."""
+        broken environment comments on it). Changes ``groups``; says why it fired. Issues are
+        looked up only when there are more groups than ``max_new_issues`` (planning looks
+        again, under the outbox's lease)."""
         if self.options.mode == "link" or not groups:
             return ""
         cfg = self.config
@@ -385,7 +428,10 @@ class Agent:
                     groups[key] = rest
                 else:
                     del groups[key]
-        new = [key for key in groups if self._new(key, integrations, found)]
+        new: list[tuple[str, str]] = []
+        if len(groups) + bool(moved) > cfg.max_new_issues:
+            found = self._lookup(groups, integrations)
+            new = [key for key in groups if self._new(key, integrations, found)]
         opening = len(new) + bool(moved)
         if opening > cfg.max_new_issues:
             reasons.append(
@@ -402,15 +448,6 @@ class Agent:
         for name, result in moved:
             storm = dataclasses.replace(result, fingerprint=fingerprint, grouped_by="storm")
             groups.setdefault((name, fingerprint), []).append(storm)
-        for name in {name for name, fp in groups if fp == fingerprint}:
-            known = found.get(name)
-            more = self._guarded(
-                name, "", None, functools.partial(self._find, integrations[name], [fingerprint])
-            )
-            if isinstance(more, IssueRef) or isinstance(known, IssueRef):
-                found[name] = known if isinstance(known, IssueRef) else more
-            else:
-                found[name] = {**(known or {}), **more}
         log.warning("rp-bts: the storm guard fired: %s", reason)
         return reason
 
@@ -445,7 +482,6 @@ class Agent:
             done = self._guarded(
                 issue.integration,
                 "on_pass failed: ",
-                None,
                 functools.partial(self._passing, integration, issue, run.launch),
             )
             if isinstance(done, str):  # else: said in errors; the next passing run tries again
@@ -485,29 +521,77 @@ class Agent:
         """This run writes its queued work to the outbox (a replay settles its own entries)."""
         return self.options.keep_in_outbox and self._queues
 
-    def _write_ahead(
-        self, launch: Launch, groups: Mapping[tuple[str, str], list[TestResult]]
-    ) -> Outbox | None:
-        """Every group goes to the outbox before anything is sent, so none is lost when the
-        run dies half way; None when the outbox cannot be written (filing goes on)."""
+    def _in_turns(
+        self,
+        launch: Launch,
+        groups: Mapping[Key, list[TestResult]],
+        integrations: Mapping[str, Integration],
+        refs: dict[str, list[IssueRef]],
+    ) -> list[PlannedAction]:
+        """File the groups through the outbox: all of them are written there before anything
+        is sent (nothing lost if the run dies half way), and each is filed only while this
+        process holds it, so parallel runs and flushes in one folder never file one
+        fingerprint at once (issue 11, point 1): a group another process is filing waits for
+        it to finish and then finds its issue. Done groups leave, the rest stays for a replay."""
         outbox = Outbox(self.state.outbox_db)
+        plan: list[PlannedAction] = []
+        waiting = dict(groups)
         try:
-            outbox.begin(launch, ((name, group) for (name, _), group in groups.items()))
+            with outbox.lease() as lease:
+                outbox.begin(launch, ((n, g) for (n, _), g in groups.items()), lease.owner)
+                while waiting:
+                    got = outbox.acquire(lease.owner, launch.run_id, waiting) & set(waiting)
+                    if not got:
+                        if self._deadline is not None and time.monotonic() >= self._deadline:
+                            break
+                        time.sleep(TURN_PAUSE)
+                        continue
+                    turn = {key: waiting.pop(key) for key in sorted(got)}
+                    before = len(self._kept)
+                    actions = self._plan(turn, integrations, refs)
+                    self._execute(actions, integrations, launch, refs)
+                    plan += actions
+                    kept = self._kept[before:]
+                    stays = {(name, results[0].fingerprint) for name, results, _ in kept}
+                    outbox.release(
+                        lease.owner,
+                        launch,
+                        set(turn) - stays,
+                        self._outbox_rows(kept, integrations),
+                    )
         except (sqlite3.Error, OSError) as exc:
             self._error(f"the outbox {outbox.path} cannot be written: {exc}")
-            return None
-        return outbox
+            if waiting:  # filed without it: nothing is lost that a tracker takes now
+                actions = self._plan(waiting, integrations, refs)
+                self._execute(actions, integrations, launch, refs)
+                plan += actions
+                waiting = {}
+        for note in outbox.notes:
+            self._error(note)
+        for (name, _), results in waiting.items():  # left in the outbox by the lease's end
+            line = self._error(
+                f"{name}: another run in this folder was still filing"
+                f" {results[0].fingerprint}; kept for rp-bts flush"
+            )
+            for result in results:
+                refs[result.nodeid].append(IssueRef(name, "", action="queued", error=line))
+        return plan
 
-    def _keep_in_outbox(self, outbox: Outbox, launch: Launch) -> None:
-        """Done groups leave the outbox; what a tracker did not take stays, with its error."""
-        kept = [
-            (name, results, ref.error, "pending" if ref.action == "queued" else "failed")
-            for name, results, ref in self._kept
-        ]
-        try:
-            outbox.finish(launch, kept)
-        except (sqlite3.Error, OSError) as exc:
-            self._error(f"the outbox {outbox.path} cannot be written: {exc}")
+    def _outbox_rows(
+        self,
+        kept: Iterable[tuple[str, tuple[TestResult, ...], IssueRef]],
+        integrations: Mapping[str, Integration],
+    ) -> list[tuple[str, tuple[TestResult, ...], str, str, str]]:
+        """What stays in the outbox: ``pending`` for a replay; ``failed`` (a refusal) with the
+        configuration it was refused with, tried again once that changes (issue 12)."""
+        rows = []
+        for name, results, ref in kept:
+            if ref.action == "queued":
+                rows.append((name, results, ref.error, "pending", ""))
+            else:
+                digest = settings_digest(integrations[name].settings)
+                rows.append((name, results, ref.error, "failed", digest))
+        return rows
 
     def _linked(self, result: TestResult) -> TestResult:
         """Links to the result's pages (a Sauce Labs job and its video), computed once here and
@@ -580,7 +664,6 @@ class Agent:
         self,
         groups: Mapping[tuple[str, str], list[TestResult]],
         integrations: Mapping[str, Integration],
-        found: Mapping[str, Mapping[str, RemoteIssue] | IssueRef],
         refs: dict[str, list[IssueRef]],
     ) -> list[PlannedAction]:
         by_integration: dict[str, list[str]] = defaultdict(list)
@@ -589,7 +672,9 @@ class Agent:
         plan: list[PlannedAction] = []
         for name, fingerprints in by_integration.items():
             integration = integrations[name]
-            existing = found[name]
+            existing = self._guarded(
+                name, "", functools.partial(self._find, integration, fingerprints)
+            )
             if isinstance(existing, IssueRef):
                 ref = existing
                 for fingerprint in fingerprints:
@@ -619,6 +704,8 @@ class Agent:
             return "link" if existing is not None else None
         if existing is None:
             return "create"
+        if existing.filed_by and existing.filed_by == self._marker:
+            return "complete"  # this run filed it and was stopped before it was complete
         if not existing.closed:
             return "comment"
         return "reopen" if integration.tracker_settings.on_closed == "reopen" else "create"
@@ -634,8 +721,6 @@ class Agent:
         SQLite writes one at a time anyway). Creates go in batches as large as the tracker
         takes (Jira: 50 a call); each new issue's attachments and links follow as tasks of
         their own. Each action is one fingerprint, so no two of them race for the same issue."""
-        budget = self.options.time_budget
-        deadline = time.monotonic() + budget if budget is not None else None
         by_integration: dict[str, list[PlannedAction]] = defaultdict(list)
         for action in plan:
             by_integration[action.integration].append(action)
@@ -666,11 +751,11 @@ class Agent:
                 size = max(1, self.tracker(integration).batch)
                 for start in range(0, len(creates), size):
                     chunk = creates[start : start + size]
-                    task = pool.submit(self._create, chunk, integration, launch, deadline)
+                    task = _submit(pool, self._create, chunk, integration, launch)
                     first[task] = chunk
                 for action in actions:
                     if action.verb != "create":
-                        task = pool.submit(self._attempt, action, integration, launch, deadline)
+                        task = _submit(pool, self._attempt, action, integration, launch)
                         first[task] = [action]
             then: dict[Future[IssueRef], PlannedAction] = {}
             for future in as_completed(first):
@@ -679,8 +764,13 @@ class Agent:
                         settle(action, filed)
                         continue
                     integration = integrations[action.integration]
-                    follow = pools[action.integration].submit(
-                        self._follow_up, action, integration, launch, deadline, *filed
+                    follow = _submit(
+                        pools[action.integration],
+                        self._follow_up,
+                        action,
+                        integration,
+                        launch,
+                        *filed,
                     )
                     then[follow] = action
             for done_step in as_completed(then):
@@ -689,45 +779,59 @@ class Agent:
             for pool in pools.values():
                 pool.shutdown(wait=True)
 
-    def _guarded(
-        self, name: str, what: str, deadline: float | None, call: Callable[[], T]
-    ) -> T | IssueRef:
+    def _spent(self, name: str, ahead: float = 0.0) -> bool:
+        """Whether the time budget is over (or will be in ``ahead`` seconds); the first time,
+        the integration's breaker opens with the line that says so."""
+        if self._deadline is None or time.monotonic() + ahead < self._deadline:
+            return False
+        if name not in self._down:
+            budget = self.options.time_budget
+            spent = (
+                f"the time budget of {budget:g} s is spent"
+                if budget is not None
+                else ("the time budget is spent")
+            )
+            self._down[name] = self._error(f"{name}: {spent}; the rest is kept for rp-bts flush")
+        return True
+
+    def _guarded(self, name: str, what: str, call: Callable[[], T]) -> T | IssueRef:
         """One tracker step, unless its integration's breaker is open or the time budget is
-        spent; a transient failure is tried again (every step is idempotent: a create looks
-        its fingerprint up first, a comment its run id). A ref says why it gave up."""
+        spent; a transient failure is tried again while the budget lasts (every step is
+        idempotent: a create looks its fingerprint up first, a comment its run id). A ref
+        says why it gave up."""
         for attempt in range(ATTEMPTS):
-            if deadline is not None and time.monotonic() > deadline and name not in self._down:
-                self._down[name] = self._error(
-                    f"{name}: the time budget of {self.options.time_budget:g} s is spent;"
-                    " the rest is kept for rp-bts flush"
-                )
+            self._spent(name)
             down = self._down.get(name)
             if down is not None:  # the breaker is open: straight to the outbox, no call
                 return IssueRef(name, "", action="queued" if self._queues else "failed", error=down)
             try:
                 return call()
             except (TrackerError, OSError) as exc:
-                if isinstance(exc, TrackerError) and exc.transient and attempt + 1 < ATTEMPTS:
+                pause = PAUSE * 2**attempt
+                if (
+                    isinstance(exc, TrackerError)
+                    and exc.transient
+                    and attempt + 1 < ATTEMPTS
+                    and not self._spent(name, pause)
+                ):
                     log.info("%s: %s%s; trying again", name, what, self.redactor.redact(str(exc)))
-                    time.sleep(PAUSE * 2**attempt)
+                    time.sleep(pause)
                     continue
+                if name in self._down and isinstance(exc, TrackerError) and exc.transient:
+                    down = self._down[name]  # the budget ran out between tries
+                    return IssueRef(
+                        name, "", action="queued" if self._queues else "failed", error=down
+                    )
                 return self._unavailable(name, exc, what)
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
 
     def _attempt(
-        self,
-        action: PlannedAction,
-        integration: Integration,
-        launch: Launch,
-        deadline: float | None,
+        self, action: PlannedAction, integration: Integration, launch: Launch
     ) -> list[Filed]:
-        """A comment, reopen or link."""
+        """A comment, reopen, link, or the completion of this run's own issue."""
         what = f"{action.verb} failed: "
         ref = self._guarded(
-            action.integration,
-            what,
-            deadline,
-            lambda: self._perform(action, integration, launch),
+            action.integration, what, lambda: self._perform(action, integration, launch)
         )
         if ref.action in ("queued", "failed"):
             self._keep(action.integration, action.results, ref)
@@ -738,7 +842,6 @@ class Agent:
         actions: Sequence[PlannedAction],
         integration: Integration,
         launch: Launch,
-        deadline: float | None,
     ) -> list[Filed]:
         """File a batch in one call where the tracker can; per action the issue and its draft
         (whose attachments and links follow), or the reference that says why not."""
@@ -757,7 +860,7 @@ class Agent:
             # it may have filed them (two jobs filing at once are settled after the create)
             return tracker.create_many(drafts, look_first=tries > 1)
 
-        answers = self._guarded(name, "create failed: ", deadline, create_many)
+        answers = self._guarded(name, "create failed: ", create_many)
         if isinstance(answers, IssueRef):
             for action in actions:
                 self._keep(name, action.results, answers)
@@ -785,29 +888,50 @@ class Agent:
         action: PlannedAction,
         integration: Integration,
         launch: Launch,
-        deadline: float | None,
         draft: IssueDraft,
         issue: RemoteIssue,
     ) -> IssueRef:
         """A new issue gets its attachments and links; one another job filed a moment ago
         gets this run's comment instead."""
         name = integration.name
-        tracker = self.tracker(integration)
         if not issue.existed:
-            try:
-                tracker.complete(issue.key, draft)
-            except (TrackerError, OSError) as exc:  # the issue stands; say what it lacks
-                self._error(f"{name}: {issue.key} was filed without attachments: {exc}")
+            self._complete(action, integration, draft, issue)
             return IssueRef(name, issue.key, issue.url, issue.status, "created")
         ref = self._guarded(
             name,
             "comment failed: ",
-            deadline,
             lambda: self._comment(action, integration, launch, issue),
         )
         if ref.action in ("queued", "failed"):
             self._keep(name, action.results, ref)
         return ref
+
+    def _complete(
+        self, action: PlannedAction, integration: Integration, draft: IssueDraft, issue: RemoteIssue
+    ) -> None:
+        """Attachments and links of an issue filed by this run. What the budget or an absent
+        tracker left undone is kept: the replay finds the issue by its run marker and
+        completes it, without a comment (issue 11, point 2)."""
+        name = integration.name
+        try:
+            if not self._spent(name):
+                self.tracker(integration).complete(issue.key, draft)
+                return
+            error = self._down[name]
+        except TrackerError as exc:
+            if not (exc.retryable or exc.transient) or not self._queues:
+                self._error(f"{name}: {issue.key} was filed without attachments: {exc}")
+                return
+            error = self._error(
+                f"{name}: {issue.key} was filed, its attachments are kept for rp-bts flush: {exc}"
+            )
+        except OSError as exc:  # the issue stands; say what it lacks
+            self._error(f"{name}: {issue.key} was filed without attachments: {exc}")
+            return
+        if self._queues:
+            self._keep(
+                name, action.results, IssueRef(name, issue.key, action="queued", error=error)
+            )
 
     def _unavailable(self, name: str, exc: Exception, what: str) -> IssueRef:
         """A tracker error as a reference: ``queued`` (and the breaker opens) when a later
@@ -851,12 +975,23 @@ class Agent:
         assert existing is not None  # only creates have none, and they go through _create
         if action.verb == "link":
             return IssueRef(integration.name, existing.key, existing.url, existing.status, "linked")
+        if action.verb == "complete":
+            self._complete(
+                action, integration, self._draft(action, integration, launch, ""), existing
+            )
+            return IssueRef(
+                integration.name, existing.key, existing.url, existing.status, "created"
+            )
         if action.verb == "reopen":
             existing = tracker.reopen(existing.key)
         return self._comment(action, integration, launch, existing)
 
     def _comment(
-        self, action: PlannedAction, integration: Integration, launch: Launch, issue: RemoteIssue
+        self,
+        action: PlannedAction,
+        integration: Integration,
+        launch: Launch,
+        issue: RemoteIssue,
     ) -> IssueRef:
         comment = comment_draft(
             action.results,
@@ -889,12 +1024,25 @@ class Agent:
             if assets:
                 draft = dataclasses.replace(draft, attachments=draft.attachments + assets)
         results = list(action.results)
-        for changed in self.hooks.hook.rp_bts_issue_fields(
-            draft=draft, results=results, integration=integration, launch=launch
-        ):
-            if isinstance(changed, IssueDraft):
-                draft = changed
+        try:
+            changed = self.hooks.hook.rp_bts_issue_fields(
+                draft=draft, results=results, integration=integration, launch=launch
+            )
+        except Exception as exc:  # a user's hook: said once, and the draft filed as it was
+            self._hook_failed("rp_bts_issue_fields", exc)
+            return draft
+        for one in changed:
+            if isinstance(one, IssueDraft):
+                draft = one
         return draft
+
+    def _hook_failed(self, name: str, exc: Exception) -> None:
+        """A user's hook raised: one line per hook and run, not one per failure."""
+        with self._lock:
+            if name in self._hooks_failed:
+                return
+            self._hooks_failed.add(name)
+        self._error(f"the {name} hook failed: {exc!r}; going on without it")
 
 
 def _cause(result: TestResult) -> tuple[str, str] | None:

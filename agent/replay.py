@@ -1,18 +1,26 @@
-"""``rp-bts flush`` for tracker work: run the pipeline again on the groups the outbox kept."""
+"""``rp-bts flush`` for tracker work: run the pipeline again on the groups the outbox kept.
+
+Only what nobody holds is replayed (a live run's work is its own: issue 11, point 1). What a
+tracker refused (a wrong token, a missing project) is kept with the configuration it was
+refused with and tried again once that changes; ``rp-bts flush --list``, ``--retry-failed``
+and ``--drop`` manage it (issue 12, point 2). Kept work is said in one line per integration,
+not one per entry.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 from .config_types import Config
 from .hooks import HookManager
 from .model import RunResults
-from .outbox import Entry, Outbox
+from .outbox import Entry, Outbox, settings_digest
 from .pipeline import Agent, Options
 from .redact import Redactor
 from .state import State
 
-#: a group whose tracker keeps refusing is listed as failed after this many replays
+#: a group whose tracker keeps failing is listed as failed after this many replays
 MAX_ATTEMPTS = 20
 
 
@@ -24,40 +32,69 @@ def flush_trackers(
     ``time_budget`` bounds each replay (a run's session end; ``rp-bts flush`` has none)."""
     breakers = {} if breakers is None else breakers
     outbox = Outbox(State(config.root).outbox_db)
-    given_up = outbox.entries("failed")
-    by_run: dict[str, list[Entry]] = defaultdict(list)
-    for entry in outbox.entries():
-        by_run[entry.run_id].append(entry)
+    if not outbox.path.exists():
+        return []
+    digests = {i.name: settings_digest(i.settings) for i in config.integrations}
     lines: list[str] = []
+    #: (what became of it, integration) -> the errors
+    kept: dict[tuple[str, str], list[str]] = defaultdict(list)
     redactor = Redactor(config.secrets())
-    for entries in by_run.values():
-        run = RunResults(entries[0].launch, tuple(r for e in entries for r in e.results))
-        agent = Agent(
-            config,
-            hooks=HookManager(),
-            redactor=redactor,
-            options=Options(keep_in_outbox=False, time_budget=time_budget),
-            breakers=breakers,
-        )
-        done = {r.nodeid: r.issues for r in agent.run(run).run.results}
-        for entry in entries:
-            refs = [ref for r in entry.results for ref in done.get(r.nodeid, ())]
-            bad = [ref for ref in refs if ref.action in ("queued", "failed")]
-            if not bad:
+    with outbox.lease() as lease:
+        by_run: dict[str, list[Entry]] = defaultdict(list)
+        for entry in outbox.claim(lease.owner, digests):
+            by_run[entry.run_id].append(entry)
+        for entries in by_run.values():
+            run = RunResults(entries[0].launch, tuple(r for e in entries for r in e.results))
+            try:  # the run's own folder: the replay writes and attaches what the run would have
+                spool: Path | None = State(config.root).run(entries[0].run_id)
+            except ValueError:
+                spool = None
+            agent = Agent(
+                config,
+                hooks=HookManager(),
+                redactor=redactor,
+                options=Options(time_budget=time_budget, spool=spool),
+                breakers=breakers,
+            )
+            done = {r.nodeid: r.issues for r in agent.run(run).run.results}
+            for entry in entries:
+                refs = [ref for r in entry.results for ref in done.get(r.nodeid, ())]
+                bad = [ref for ref in refs if ref.action in ("queued", "failed")]
+                if not refs or bad:
+                    refused = any(ref.action == "failed" for ref in bad)
+                    why = bad[0].error if bad else "not filed"
+                    kept[("failed" if refused else "kept", entry.integration)].append(why)
+                    continue
                 keys = sorted({ref.key for ref in refs if ref.key})
-                outbox.settle(entry, "done")
                 lines.append(
                     f"{refs[0].action:<9} [{entry.integration}] {', '.join(keys)}"
                     f" ({len(entry.results)} test(s) of run {entry.run_id})"
                 )
-            elif all(ref.action == "queued" for ref in bad) and entry.attempts + 1 < MAX_ATTEMPTS:
-                outbox.settle(entry, "pending", bad[0].error)
-                lines.append(f"kept      [{entry.integration}] {bad[0].error}")
-            else:
-                outbox.settle(entry, "failed", bad[0].error)
-                lines.append(
-                    f"failed    [{entry.integration}] {bad[0].error} (listed, not retried)"
-                )
-    for entry in given_up:
-        lines.append(f"failed    [{entry.integration}] run {entry.run_id}: {entry.error}")
-    return lines
+    outbox.give_up(MAX_ATTEMPTS)
+    lines += outbox.notes
+    for (what, integration), errors in sorted(kept.items()):
+        lines.append(f"{what:<9} [{integration}] {len(errors)} group(s): {errors[0]}")
+    return lines + refused_lines(outbox)
+
+
+def refused_lines(outbox: Outbox) -> list[str]:
+    """One line per integration for the entries a tracker refused or that cannot be read."""
+    refused: dict[str, list[Entry]] = defaultdict(list)
+    for entry in outbox.entries(None):
+        if entry.state in ("failed", "bad"):
+            refused[entry.integration].append(entry)
+    return [
+        f"set aside [{name}] {len(entries)} group(s), last: {entries[-1].error}"
+        " (retried once the integration's configuration changes; see rp-bts flush --list)"
+        for name, entries in refused.items()
+    ]
+
+
+def list_lines(outbox: Outbox) -> list[str]:
+    """``rp-bts flush --list``: every kept entry, with the id ``--drop`` takes."""
+    return [
+        f"{entry.id:>5}  {entry.state:<8} [{entry.integration}] {entry.fingerprint}"
+        f"  run {entry.run_id}  {len(entry.results)} test(s), {entry.attempts} attempt(s)"
+        + (f": {entry.error}" if entry.error else "")
+        for entry in outbox.entries(None)
+    ]

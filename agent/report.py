@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from pathlib import Path
 from typing import Final
+from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup, escape
@@ -62,6 +63,9 @@ _ENV.filters["web"] = web_url
 _TEMPLATE: Final = _ENV.from_string(
     """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'self'; script-src 'self';
+ style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none';
+ form-action 'none'">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{{ title }}</title>
 <style>
@@ -143,8 +147,17 @@ def _attachment(
         except OSError:
             pass
     if base is not None:
-        entry["href"] = Path(os.path.relpath(path, base)).as_posix()
+        entry["href"] = relative_href(path, base)
     return entry
+
+
+def relative_href(path: str, base: Path) -> str:
+    """A link to a file, relative to the report and always a path: a file named
+    ``javascript:alert(1)`` becomes ``./javascript%3Aalert%281%29``, never a scheme."""
+    relative = Path(os.path.relpath(path, base)).as_posix()
+    if not relative.startswith("../"):
+        relative = f"./{relative}"
+    return quote(relative, safe="/.-_~")
 
 
 def _row(result: TestResult, base: Path | None, budget: _Budget) -> dict[str, object]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "SECRET_KEYS",
@@ -123,9 +124,21 @@ class Settings:
         return values
 
     def secrets(self) -> tuple[str, ...]:
-        """Every credential value set, for the redactor."""
-        values = (getattr(self, name) for name, key in keys_of(type(self)).items() if key.secret)
-        return tuple(v for v in values if isinstance(v, str) and v)
+        """Every credential value set, for the redactor: the secret keys, and a password
+        written inside any URL (``https://bob:${PASS}@host``, issue 11, point 10)."""
+        values = [getattr(self, name) for name, key in keys_of(type(self)).items() if key.secret]
+        values += [url_password(getattr(self, name)) for name in keys_of(type(self))]
+        return tuple(dict.fromkeys(v for v in values if isinstance(v, str) and v))
+
+
+def url_password(value: object) -> str:
+    """The password in a URL's user part (``scheme://user:password@host``), else ``""``."""
+    if not isinstance(value, str) or "@" not in value or "://" not in value:
+        return ""
+    try:
+        return unquote(urlsplit(value.strip()).password or "")
+    except ValueError:
+        return ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,10 @@ its own markup (plain text, Jira wiki markup, Rally HTML) and escapes what came 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 from .model import Link
 
@@ -26,6 +27,15 @@ class TrackerError(Exception):
         super().__init__(message)
         self.retryable = retryable or transient
         self.transient = transient
+
+
+_RUN_ID_SAFE: Final = re.compile(r"[^A-Za-z0-9_.]+")
+
+
+def run_marker(run_id: str) -> str:
+    """The line a tracker writes under what a run wrote (an issue's description, a comment):
+    a later call of the same run that finds it knows its work is there already."""
+    return f"rp-bts run {_RUN_ID_SAFE.sub('_', run_id)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +82,9 @@ class IssueDraft:
     relates_to: str = ""
     #: web pages about the failure (Sauce Labs job, video); Jira makes them remote links
     links: tuple[Link, ...] = ()
-    #: node ids of the failing tests and the run: trackers with fields for them fill them
+    #: node ids of the failing tests and the run: trackers with fields for them fill them; a
+    #: tracker writes the run's :func:`run_marker` on the issue, so a replay of a run killed
+    #: after its create completes the issue instead of commenting on it
     tests: tuple[str, ...] = ()
     run_id: str = ""
 
@@ -98,6 +110,9 @@ class RemoteIssue:
     existed: bool = False
     #: the tracker's own id of the issue, where it has one besides the key (Jira's numeric id)
     issue_id: str = ""
+    #: the :func:`run_marker` written on the issue when it was filed ("" if the tracker does
+    #: not read it back)
+    filed_by: str = ""
 
 
 class Tracker(Protocol):

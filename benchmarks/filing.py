@@ -50,9 +50,12 @@ import requests
 from _common import rp_bts_version
 from requests.adapters import HTTPAdapter
 
+from rp_bts_agent import kinds as rp_bts_kinds
 from rp_bts_agent.files import spill, write_atomic
 from rp_bts_agent.model import Launch, RunResults, TestResult
-from rp_bts_agent.pipeline import POOL_SIZE
+
+#: the floor gets as many calls in flight as the agent gives a Jira integration
+POOL_SIZE = rp_bts_kinds.get("jira").pool_size
 
 if TYPE_CHECKING:
     from jira_server import RunningJira
@@ -406,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
             log_bytes,
             "bench-1",
         )
-        results = [build / "results-1.json", build / "results-2.json"]
+        # as a CI shard leaves them: the results beside the run folder, in the shard's .rp-bts
+        # (`rp-bts process` takes files only from the results file's own run folder)
+        results = [build / ".rp-bts" / "results-1.json", build / ".rp-bts" / "results-2.json"]
         write_atomic(results[0], first.dumps())
         write_atomic(results[1], RunResults(Launch("bench", "bench-2"), first.results).dumps())
         del first

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import mimetypes
+import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import Final, final
@@ -60,10 +62,20 @@ class RpBts:
             path.write_bytes(data)
             size = len(data)
         else:
-            path = Path(path_or_bytes).resolve()
-            if not path.is_file():
-                raise FileNotFoundError(f"rp_bts.attach: no such file: {path}")
-            name = name or path.name
+            source = Path(path_or_bytes).resolve()
+            if not source.is_file():
+                raise FileNotFoundError(f"rp_bts.attach: no such file: {source}")
+            name = name or source.name
+            if self._directory is None:
+                return  # rp-bts is off: nothing would read it
+            # into the run's folder: a results file names files there only (issue 11, point 8),
+            # so `rp-bts process` on it elsewhere takes them; a hard link where it can
+            self._directory.mkdir(parents=True, exist_ok=True)
+            path = self._directory / f"{uuid.uuid4().hex[:12]}-{_UNSAFE.sub('_', name)[-100:]}"
+            try:
+                os.link(source, path)
+            except OSError:
+                shutil.copyfile(source, path)
             size = path.stat().st_size
         mime = mime or mimetypes.guess_type(name)[0] or "application/octet-stream"
         self._state.attachments.append(Attachment(name, str(path), mime, size))

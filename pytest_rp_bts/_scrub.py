@@ -76,9 +76,15 @@ class _ReportScrub:
 
 
 def scrub_pytest_writers(config: pytest.Config, redactor: Redactor) -> None:
+    scrub_log_handlers(config, redactor.redact)
+    config.pluginmanager.register(_ReportScrub(redactor.redact), "rp_bts_report_scrub")
+
+
+def scrub_log_handlers(config: pytest.Config, redact: Callable[[str], str]) -> None:
+    """The live log and ``--log-file`` masked; on an xdist worker too, which writes the log
+    file itself (issue 11, point 10)."""
     logs = config.pluginmanager.get_plugin("logging-plugin")
     for name in ("log_cli_handler", "log_file_handler"):
         handler = getattr(logs, name, None)
         if isinstance(handler, logging.Handler):
-            handler.setFormatter(_Redacting(handler.formatter, redactor.redact))
-    config.pluginmanager.register(_ReportScrub(redactor.redact), "rp_bts_report_scrub")
+            handler.setFormatter(_Redacting(handler.formatter, redact))

@@ -327,7 +327,8 @@ class RpBtsSession:
         tr = terminalreporter
         tr.section("rp-bts")
         end = self.end
-        for problem in self.problems + (end.problems if end is not None else []):
+        ended = end.problems + end.loose_errors if end is not None else []
+        for problem in self.problems + ended:
             tr.write_line(self.redactor.redact(problem), red=True)
         for warning in self.warnings:
             tr.write_line(self.redactor.redact(warning), yellow=True)

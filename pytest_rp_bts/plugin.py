@@ -48,6 +48,11 @@ def pytest_configure(config: pytest.Config) -> None:
         scrub_pytest_writers(config, session.redactor)
     if not session.is_controller:
         config.pluginmanager.register(WorkerCapture(session.capture), "rp_bts_worker")
+        if config.getoption("log_file", None) or config.getini("log_file"):
+            from ._scrub import scrub_log_handlers
+
+            # the worker reads the config (for its secrets) at its first log record
+            scrub_log_handlers(config, session._redact_spilled)
     if config.pluginmanager.hasplugin("xdist") and session.is_controller:
         config.pluginmanager.register(XdistHooks(session), "rp_bts_xdist")
     reporters = session.live_reporters()

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -231,6 +231,10 @@ class JiraState:
         #: seconds added to every call (a remote Jira's round trip), and random faults
         self.latency = 0.0
         self.faults: Faults | None = None
+        #: seconds each attachment upload takes besides ``latency``
+        self.attachment_delay = 0.0
+        #: called with (method, path) as each call arrives (a test kills its client mid-run)
+        self.on_request: Callable[[str, str], None] | None = None
         #: paths whose next call is served and then dropped unanswered (one entry per call)
         self.drop_after: list[str] = []
         self.indexed: set[str] = set()
@@ -580,10 +584,18 @@ class JiraState:
             found = [i for i in found if i["fields"]["project"]["key"] == m.group(1)]
         if re.search(r"order\s+by\s+created\s+desc", jql, re.I):
             found.sort(key=lambda i: i["fields"]["created"], reverse=True)
-        issues = [self._issue_json(i) for i in found[: int(q.get("maxResults", ["50"])[-1])]]
+        size = int(q.get("maxResults", ["50"])[-1])
+        # pages as Jira has them: a token for the next page (Cloud), or startAt (Data Center)
+        start = int(q.get("nextPageToken" if jql_page else "startAt", ["0"])[-1] or 0)
+        issues = [self._issue_json(i) for i in found[start : start + size]]
         if jql_page:
-            return Reply(200, {"issues": issues, "isLast": True})
-        return Reply(200, {"issues": issues, "startAt": 0, "maxResults": 50, "total": len(found)})
+            page: dict[str, Any] = {"issues": issues, "isLast": start + size >= len(found)}
+            if not page["isLast"]:
+                page["nextPageToken"] = str(start + size)
+            return Reply(200, page)
+        return Reply(
+            200, {"issues": issues, "startAt": start, "maxResults": size, "total": len(found)}
+        )
 
     def _issue_call(
         self, method: str, issue: dict[str, Any], rest: list[str], q: dict[str, str], body: Any
@@ -677,6 +689,8 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests.append((self.command, self.path))
             injected = state.inject.pop(0) if state.inject else None
+        if state.on_request is not None:
+            state.on_request(self.command, path)
         if state.context:
             if not path.startswith(state.context + "/"):
                 self._reply(Reply(404, "<html>Not Found</html>"))
@@ -719,6 +733,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body: Any = None
         if path.endswith("/attachments") and self.command == "POST":
+            time.sleep(state.attachment_delay)
             body = self._attachments(path, headers, raw)
             if isinstance(body, Reply):
                 self._reply(body)

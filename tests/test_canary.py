@@ -25,6 +25,8 @@ from urllib.parse import quote, quote_plus
 import pytest
 from jira_server import USER as JIRA_USER
 from jira_server import RunningJira
+from rally_server import USER as RALLY_USER
+from rally_server import RunningRally
 from sauce_server import SauceLabs
 from smtp_server import USER as SMTP_USER
 from smtp_server import Server, free_port
@@ -82,7 +84,8 @@ password = "${{JIRA_WRONG}}"
 [[integrations]]
 kind = "rally"
 name = "Rally"
-workspace = "Shop"
+url = "{rally}"
+workspace = "Shop WS"
 project_key = "Shop"
 api_key = "${{RALLY_API_KEY}}"
 
@@ -188,7 +191,7 @@ def test_refused_jira(rp_bts):
 
 
 @pytest.mark.bts(integration="Rally")
-def test_rally_not_supported(rp_bts):
+def test_rally(rp_bts):
     spill(rp_bts)
     raise KeyError(ALL)
 
@@ -300,10 +303,11 @@ def jira_sinks(jira: RunningJira) -> Iterator[tuple[str, str | bytes]]:
 def canary(
     pytester: pytest.Pytester,
     make_jira: Callable[..., RunningJira],
+    make_rally: Callable[..., RunningRally],
     sauce_server: SauceLabs,
     starttls_server: Server,
     monkeypatch: pytest.MonkeyPatch,
-) -> tuple[pytest.Pytester, RunningJira, RunningJira]:
+) -> tuple[pytest.Pytester, RunningJira, RunningJira, RunningRally]:
     """The project, its servers, and every secret in the environment."""
     for var, (secret, _) in SECRETS.items():
         monkeypatch.setenv(var, secret)
@@ -312,6 +316,8 @@ def canary(
     cloud, dc = make_jira("cloud"), make_jira("dc")
     cloud.state.users = {JIRA_USER: SECRETS["JIRA_TOKEN"][0]}
     dc.state.tokens = {SECRETS["JIRA_PAT"][0]}
+    rally = make_rally()
+    rally.state.api_keys = {SECRETS["RALLY_API_KEY"][0]: RALLY_USER}
     sauce_server.add_account(SAUCE_USER, SECRETS["SAUCE_ACCESS_KEY"][0])
     for job in ("job-cloud", "job-dc", "job-local"):
         sauce_server.add_job(job, SAUCE_USER)
@@ -324,20 +330,21 @@ def canary(
         ca_file=starttls_server.ca_file,
         sauce_user=SAUCE_USER,
         sauce=sauce_server.base("us-west-1"),
+        rally=rally.url,
     )
     pytester.makefile(".toml", **{"rp-bts": config})
     pytester.makepyfile(test_spill=SUITE)
     pytester.makeini("[pytest]\n")
-    return pytester, cloud, dc
+    return pytester, cloud, dc, rally
 
 
 def test_no_secret_leaks_anywhere(
-    canary: tuple[pytest.Pytester, RunningJira, RunningJira],
+    canary: tuple[pytest.Pytester, RunningJira, RunningJira, RunningRally],
     sauce_server: SauceLabs,
     starttls_server: Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pytester, cloud, dc = canary
+    pytester, cloud, dc, rally = canary
     found: set[str] = set()
     outputs: list[str] = []
 
@@ -384,7 +391,7 @@ def test_no_secret_leaks_anywhere(
         cli("issues", *args)
     cli("integrations", "list")
     cli("integrations", "list", "--json")
-    for name in ("Shop bugs", "DC tasks", "Wrong jira", "Wrong mail", "Sauce"):
+    for name in ("Shop bugs", "DC tasks", "Wrong jira", "Wrong mail", "Sauce", "Rally"):
         cli("integrations", "test", name)
 
     # every sink was reached, so a clean search means something
@@ -408,6 +415,22 @@ def test_no_secret_leaks_anywhere(
     for flavour, jira in (("Jira Cloud", cloud), ("Jira DC", dc)):
         for what, kept in jira_sinks(jira):
             found.update(leaks(f"{flavour} {what}", kept))
+    (defect,) = rally.state.defects()  # run 1 filed it, run 2 posted once
+    assert len(rally.state.posts_of(defect["ObjectID"])) == 1
+    found.update(leaks("Rally defects", json.dumps(rally.state.defects())))
+    for post in rally.state.posts_of(defect["ObjectID"]):
+        found.update(leaks("Rally discussion", post["Text"]))
+    own = set()
+    for attachment in rally.state.attachments_of(defect["ObjectID"]):
+        if attachment["Name"] == OWN_ATTACHMENT:
+            own.add(base64.b64encode(attachment["bytes"]).decode())
+        else:
+            found.update(leaks(f"Rally attachment {attachment['Name']}", attachment["bytes"]))
+    assert own  # uploaded as the test attached it, like Jira's copy: the one exception
+    for sent in rally.state.requests:
+        content = (sent.body or {}).get("AttachmentContent", {}).get("Content")
+        if content not in own:
+            found.update(leaks(f"Rally {sent.method} {sent.path}", repr(sent)))
     jobs = [(c.jobs, c.rdc_jobs) for c in sauce_server.centers.values()]
     found.update(leaks("Sauce Labs requests", json.dumps(sauce_server.requests)))
     found.update(leaks("Sauce Labs jobs", json.dumps(jobs)))

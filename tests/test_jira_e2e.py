@@ -8,6 +8,7 @@ import pytest
 from jira_server import RunningJira
 
 from conftest import DEMO_FINGERPRINTS, all_files, by_nodeid, results_json
+from rp_bts_agent.cli import main
 
 
 @pytest.fixture
@@ -229,21 +230,68 @@ def test_a_run_flushes_earlier_leftovers_first(
     assert [s.split(":")[0] for s in summaries] == ["test_empty_cart", "test_key"]
 
 
-def test_a_refusal_is_kept_and_listed_not_retried(
+def test_a_refusal_is_set_aside_and_retried_once_the_config_changes(
     jira_demo: pytest.Pytester, jira: RunningJira, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rp_bts_agent.cli import main
-
+    """Issue 12, point 2: a refused entry is kept with what it was refused with, listed by
+    ``flush --list``, said in one line per run, and filed once the configuration is fixed."""
+    root = str(jira_demo.path)
     config = jira_demo.path / "rp-bts.toml"
-    config.write_text(config.read_text().replace('issue_type = "Bug"', 'issue_type = "Nope"'))
-    jira_demo.runpytest("--rp-bts", "-k", "test_key")
+    right = config.read_text()
+    config.write_text(right.replace('issue_type = "Bug"', 'issue_type = "Nope"'))
+    jira_demo.runpytest_subprocess("--rp-bts")
     assert jira.state.issues == {}
     capsys.readouterr()
     calls = len(jira.state.requests)
-    assert main(["--root", str(jira_demo.path), "flush"]) == 1
+    assert main(["--root", root, "flush"]) == 0  # nothing new failed: it waits for a fix
     out = capsys.readouterr().out
-    assert out.startswith("failed    [Shop bugs] run ") and "Nope" in out
-    assert len(jira.state.requests) == calls  # listed, not retried
+    assert out.startswith(f"set aside [Shop bugs] {DEMO_FINGERPRINTS} group(s)") and "Nope" in out
+    assert len(out.splitlines()) == 1
+    assert len(jira.state.requests) == calls  # not retried with the same configuration
+    assert main(["--root", root, "flush", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == DEMO_FINGERPRINTS and all(
+        " failed " in line and "Nope" in line for line in listed
+    )
+
+    again = jira_demo.runpytest_subprocess(
+        "--rp-bts", "-k", "test_key"
+    )  # still wrong: one line for all
+    flushed = [line for line in again.outlines if line.startswith("flush:")]
+    assert len(flushed) == 1 and flushed[0].startswith(
+        f"flush: set aside [Shop bugs] {DEMO_FINGERPRINTS} group(s)"
+    )
+
+    dropped = int(listed[0].split()[0])
+    assert main(["--root", root, "flush", "--drop", str(dropped)]) == 0
+    assert "dropped 1 entry" in capsys.readouterr().out
+    config.write_text(right)  # fixed: the refused entries go on the next flush
+    assert main(["--root", root, "flush"]) == 0
+    out = capsys.readouterr().out
+    # every fingerprint once (the one dropped was filed by the second run's entry)
+    assert out.count("created   [Shop bugs]") + out.count("commented [Shop bugs]") == (
+        DEMO_FINGERPRINTS
+    )
+    assert len({i["fields"]["labels"][0] for i in jira.state.issues.values()}) == len(
+        jira.state.issues
+    )
+    assert main(["--root", root, "flush", "--list"]) == 0
+    assert capsys.readouterr().out.strip() == "nothing kept"
+
+
+def test_flush_retry_failed_and_drop_all_failed(
+    jira_demo: pytest.Pytester, jira: RunningJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(jira_demo.path)
+    jira.state.can_create = False  # a refusal the configuration does not explain
+    jira_demo.runpytest_subprocess("--rp-bts", "-k", "test_key")
+    assert main(["--root", root, "flush", "--retry-failed"]) == 1  # tried, refused again
+    assert "retrying 1 refused entr" in capsys.readouterr().out
+    assert main(["--root", root, "flush", "--all-failed"]) == 0
+    assert main(["--root", root, "flush", "--list"]) == 0
+    assert capsys.readouterr().out.strip().endswith("nothing kept")
+    with pytest.raises(SystemExit):
+        main(["--root", root, "flush", "--drop", "x"])
 
 
 def test_link_mode_keeps_nothing_for_a_replay(

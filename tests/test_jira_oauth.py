@@ -126,6 +126,8 @@ def test_oauth_dance_stores_token_as_env_secret(
     root.mkdir()
     monkeypatch.setenv("RP_BTS_GLOBAL_CONFIG", str(tmp_path / "none.toml"))
     _project(root, server, pem)
+    (root / ".env").write_text("OTHER=1\n", encoding="utf-8")
+    (root / ".env").chmod(0o644)  # readable by all before: 0600 after, whatever it was
     monkeypatch.setattr(sys, "stdin", _Stdin(server, "verified-123"))
     assert main(["--root", str(root), "integrations", "oauth", "DC oauth"]) == 0
     out = capsys.readouterr().out
@@ -138,6 +140,7 @@ def test_oauth_dance_stores_token_as_env_secret(
     env = (root / ".env").read_text(encoding="utf-8")
     assert f"JIRA_DC_OAUTH_ACCESS_TOKEN='{token}'" in env
     assert (root / ".env").stat().st_mode & 0o077 == 0
+    assert env.startswith("OTHER=1\n")
     monkeypatch.delenv("JIRA_DC_OAUTH_ACCESS_TOKEN")
     monkeypatch.delenv("JIRA_DC_OAUTH_ACCESS_TOKEN_SECRET")
     integration = load_config(root).integration("DC oauth")

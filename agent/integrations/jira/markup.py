@@ -74,19 +74,21 @@ def render(body: Body, *, trailer: Iterable[str] = ()) -> str:
     """The body in wiki markup, at most :data:`TEXT_LIMIT` characters.
 
     ``trailer`` lines are ours (a run marker) and are added unescaped, so they must hold no
-    markup characters.
+    markup characters; they are kept whatever is cut.
     """
     pre_limit = PRE_LIMIT
+    tail = "".join(f"\n\n{line}" for line in trailer)
+    limit = TEXT_LIMIT - len(tail)
     while True:
-        parts = [_section(s, pre_limit) for s in body.sections]
-        text = "\n\n".join([*parts, *trailer])
-        if len(text) <= TEXT_LIMIT or pre_limit <= 500:
+        text = "\n\n".join(_section(s, pre_limit) for s in body.sections)
+        if len(text) <= limit or pre_limit <= 500:
             break
         pre_limit //= 2
-    if len(text) > TEXT_LIMIT:
+    if len(text) > limit:
         # escaped text alone is too long: cut it at a line end, outside any macro
-        cut = text.rfind("\n", 0, TEXT_LIMIT - 100)
-        text = text[: cut if cut > 0 else TEXT_LIMIT - 100] + "\n\n... [cut]"
+        cut = text.rfind("\n", 0, limit - 100)
+        text = text[: cut if cut > 0 else limit - 100] + "\n\n... [cut]"
         if text.count("{noformat}") % 2:
             text += "\n{noformat}"
+    text = (text + tail) if text else tail.lstrip("\n")
     return text

@@ -42,6 +42,7 @@ from rp_bts_agent.tracker import (
     Resolves,
     TrackerError,
     create_one,
+    run_marker,
 )
 
 from . import JiraSettings, markup
@@ -60,9 +61,9 @@ PAGE: Final = 100
 BATCH: Final = 50
 #: ids ``reconcileIssues`` takes at most
 _RECONCILE_MAX: Final = 50
-_SEARCH_FIELDS: Final = "status,labels,created,summary"
+#: ``description`` for the run marker: a replay knows the issues its own run filed
+_SEARCH_FIELDS: Final = "status,labels,created,summary,description"
 _KEY_RE: Final = re.compile(r"(?:^|/)([A-Z][A-Z0-9_]+-[0-9]+)(?:[/?#]|$)")
-_RUN_ID_SAFE: Final = re.compile(r"[^A-Za-z0-9_.]+")
 _HINTS: Final = {
     401: "check username and password: Jira Cloud takes the account's e-mail address and an"
     ' API token, Data Center the login name and password, or auth = "pat" with a token',
@@ -124,6 +125,14 @@ def _jql_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _filed_by(description: Any) -> str:
+    """The run marker under an issue's description (the last line that is one)."""
+    if not isinstance(description, str):
+        return ""
+    marks = [line for line in description.splitlines() if line.startswith("rp-bts run ")]
+    return marks[-1] if marks else ""
+
+
 def _is_done(fields: Mapping[str, Any]) -> bool:
     status = fields.get("status") or {}
     return str((status.get("statusCategory") or {}).get("key", "")) == "done"
@@ -162,6 +171,8 @@ class JiraTracker:
         #: fingerprint -> ids of issues filed for it (ours, or from our record): Cloud search
         #: is eventually consistent, and ``reconcileIssues`` makes it see them at once.
         self._filed: dict[str, list[int]] = {}
+        #: keys this tracker created: they have no attachments yet
+        self._created: set[str] = set()
 
     def __repr__(self) -> str:
         return f"JiraTracker({self.url!r}, project={self.project!r})"
@@ -272,6 +283,7 @@ class JiraTracker:
             closed=_is_done(fields),
             fingerprint=fingerprint,
             issue_id=str(raw.get("id", "")),
+            filed_by=_filed_by(fields.get("description")),
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -415,7 +427,9 @@ class JiraTracker:
             project={"key": self.project},
             issuetype={"name": issue_type},
             summary=markup.one_line(draft.summary),
-            description=markup.render(draft.body),
+            description=markup.render(
+                draft.body, trailer=(run_marker(draft.run_id),) if draft.run_id else ()
+            ),
             labels=list(dict.fromkeys([*draft.labels, *labels])),
         )
         return fields
@@ -457,6 +471,7 @@ class JiraTracker:
         settled = self._settle({drafts[n].fingerprint: str(c["key"]) for n, c in filed.items()})
         for number, created in filed.items():
             key = str(created["key"])
+            self._created.add(key)
             answers[number] = settled.get(key) or RemoteIssue(
                 key, self.browse(key), "", False, drafts[number].fingerprint, False, created["id"]
             )
@@ -496,8 +511,10 @@ class JiraTracker:
 
     def complete(self, key: str, draft: IssueDraft) -> None:
         """Attachments, remote links and the link to an earlier closed issue, each on its own:
-        one that fails is logged, and the issue stands."""
-        self._attach(key, draft.attachments)
+        one that fails is logged, and the issue stands (a tracker gone away is raised). An
+        issue this tracker did not just create may have some already (a replay of a run
+        killed half way): those are not added twice."""
+        self._attach(key, draft.attachments, again=key not in self._created)
         for link in draft.links:
             self._remote_link(key, link.title, link.url, link.key or link.url)
         if draft.relates_to:
@@ -526,19 +543,32 @@ class JiraTracker:
         except TrackerError as exc:
             logger.warning("Jira: remote link %s on %s skipped: %s", url, key, exc)
 
-    def _attach(self, key: str, files: Sequence[AttachmentFile]) -> None:
-        """Each file streamed from disk; one that fails is logged and skipped."""
+    def _attach(self, key: str, files: Sequence[AttachmentFile], *, again: bool = False) -> None:
+        """Each file streamed from disk; one that fails is logged and skipped. ``again``: the
+        issue may have some already (a replay), those are not added twice. A tracker gone
+        away (or the time budget spent) stops the rest: raised, so the work is kept."""
+        if again and files:
+            page = self._get(
+                self.client, f"/rest/api/2/issue/{key}", "get issue", fields="attachment"
+            )
+            there = {
+                str(a.get("filename", ""))
+                for a in (page.get("fields") or {}).get("attachment") or ()
+                if isinstance(a, dict)
+            }
+            files = [f for f in files if f.name not in there]
         for item in files:
             try:
                 with open(item.path, "rb") as handle, self._calls("attachment"):
                     self.client.add_attachment(issue=key, attachment=handle, filename=item.name)
-            except (OSError, TrackerError) as exc:
+            except TrackerError as exc:
+                if exc.retryable:
+                    raise
+                logger.warning("Jira: attachment %r of %s skipped: %s", item.name, key, exc)
+            except OSError as exc:
                 logger.warning("Jira: attachment %r of %s skipped: %s", item.name, key, exc)
 
-    @staticmethod
-    def run_marker(run_id: str) -> str:
-        """The line that tells a later call of the same run that it has already commented."""
-        return f"rp-bts run {_RUN_ID_SAFE.sub('_', run_id)}"
+    run_marker = staticmethod(run_marker)
 
     def comment(self, key: str, comment: CommentDraft) -> bool:
         self._writable("comment")

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from rp_bts_agent.kinds import Kind
+from rp_bts_agent.kinds import ConfigureRequest, Kind
 from rp_bts_agent.settings import TrackerSettings, choice, secret, text
+
+if TYPE_CHECKING:
+    from rp_bts_agent.config_types import Integration
+    from rp_bts_agent.connection import CheckOptions, CheckResult
+    from rp_bts_agent.tracker import Tracker
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,4 +27,31 @@ class RallySettings(TrackerSettings):
     password: str = secret()
 
 
-KIND = Kind(name="rally", settings=RallySettings, summary="Rally defects")
+def _tracker(integration: Integration, read_only: bool) -> Tracker:
+    from .tracker import RallyTracker
+
+    return RallyTracker(integration, read_only=read_only)
+
+
+def _check(integration: Integration, options: CheckOptions) -> CheckResult:
+    from .tracker import check_connection
+
+    return check_connection(integration, options)
+
+
+def _configure(request: ConfigureRequest) -> int:
+    from .cli import configure
+
+    return configure(request)
+
+
+KIND = Kind(
+    name="rally",
+    settings=RallySettings,
+    summary="Rally defects",
+    tracker=_tracker,
+    check=_check,
+    configure=_configure,
+    # Rally's queries see a write at once: no record of our own is needed to find it again
+    own_record=False,
+)
