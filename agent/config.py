@@ -15,10 +15,10 @@ import stat
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, NamedTuple, final
+from typing import Any, Final, Literal, NamedTuple, cast, final
 
 from . import kinds
-from .config_types import Config, ConfigError, Integration, Rule, Source
+from .config_types import Config, ConfigError, GroupBy, Integration, Rule, Source
 from .redact import WEAK_LENGTH, is_weak
 from .rootdir import default_global_file, project_config_file
 from .settings import Key, SettingsContext, ValueType, keys_of, url_password
@@ -30,6 +30,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 __all__ = [
     "RULE_KEYS",
+    "TABLE_KEYS",
     "TOP_KEYS",
     "ConfigFile",
     "Env",
@@ -81,6 +82,18 @@ TOP_KEYS: Final[Mapping[str, Key]] = {
     "fingerprint_params": Key("bool"),
     # seconds the agent may spend filing at session end; the rest is kept for rp-bts flush
     "time_budget": Key("int"),
+    # one issue per raise site outside the test module ("cause"), or one per test ("test")
+    "group_by": Key(choices=("cause", "test")),
+    # the storm guard: a run never opens more issues than this; the rest make one "run broken"
+    "max_new_issues": Key("int"),
+}
+
+#: top-level tables and their keys; ``flaky`` and ``on_pass`` may also be just their action
+#: (``on_pass = "resolve"`` is ``[on_pass] action = "resolve"``)
+TABLE_KEYS: Final[Mapping[str, Mapping[str, Key]]] = {
+    "storm": {"ratio": Key(help="a number from 0 to 1"), "min_tests": Key("int")},
+    "flaky": {"action": Key(choices=("label", "skip", "file")), "window": Key("int")},
+    "on_pass": {"action": Key(choices=("comment", "resolve")), "runs": Key("int")},
 }
 
 _TYPE_NAMES: Final[Mapping[ValueType, str]] = {
@@ -184,7 +197,7 @@ def check_section(
     section: Mapping[str, Any], path: Path, scope: Scope, *, mode: int = 0, prefix: str = ""
 ) -> ConfigFile:
     """Check a file's structure: known keys, known kinds, unique names. Values come on resolve."""
-    allowed_top = {*TOP_KEYS, "integrations", "rules"} - (
+    allowed_top = {*TOP_KEYS, *TABLE_KEYS, "integrations", "rules"} - (
         {"unlinked"} if scope == "global" else set()
     )
     for key in section:
@@ -394,6 +407,51 @@ def _values(
     return out
 
 
+def _table(source: ConfigFile, name: str, env: Env | None) -> dict[str, Any]:
+    """One of :data:`TABLE_KEYS`, filled and typed; ratios are numbers from 0 to 1 and counts
+    at least 1, so no setting can make the guard or the streak meaningless."""
+    raw = source.top.get(name)
+    if raw is None:
+        return {}
+    loc = source.prefix + name
+    schema = TABLE_KEYS[name]
+    if isinstance(raw, str) and "action" in schema:
+        raw = {"action": raw}
+    if not isinstance(raw, dict):
+        either = " or a string" if "action" in schema else ""
+        raise ConfigError(source.path, loc, f"expected a table{either}, got {_describe(raw)}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{loc}.{key}"
+        if key not in schema:
+            raise ConfigError(source.path, where, _unknown(key, schema, f"in [{name}]"))
+        filled = _fill(value, env, source.path, where)
+        if filled is _UNSET:
+            continue
+        if key == "ratio":
+            number = _as_float(filled)
+            if number is None or not 0 <= number <= 1:
+                raise ConfigError(
+                    source.path, where, f"expected a number from 0 to 1, got {_describe(filled)}"
+                )
+            out[key] = number
+            continue
+        out[key] = _coerce(filled, schema[key], source.path, where)
+        if schema[key].type == "int" and out[key] < 1:
+            raise ConfigError(source.path, where, f"expected at least 1, got {out[key]}")
+    return out
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok else None
+
+
 def _check_secrets(entry: Table, source: ConfigFile, warnings: list[str]) -> None:
     """Literal credentials: refused in a world-writable file, warned about in a project file."""
     schema = integration_keys(entry.kind)
@@ -559,6 +617,14 @@ def resolve(
         value = top["project"].get(key) or top["global"].get(key) or ""
         return str(value)
 
+    def number(key: str, default: int) -> int:
+        return int(top["project"].get(key, top["global"].get(key, default)))
+
+    # the project's keys of a table over the global file's
+    tables = {name: {**_table(glob, name, env), **_table(proj, name, env)} for name in TABLE_KEYS}
+    if number("max_new_issues", 20) < 1:
+        raise ConfigError(proj.path, f"{proj.prefix}max_new_issues", "expected at least 1")
+
     if env is not None:
         warnings += env.warnings
         warnings += [
@@ -576,7 +642,15 @@ def resolve(
         fingerprint_params=bool(
             top["project"].get("fingerprint_params", top["global"].get("fingerprint_params"))
         ),
-        time_budget=int(top["project"].get("time_budget", top["global"].get("time_budget", 60))),
+        time_budget=number("time_budget", 60),
+        group_by=cast(GroupBy, pick("group_by") or "cause"),
+        max_new_issues=number("max_new_issues", 20),
+        storm_ratio=float(tables["storm"].get("ratio", 0.5)),
+        storm_min_tests=int(tables["storm"].get("min_tests", 20)),
+        flaky=tables["flaky"].get("action", "label"),
+        flaky_window=int(tables["flaky"].get("window", 5)),
+        on_pass=tables["on_pass"].get("action", "comment"),
+        on_pass_runs=int(tables["on_pass"].get("runs", 3)),
         integrations=tuple(integrations),
         rules=rules,
         project_file=str(project.path) if project else "",

@@ -77,6 +77,9 @@ class Rule:
     attributes_operator: Literal["and", "or"] = "and"
 
 
+GroupBy = Literal["cause", "test"]
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The resolved view: the project's settings with global integrations linked per kind."""
@@ -90,6 +93,19 @@ class Config:
     fingerprint_params: bool = False
     #: seconds the agent may spend filing at session end (the rest goes to the outbox)
     time_budget: int = 60
+    #: one issue per raise site outside the test module ("cause") or one per test ("test")
+    group_by: GroupBy = "cause"
+    #: the storm guard: more than ``storm_ratio`` of at least ``storm_min_tests`` tests failing
+    #: alike, or more than ``max_new_issues`` new issues, make one "run broken" issue
+    max_new_issues: int = 20
+    storm_ratio: float = 0.5
+    storm_min_tests: int = 20
+    #: a test that failed, then passed (a rerun, or within ``flaky_window`` recorded runs)
+    flaky: Literal["label", "skip", "file"] = "label"
+    flaky_window: int = 5
+    #: what ``on_pass_runs`` passing runs in a row do to an open issue
+    on_pass: Literal["comment", "resolve"] = "comment"
+    on_pass_runs: int = 3
     integrations: tuple[Integration, ...] = ()
     rules: tuple[Rule, ...] = ()
     project_file: str = ""

@@ -3,16 +3,23 @@
 Written by hand: no maintained library turns a Python failure into a tracker-safe id that survives
 line shifts and noisy messages (Sentry's grouping lives on its server, not in its SDK).
 
-A fingerprint is ``rpbts1-`` followed by 20 hex digits of a SHA-256 over
+A fingerprint is ``rpbts2-`` followed by 20 hex digits of a SHA-256 over the rule that grouped
+the failure (:func:`rule_for`) and
 
 1. the test identity: the node id without its parameter id (``test_x.py::test_a[1-foo]`` is
-   ``test_x.py::test_a``), unless parameters are asked to count;
+   ``test_x.py::test_a``), unless parameters are asked to count; only when the failure is raised
+   in the test module itself (rule ``test``): a failure raised in the code under test, a shared
+   fixture or a helper is grouped by cause across tests (rule ``cause``);
 2. the exception type, as the caller names it (``AssertionError``, ``requests.HTTPError``);
 3. the message, normalized by :func:`normalize_message` (noise such as times, ids, addresses,
    temporary paths and numbers becomes placeholders);
 4. the innermost in-app frames (:func:`frames_from_traceback`): relative path, function name and
    the normalized source line, never a line number, so code added above the failure keeps the
-   fingerprint.
+   fingerprint; for rule ``cause`` the innermost one only (the raise site), as the callers differ.
+
+Collection errors (rule ``collection``: the module and its error) and failing shared fixtures
+(rule ``fixture``: the fixture and its error) have fingerprints of their own
+(:func:`compute_for`).
 
 It is lower-case letters, digits and one hyphen, so it is a valid Jira label, Rally tag and an
 exact search term anywhere. :data:`FINGERPRINT_VERSION` is part of it: any change here that moves
@@ -33,20 +40,24 @@ from dataclasses import dataclass
 from functools import lru_cache
 from keyword import kwlist
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 __all__ = [
     "FINGERPRINT_VERSION",
     "MESSAGE_LIMIT",
     "Frame",
+    "Rule",
     "compute",
+    "compute_for",
     "frames_from_traceback",
     "normalize_message",
     "normalize_source",
+    "rule_for",
     "test_identity",
 ]
 
-FINGERPRINT_VERSION: Final = 1
+#: 2: failures raised outside the test module are grouped by cause (1 was always per test)
+FINGERPRINT_VERSION: Final = 2
 PREFIX: Final = f"rpbts{FINGERPRINT_VERSION}-"
 DIGEST_CHARS: Final = 20
 #: characters of the normalized message that count; the rest of a long diff is noise.
@@ -59,6 +70,11 @@ _INTERNAL_MODULES: Final = frozenset(
     ("pytest", "_pytest", "pluggy", "rp_bts_agent", "pytest_rp_bts")
 )
 _SITE_DIRS: Final = frozenset(("site-packages", "dist-packages"))
+
+#: what grouped a failure, as the results JSON says per result (``grouped_by``): its raise site
+#: (``cause``), its test (``test``), a conftest hook, a collection error, a shared fixture, or the
+#: storm guard (set by the agent)
+Rule = Literal["cause", "test", "hook", "collection", "fixture", "storm"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +353,24 @@ def test_identity(nodeid: str, *, include_params: bool = False) -> str:  # noqa:
 test_identity.__test__ = False  # type: ignore[attr-defined]  # not a test, despite the name
 
 
+def rule_for(nodeid: str, frames: Sequence[Frame], group_by: str = "cause") -> Rule:
+    """``cause`` when the innermost in-app frame is outside the test's own module (the code under
+    test, a conftest fixture, a helper): every test failing there alike shares one issue. A
+    failure in the test module itself (its own assert, a helper defined beside it) is the test's:
+    ``test``, as is everything with ``group_by = "test"`` or no in-app frame at all."""
+    if group_by != "cause" or not frames:
+        return "test"
+    module = nodeid.partition("::")[0]
+    return "cause" if frames[-1].path != module else "test"
+
+
+def _digest(parts: list[object]) -> str:
+    """The parts hashed as one JSON array, so no choice of separators makes two different sets
+    of parts collide."""
+    blob = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
+    return PREFIX + hashlib.sha256(blob).hexdigest()[:DIGEST_CHARS]
+
+
 def compute(
     nodeid: str,
     exc_type: str,
@@ -344,18 +378,32 @@ def compute(
     frames: Sequence[Frame],
     *,
     include_params: bool = False,
+    rule: Rule = "test",
 ) -> str:
-    """The fingerprint: ``rpbts1-`` and 20 hex digits, e.g. ``rpbts1-3f9a0c4be1d27a65c0de``.
+    """The fingerprint: ``rpbts2-`` and 20 hex digits, e.g. ``rpbts2-3f9a0c4be1d27a65c0de``.
 
-    The parts are hashed as one JSON array, so no choice of separators makes two different sets
-    of parts collide.
+    ``rule`` (from :func:`rule_for`) ``cause`` leaves the test out and keeps the raise site only.
     """
-    parts = [
-        FINGERPRINT_VERSION,
-        test_identity(nodeid, include_params=include_params),
-        exc_type.strip(),
-        normalize_message(message),
-        [[frame.path, frame.function, frame.source] for frame in frames],
-    ]
-    blob = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
-    return PREFIX + hashlib.sha256(blob).hexdigest()[:DIGEST_CHARS]
+    if rule == "cause":
+        site = frames[-1:]
+        return compute_for("cause", "", exc_type, message, site)
+    return compute_for(
+        "test", test_identity(nodeid, include_params=include_params), exc_type, message, frames
+    )
+
+
+def compute_for(
+    rule: Rule, subject: str, exc_type: str, message: str, frames: Sequence[Frame] = ()
+) -> str:
+    """The fingerprint of a failure grouped by ``rule`` around ``subject``: a test identity,
+    a test module (``collection``), a fixture (``fixture``: its file and name) or a cause."""
+    return _digest(
+        [
+            FINGERPRINT_VERSION,
+            rule,
+            subject,
+            exc_type.strip(),
+            normalize_message(message),
+            [[frame.path, frame.function, frame.source] for frame in frames],
+        ]
+    )

@@ -171,12 +171,18 @@ def _act(
         from .notify import notify  # jinja2 and email only when needed
 
         try:
-            end.notices = notify(config, whole_run(launch, end.results), hooks)
+            notes = (
+                [f"rp-bts storm guard: {end.filing.storm}"]
+                if end.filing and end.filing.storm
+                else []
+            )
+            end.notices = notify(config, whole_run(launch, end.results), hooks, notes)
         except Exception as exc:  # contained like the filing
             log.exception("rp-bts: notification failed")
             end.problems.append(f"rp-bts: notification failed: {redactor.redact(repr(exc))}")
     if how.prune and how.mode != "dry-run":
         _prune(state)
+        _prune_history(state, end, redactor)
 
 
 def _prune(state: State) -> None:
@@ -190,6 +196,20 @@ def _prune(state: State) -> None:
         log.warning("rp-bts: old run folders kept: the outbox cannot be read: %s", exc)
         return
     prune_runs(state.runs, KEEP_RUNS, needed)
+
+
+def _prune_history(state: State, end: LaunchEnd, redactor: Redactor) -> None:
+    """The record of runs keeps as many runs as there are run folders."""
+    if not state.history_db.exists():
+        return
+    from .history import History
+
+    try:
+        History(state.history_db).prune(KEEP_RUNS)
+    except (sqlite3.Error, OSError) as exc:
+        end.problems.append(
+            f"rp-bts: the record of runs was not pruned: {redactor.redact(str(exc))}"
+        )
 
 
 def _replay(config: Config, end: LaunchEnd, breakers: dict[str, str], redactor: Redactor) -> None:
@@ -241,6 +261,7 @@ def _file(
             log_lines=how.log_lines,
             issue_type=how.issue_type,
             fields=how.fields,
+            total=len(end.results),
         ),
         progress=how.progress,
         breakers=breakers,

@@ -138,6 +138,10 @@ class TestResult:
     stdout: str = ""
     stderr: str = ""
     fingerprint: str = ""
+    #: the rule that made the fingerprint: cause, test, hook, collection, fixture, storm
+    grouped_by: str = ""
+    #: failed, then passed on a rerun (pytest-rerunfailures) or in our record of recent runs
+    flaky: bool = False
     params: str = ""
     #: the test's docstring, sent with ``include = ["comments"]`` (ReportPortal's item comment).
     description: str = ""
@@ -353,6 +357,8 @@ def result_from_json(data: Mapping[str, Any]) -> TestResult:
         stdout=str(data.get("stdout", "")),
         stderr=str(data.get("stderr", "")),
         fingerprint=str(data.get("fingerprint", "")),
+        grouped_by=str(data.get("grouped_by", "")),
+        flaky=bool(data.get("flaky", False)),
         params=str(data.get("params", "")),
         description=str(data.get("description", "")),
         attributes=_attrs(data.get("attributes", ())),

@@ -51,6 +51,7 @@ _HTML: Final = _ENV.from_string(
 color:#222222">
 <h2 style="margin:0 0 8px;font-size:18px">{{ subject }}</h2>
 <p style="margin:0 0 12px">{{ totals }}</p>
+{% for note in notes %}<p style="margin:0 0 12px;color:#b00000">{{ note }}</p>{% endfor %}
 {% if failures %}
 <table style="border-collapse:collapse" cellpadding="4" cellspacing="0">
 <tr style="background:#eeeeee"><th align="left">Test</th><th align="left">Outcome</th>
@@ -169,14 +170,17 @@ def message(
     sender: str,
     *,
     redact: Callable[[str], str] = str,
+    notes: Sequence[str] = (),
 ) -> EmailMessage:
     """Text and HTML, and the report attached (capped); values from tests are escaped (HTML),
-    flattened (headers) and made printable; ``redact`` masks secrets in every part.
+    flattened (headers) and made printable; ``redact`` masks secrets in every part. ``notes``
+    are what the agent has to say about the whole run (the storm guard fired, and why).
     """
     title = redact(subject(run))
     failures = [r for r in run.results if r.failing]
     shown, more = failures[:MAIL_FAILURES], max(len(failures) - MAIL_FAILURES, 0)
-    lines = [title, "", counts_line(run), ""]
+    notes = [one_line(printable(note), 500) for note in notes]
+    lines = [title, "", counts_line(run), "", *(f"{note}\n" for note in notes)]
     rows = []
     for result in shown:
         links = result.links
@@ -225,6 +229,7 @@ def message(
     html = _HTML.render(
         subject=title,
         totals=counts_line(run),
+        notes=notes,
         failures=rows,
         more=more,
         attributes=attrs,
@@ -333,7 +338,9 @@ def flush_mail(config: Config) -> list[str]:
     return lines
 
 
-def notify(config: Config, run: RunResults, hooks: HookManager) -> list[Notice]:
+def notify(
+    config: Config, run: RunResults, hooks: HookManager, notes: Sequence[str] = ()
+) -> list[Notice]:
     """Evaluate every rule and deliver its message; errors are notices, never exceptions.
 
     With a mail server (an integration of a kind that sends mail) the message goes through it
@@ -351,7 +358,7 @@ def notify(config: Config, run: RunResults, hooks: HookManager) -> list[Notice]:
         if not to:
             notices.append(Notice(rule.name, (), error="no recipients (OWNER is not known)"))
             continue
-        msg = message(rule, run, to, sender, redact=redactor.redact)
+        msg = message(rule, run, to, sender, redact=redactor.redact, notes=notes)
         try:
             verdicts = hooks.hook.rp_bts_email(message=msg, launch=run.launch, rule_name=rule.name)
         except Exception as exc:  # a user's hook never breaks the run: the message is dropped

@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -26,6 +26,8 @@ from .config import build_integration
 from .config_types import Config, Integration
 from .content import comment_draft, issue_draft, one_line
 from .filed import FiledRecord
+from .fingerprint import compute_for, normalize_message
+from .history import Due, History
 from .hooks import HookManager
 from .known import KnownRecord, KnownStore
 from .model import IssueRef, KnownIssue, Launch, Link, RunResults, TestResult
@@ -35,8 +37,12 @@ from .redact import Redactor
 from .state import State
 from .tracker import (
     AttachmentFile,
+    Body,
+    CommentDraft,
     IssueDraft,
     RemoteIssue,
+    Resolves,
+    Section,
     Tracker,
     TrackerError,
     run_marker,
@@ -112,6 +118,10 @@ class FilingReport:
     run: RunResults
     plan: list[PlannedAction] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: why the storm guard fired ("" when it did not)
+    storm: str = ""
+    #: one line per issue whose tests pass again (``on_pass``: commented, resolved)
+    passing: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +145,9 @@ class Options:
     issue_type: str = ""
     #: ``rp-bts post --field KEY=VALUE``: fields of this issue, over the integration's
     fields: Mapping[str, str] = field(default_factory=dict)
+    #: tests in the run, for the storm guard's ratio (the agent is handed only the results it
+    #: may act on); 0: the results handed over are the whole run
+    total: int = 0
 
 
 def _submit(pool: ThreadPoolExecutor, call: Callable[..., T], *args: object) -> Future[T]:
@@ -208,8 +221,11 @@ class Agent:
         self._names: dict[str, str] = {}
         self.state = State(config.root)
         self.record = FiledRecord(self.state.filed_db, read_only=options.mode == "dry-run")
+        self.history = History(self.state.history_db, read_only=options.mode == "dry-run")
         self.known = KnownStore(self.state.known_db, read_only=options.mode == "dry-run")
         self._errors: list[str] = []
+        #: storm fingerprint -> why the guard made that group
+        self._storms: dict[str, str] = {}
         #: ``time.monotonic()`` by which this run's work ends (its budget, or a caller's)
         self._deadline: float | None = None
         #: the run marker of the launch being filed: an issue that carries it is this run's own
@@ -292,6 +308,7 @@ class Agent:
     def run(self, run: RunResults) -> FilingReport:
         self._errors = []
         self._kept = []
+        self._storms = {}
         self._marker = run_marker(run.launch.run_id)
         budget = self.options.time_budget
         limits = [http.deadline(), time.monotonic() + budget if budget is not None else None]
@@ -312,11 +329,12 @@ class Agent:
             )
         if self._linkers:  # before drafting: issues, mails and the report show the links
             run = RunResults(run.launch, tuple(self._linked(r) for r in run.results))
+        run = self._flaky(run)
         refs: dict[str, list[IssueRef]] = defaultdict(list)
         groups: dict[tuple[str, str], list[TestResult]] = defaultdict(list)
         integrations: dict[str, Integration] = {}
         for result in run.results:
-            if not result.failing:
+            if not self._files(result):
                 continue
             if result.known_issues:
                 refs[result.nodeid] += [self._known(result, k) for k in result.known_issues]
@@ -338,16 +356,188 @@ class Agent:
             integrations[target] = integration
             groups[(target, result.fingerprint)].append(result)
 
+        storm = self._storm(groups, integrations, self.options.total or len(run.results))
         if self._keeps and groups:
             plan = self._in_turns(run.launch, groups, integrations, refs)
         else:
             plan = self._plan(groups, integrations, refs)
             if self.options.mode != "dry-run":
                 self._execute(plan, integrations, run.launch, refs)
+        stormed = {  # the results the storm guard regrouped: the results JSON says so
+            r.nodeid: r for key, group in groups.items() if key[1] in self._storms for r in group
+        }
         results = tuple(
-            r.with_issues(refs[r.nodeid]) if r.nodeid in refs else r for r in run.results
+            stormed.get(r.nodeid, r).with_issues(refs[r.nodeid])
+            if r.nodeid in refs
+            else stormed.get(r.nodeid, r)
+            for r in run.results
         )
-        return FilingReport(RunResults(run.launch, results), plan, list(self._errors))
+        report = FilingReport(RunResults(run.launch, results), plan, storm=storm)
+        if self.options.mode == "post":
+            report.passing = self._on_pass(report.run)
+        report.errors = list(self._errors)
+        return report
+
+    # -- flaky tests, the storm guard, issues whose tests pass again -----------------------
+
+    def _files(self, result: TestResult) -> bool:
+        """A failure is filed; so is a test that passed on a rerun (flaky) unless the config
+        says ``flaky = "skip"``."""
+        if result.flaky:
+            return self.config.flaky != "skip" and bool(result.fingerprint)
+        return result.failing
+
+    def _flaky(self, run: RunResults) -> RunResults:
+        """Failures that our record shows passing and failing alike within ``flaky.window``
+        runs are flaky too (a rerun plugin marks its own on the result)."""
+        failures = [(r.nodeid, r.fingerprint) for r in run.results if r.failing and r.fingerprint]
+        try:
+            flaky = self.history.flaky(failures, self.config.flaky_window) if failures else set()
+        except OSError as exc:
+            self._error(f"the record of runs {self.history.path} cannot be read: {exc}")
+            return run
+        if not flaky:
+            return run
+        return RunResults(
+            run.launch,
+            tuple(
+                dataclasses.replace(r, flaky=True) if r.nodeid in flaky and r.failing else r
+                for r in run.results
+            ),
+        )
+
+    def _lookup(
+        self,
+        groups: Mapping[tuple[str, str], list[TestResult]],
+        integrations: Mapping[str, Integration],
+    ) -> dict[str, Mapping[str, RemoteIssue] | IssueRef]:
+        """Each integration's issues for its groups' fingerprints, or the reference that says
+        why they could not be looked up (its tracker is down)."""
+        by_integration: dict[str, list[str]] = defaultdict(list)
+        for name, fingerprint in groups:
+            by_integration[name].append(fingerprint)
+        return {
+            name: self._guarded(
+                name, "", functools.partial(self._find, integrations[name], fingerprints)
+            )
+            for name, fingerprints in by_integration.items()
+        }
+
+    def _storm(
+        self,
+        groups: dict[tuple[str, str], list[TestResult]],
+        integrations: Mapping[str, Integration],
+        total: int,
+    ) -> str:
+        """The storm guard: more than ``storm.ratio`` of at least ``storm.min_tests`` tests
+        failing with one cause, or more than ``max_new_issues`` new issues, go into one "run
+        broken" issue per integration (its fingerprint is the cause, so the next run of the
+        broken environment comments on it). Changes ``groups``; says why it fired. Issues are
+        looked up only when there are more groups than ``max_new_issues`` (planning looks
+        again, under the outbox's lease)."""
+        if self.options.mode == "link" or not groups:
+            return ""
+        cfg = self.config
+        reasons: list[str] = []
+        moved: list[tuple[str, TestResult]] = []
+        causes = Counter(_cause(r) for group in groups.values() for r in group)
+        causes.pop(None, None)
+        (cause, count) = causes.most_common(1)[0] if causes else (None, 0)
+        subject = "max_new_issues"
+        if cause is not None and total >= cfg.storm_min_tests and count > cfg.storm_ratio * total:
+            subject = " ".join(cause)
+            reasons.append(
+                f"{count} of {total} tests failed with {': '.join(filter(None, cause))}"
+                f" (more than {cfg.storm_ratio:.0%} of at least {cfg.storm_min_tests} tests)"
+            )
+            for key in list(groups):
+                moved += [(key[0], r) for r in groups[key] if _cause(r) == cause]
+                rest = [r for r in groups[key] if _cause(r) != cause]
+                if rest:
+                    groups[key] = rest
+                else:
+                    del groups[key]
+        new: list[tuple[str, str]] = []
+        if len(groups) + bool(moved) > cfg.max_new_issues:
+            found = self._lookup(groups, integrations)
+            new = [key for key in groups if self._new(key, integrations, found)]
+        opening = len(new) + bool(moved)
+        if opening > cfg.max_new_issues:
+            reasons.append(
+                f"the run would open {opening} new issues, more than max_new_issues ="
+                f" {cfg.max_new_issues}"
+            )
+            for key in new:
+                moved += [(key[0], r) for r in groups.pop(key)]
+        if not moved:
+            return ""
+        reason = "; ".join(reasons)
+        fingerprint = compute_for("storm", subject, "", "")
+        self._storms[fingerprint] = reason
+        for name, result in moved:
+            storm = dataclasses.replace(result, fingerprint=fingerprint, grouped_by="storm")
+            groups.setdefault((name, fingerprint), []).append(storm)
+        log.warning("rp-bts: the storm guard fired: %s", reason)
+        return reason
+
+    def _new(
+        self,
+        key: tuple[str, str],
+        integrations: Mapping[str, Integration],
+        found: Mapping[str, Mapping[str, RemoteIssue] | IssueRef],
+    ) -> bool:
+        """Whether the group would open a new issue (unknown when its tracker is down: yes)."""
+        name, fingerprint = key
+        existing = found.get(name)
+        if existing is None or isinstance(existing, IssueRef):
+            return True
+        return self._decide(integrations[name], existing.get(fingerprint)) == "create"
+
+    def _on_pass(self, run: RunResults) -> list[str]:
+        """Record the run; each open issue whose tests have all passed ``on_pass.runs`` runs in
+        a row gets one comment "passing since run X" (and with ``on_pass = "resolve"`` its
+        tracker's resolved state), then no longer waits on them."""
+        try:
+            due = self.history.record(run.launch.run_id, run.results, self.config.on_pass_runs)
+        except (sqlite3.Error, OSError) as exc:
+            self._error(f"the record of runs {self.history.path} cannot be written: {exc}")
+            return []
+        lines = []
+        for issue in due:
+            integration = self.resolve(issue.integration)
+            if integration is None or not integration.is_tracker:
+                self.history.forget(issue.integration, issue.key)  # its integration is gone
+                continue
+            done = self._guarded(
+                issue.integration,
+                "on_pass failed: ",
+                functools.partial(self._passing, integration, issue, run.launch),
+            )
+            if isinstance(done, str):  # else: said in errors; the next passing run tries again
+                lines.append(done)
+                self.history.forget(issue.integration, issue.key)
+        return lines
+
+    def _passing(self, integration: Integration, issue: Due, launch: Launch) -> str:
+        name, key = integration.name, issue.key
+        tracker = self.tracker(integration)
+        current = tracker.get(key)
+        if current.closed:
+            return f"passing   [{name}] {key} ({current.status}): its tests pass again"
+        text = (
+            f"Passing since run {issue.since}: its {len(issue.nodeids)} test(s) passed in"
+            f" {issue.passes} runs in a row (launch '{launch.name}', run {launch.run_id})."
+        )
+        body = Body((Section("", text), Section("Tests", "\n".join(issue.nodeids))))
+        tracker.comment(key, CommentDraft(body, run_id=launch.run_id))
+        did = "commented"
+        if self.config.on_pass == "resolve":
+            if isinstance(tracker, Resolves):
+                current = tracker.resolve(key)
+                did = "resolved"
+            else:
+                self._error(f"{name}: a {integration.kind} tracker cannot resolve {key}")
+        return f"passing   [{name}] {key} ({current.status}): since run {issue.since}, {did}"
 
     @property
     def _queues(self) -> bool:
@@ -853,6 +1043,8 @@ class Agent:
             launch,
             include=self._include(integration),
             log_lines=self._log_lines(integration),
+            spool=self.options.spool,
+            storm=self._storms.get(action.fingerprint, ""),
         )
         self.tracker(integration).comment(issue.key, comment)
         return IssueRef(integration.name, issue.key, issue.url, issue.status, "commented")
@@ -868,7 +1060,10 @@ class Agent:
             spool=self.options.spool,
             relates_to=relates_to,
             log_lines=self._log_lines(integration),
+            storm=self._storms.get(action.fingerprint, ""),
         )
+        if self.config.flaky == "label" and any(r.flaky for r in action.results):
+            draft = dataclasses.replace(draft, labels=(*draft.labels, "flaky"))
         if "attachments" in self._include(integration):
             assets = self._extra_attachments(action.results)
             if assets:
@@ -895,6 +1090,17 @@ class Agent:
                 return
             self._hooks_failed.add(name)
         self._error(f"the {name} hook failed: {exc!r}; going on without it")
+
+
+def _cause(result: TestResult) -> tuple[str, str] | None:
+    """What the storm guard counts as one cause: the exception type and the first line of its
+    normalized message, wherever it was raised (a refused connection in every test alike).
+    None for a failed assertion: ``assert <num> == <num>`` in many tests is many checks, not
+    one cause (``max_new_issues`` still bounds them)."""
+    if result.exc_type in ("AssertionError", "Failed", ""):
+        return None
+    message = result.message.strip().splitlines()[0] if result.message.strip() else ""
+    return result.exc_type, normalize_message(message)
 
 
 def merge_runs(runs: Iterable[RunResults]) -> RunResults:

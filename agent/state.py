@@ -55,6 +55,12 @@ class State:
         return self.folder / "filed.db"
 
     @property
+    def history_db(self) -> Path:
+        """Our record of runs: tests an open issue waits on, their passing streaks, recent
+        outcomes (``on_pass``, flaky tests); pruned with the run folders."""
+        return self.folder / "history.db"
+
+    @property
     def known_db(self) -> Path:
         """Known issues: pulled by ``rp-bts sync``, and the issues runs linked."""
         return self.folder / "known.db"

@@ -72,3 +72,9 @@ def link_lines(results: Iterable[TestResult]) -> list[str]:
         if result.failing
         for link in result.links
     ]
+
+
+def flaky_lines(results: Iterable[TestResult], policy: str) -> list[str]:
+    """The flaky tests (failed, then passed on a rerun or in recent runs) and what was done."""
+    done = {"label": "filed with the label flaky", "skip": "not filed", "file": "filed"}[policy]
+    return [f"flaky     {r.nodeid}: {done}" for r in results if r.flaky]

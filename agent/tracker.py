@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 from .model import Link
 
@@ -116,7 +116,11 @@ class RemoteIssue:
 
 
 class Tracker(Protocol):
-    """A bug tracker, seen by the pipeline. Every method may raise :class:`TrackerError`."""
+    """A bug tracker, seen by the pipeline. Every method may raise :class:`TrackerError`.
+
+    Optional: ``resolve`` (:class:`Resolves`), for ``on_pass = "resolve"``; a tracker without
+    it gets the "passing since" comment only.
+    """
 
     kind: ClassVar[str]
     #: how many drafts one ``create_many`` call files at most (Jira's bulk create takes 50)
@@ -165,6 +169,16 @@ class Tracker(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+        ...
+
+
+@runtime_checkable
+class Resolves(Protocol):
+    """The optional part of :class:`Tracker`: moving an issue to its resolved state."""
+
+    def resolve(self, key: str) -> RemoteIssue:
+        """Move the issue to the tracker's resolved state (Jira: the configured transition; the
+        local tracker: Closed); an issue resolved already is returned as it is."""
         ...
 
 

@@ -69,6 +69,9 @@ BULK: Final = 50
 _KEY: Final = re.compile(r"(?<=/)SHOP-\d+(?=/|$)")
 _ID: Final = re.compile(r"(?<=/)\d+(?=/|$)")
 CONFIG: Final = """
+# every bug its own issue: the storm guard would make the run one "run broken" issue
+max_new_issues = 100000
+
 [[integrations]]
 kind = "jira"
 name = "Bench"

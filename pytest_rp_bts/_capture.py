@@ -11,6 +11,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Final
 
 import pytest
@@ -21,6 +22,7 @@ from rp_bts_agent.model import (
     FAILING,
     Attachment,
     Attribute,
+    Outcome,
     Plain,
     TestResult,
     result_from_json,
@@ -94,6 +96,41 @@ def _skip_reason(longrepr: object) -> str:
     return ""
 
 
+def _last_error(longrepr: str) -> tuple[str, str]:
+    """``("ModuleNotFoundError", "No module named 'x'")`` from a collection error's text: its
+    last ``E`` line (pytest's), else its last line."""
+    lines = [line for line in longrepr.splitlines() if line.strip()]
+    errors = [line[1:].strip() for line in lines if line.startswith("E ")]
+    last = errors[-1] if errors else (lines[-1].strip() if lines else "")
+    head, sep, rest = last.partition(": ")
+    if sep and head.replace(".", "").replace("_", "").isalnum():
+        return head, rest
+    return "CollectionError", last
+
+
+def shared_fixture(item: pytest.Item, tb: TracebackType | None) -> str | None:
+    """The fixture wider than one test (session, package, module or class scope) whose code
+    raised, as ``<where it is defined>::<name>``; None when the error is not one of those."""
+    info = getattr(item, "_fixtureinfo", None)
+    chains = getattr(info, "name2fixturedefs", None) or {}
+    codes = set()
+    while tb is not None:
+        codes.add(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    for chain in chains.values():
+        for fixturedef in chain:
+            if getattr(fixturedef, "scope", "function") == "function":
+                continue
+            func = getattr(fixturedef, "func", None)
+            if func is None:
+                continue
+            func = inspect.unwrap(func)
+            code = getattr(getattr(func, "__func__", func), "__code__", None)
+            if code in codes:
+                return f"{fixturedef.baseid}::{fixturedef.argname}"
+    return None
+
+
 def _capture_failed(item: pytest.Item, exc: Exception) -> dict[str, Any]:
     log.exception("rp-bts: capturing %s failed", item.nodeid)
     return {"problems": [f"rp-bts: capturing {item.nodeid} failed: {exc!r}"]}
@@ -127,6 +164,7 @@ class Capture:
         hooks: HookManager,
         include_params: bool = False,
         *,
+        group_by: str = "cause",
         spill_dir: Path | None = None,
         redact: Callable[[str], str] | None = None,
         nodeid: Callable[[str], str] | None = None,
@@ -136,6 +174,8 @@ class Capture:
         self.nodeid = nodeid
         self.hooks = hooks
         self.include_params = include_params
+        #: the config's ``group_by``: "cause" groups failures raised outside the test module
+        self.group_by = group_by
         self.spill_dir = spill_dir
         self.redact = redact
         self._inherited: dict[object, frozenset[str]] = {}
@@ -197,33 +237,62 @@ class Capture:
     ) -> dict[str, Any]:
         from rp_bts_agent import fingerprint as fp  # its patterns compile on the first failure
 
+        fixture = None
         if excinfo is not None:
             exc_type = exception_type(excinfo.type)
             message = clip(_safe_str(excinfo.value), MESSAGE_CAP)
             frames = fp.frames_from_traceback(excinfo.tb, self.rootdir)
+            if report.when == "setup" and self.group_by == "cause":
+                fixture = shared_fixture(item, excinfo.tb)
         else:  # a strict XPASS, or a failure reported without an exception
             exc_type = "Failed"
             message = clip(report.longreprtext, MESSAGE_CAP)
             frames = ()
         nodeid = item.nodeid if self.nodeid is None else self.nodeid(item.nodeid)
-        default = fp.compute(
-            nodeid,
-            exc_type,
-            _fingerprint_text(exc_type, message),
-            frames,
-            include_params=self.include_params,
-        )
+        text = _fingerprint_text(exc_type, message)
+        rule: fp.Rule
+        if fixture is not None:  # one issue for the fixture, not one per test that needed it
+            rule = "fixture"
+            default = fp.compute_for(rule, fixture, exc_type, text)
+        else:
+            rule = fp.rule_for(nodeid, frames, self.group_by)
+            default = fp.compute(
+                nodeid, exc_type, text, frames, include_params=self.include_params, rule=rule
+            )
         texts, spilled = spill(_texts(report), self.spill_dir, self.redact)
         data: dict[str, Any] = {"exc_type": exc_type, "message": message, **texts}
         doc = inspect.getdoc(getattr(item, "obj", None))
         if doc:
             data["description"] = clip(doc, MESSAGE_CAP)
-        probe = TestResult(nodeid=nodeid, outcome="failed", fingerprint=default, **data)
-        chosen = self.hooks.hook.rp_bts_fingerprint(result=probe, default=default)
-        data["fingerprint"] = str(chosen) if chosen else default
+        self._choose(nodeid, "failed", data, default, rule)
         if spilled:  # apart from "attachments": the teardown phase adds the test's own files
             data["spilled"] = [to_plain(a) for a in spilled]
         return data
+
+    def _choose(
+        self, nodeid: str, outcome: Outcome, data: dict[str, Any], default: str, rule: str
+    ) -> None:
+        """The fingerprint a conftest hook chooses, else ``default``; and which rule made it."""
+        probe = TestResult(
+            nodeid=nodeid, outcome=outcome, fingerprint=default, grouped_by=rule, **data
+        )
+        chosen = self.hooks.hook.rp_bts_fingerprint(result=probe, default=default)
+        data["fingerprint"] = str(chosen) if chosen else default
+        data["grouped_by"] = "hook" if chosen and str(chosen) != default else rule
+
+    def collection_error(self, report: pytest.CollectReport) -> TestResult:
+        """A test module that does not import (or a collector that failed): one result per
+        module, whose fingerprint is the module and its error, so every run of the broken
+        module (and every xdist worker that collected it) files one issue."""
+        from rp_bts_agent import fingerprint as fp
+
+        longrepr = report.longreprtext
+        exc_type, message = _last_error(longrepr)
+        data: dict[str, Any] = {"exc_type": exc_type, "message": clip(message, MESSAGE_CAP)}
+        data["longrepr"] = clip(longrepr, MESSAGE_CAP * 4)
+        default = fp.compute_for("collection", report.nodeid, exc_type, message)
+        self._choose(report.nodeid, "error", data, default, "collection")
+        return TestResult(nodeid=report.nodeid, outcome="error", phase="collect", **data)
 
     def _markers_of(self, item: pytest.Item) -> list[str]:
         """Which of our markers apply; what the parents carry is looked up once per parent."""
@@ -282,6 +351,10 @@ class Collector:
         #: nodeid -> [outcome, phase, duration]; mutable, as this runs three times per test
         self.outcomes: dict[str, list[Any]] = {}
         self.extras: dict[str, dict[str, Any]] = {}
+        #: what the failed tries of rerun tests said (pytest-rerunfailures): the first try's
+        self.reruns: dict[str, Mapping[str, Any]] = {}
+        #: collection errors, one per module, first in the results
+        self.collection: list[TestResult] = []
         #: one-line errors found on the workers (wrong marker arguments)
         self.problems: list[str] = []
         #: one-line warnings from the tests (an attachment not found): they never fail the run
@@ -296,7 +369,7 @@ class Collector:
             if state is None:
                 state = outcomes[nodeid] = ["passed", "call", 0.0]
             state[2] += report.duration
-            result = report.outcome
+            result: str = report.outcome  # "rerun" too, from pytest-rerunfailures
             if result == "passed":
                 if report.when == "call" and hasattr(report, "wasxfail"):
                     state[0] = "xpassed"
@@ -308,6 +381,9 @@ class Collector:
                     state[0], state[1] = "failed", "call"
                 else:
                     state[0], state[1] = "error", report.when
+            elif result == "rerun":  # a failed try: the test runs again
+                self.reruns.setdefault(nodeid, report.__dict__.get("rp_bts") or {})
+                continue
             else:
                 xfailed = hasattr(report, "wasxfail")
                 state[0] = "xfailed" if xfailed else "skipped"
@@ -342,16 +418,21 @@ class Collector:
         for key, value in extra.items():
             merged.setdefault(key, value)  # the first failing phase tells the story
 
-    def results(self) -> list[TestResult | Plain]:
-        """One result per test, in the order they ran; a test that passed (or was skipped) with
-        nothing more to say stays a :data:`~rp_bts_agent.model.Plain` tuple."""
-        out: list[TestResult | Plain] = []
+    def results(self, watched: frozenset[str] = frozenset()) -> list[TestResult | Plain]:
+        """One result per test, in the order they ran (collection errors first); a test that
+        passed (or was skipped) with nothing more to say stays a
+        :data:`~rp_bts_agent.model.Plain` tuple, unless an open issue waits on it (``watched``)
+        or it passed on a rerun (flaky: it carries its failed try's details)."""
+        out: list[TestResult | Plain] = list(self.collection)
+        reruns = self.reruns
         mapped = self.nodeid
         for pytest_id, (outcome, phase, duration) in self.outcomes.items():
             extra = self.extras.get(pytest_id)
             nodeid = pytest_id if mapped is None else mapped(pytest_id)
+            if reruns and outcome == "passed" and pytest_id in reruns:
+                extra = {**reruns[pytest_id], **(extra or {}), "flaky": True}
             if extra is None:
-                if outcome in FAILING:
+                if outcome in FAILING or (watched and nodeid in watched):
                     out.append(TestResult(nodeid, outcome, phase, duration))
                 else:
                     out.append((nodeid, outcome, phase, duration))

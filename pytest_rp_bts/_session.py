@@ -27,7 +27,13 @@ from rp_bts_agent.model import PYTEST_COUNTS, Attribute, Launch
 from rp_bts_agent.redact import Redactor
 from rp_bts_agent.rootdir import default_env_file, find_project_root, nodeid_mapper
 from rp_bts_agent.state import State
-from rp_bts_agent.summary import display_path, issue_lines, link_lines, plan_lines
+from rp_bts_agent.summary import (
+    display_path,
+    flaky_lines,
+    issue_lines,
+    link_lines,
+    plan_lines,
+)
 
 from ._capture import Capture, Collector
 from ._fixture import ATTACHMENT_DIR
@@ -39,6 +45,9 @@ if TYPE_CHECKING:
     from rp_bts_agent.launch import LaunchEnd
 
 log = logging.getLogger("rp_bts_agent")
+
+#: the test reports rp-bts reads: pytest's three, and a failed try of a rerun test
+_OUTCOMES = ("passed", "failed", "skipped", "rerun")
 
 
 def project_root(config: pytest.Config, workerinput: dict[str, Any] | None) -> Path:
@@ -77,6 +86,9 @@ class RpBtsSession:
             include_params=bool(self.workerinput.get("rp_bts_fingerprint_params"))
             if self.workerinput
             else False,
+            group_by=str(self.workerinput.get("rp_bts_group_by", "cause"))
+            if self.workerinput
+            else "cause",
             spill_dir=run_dir,
             redact=self._redact_spilled,
             nodeid=nodeid,
@@ -148,6 +160,7 @@ class RpBtsSession:
         self.redactor = Redactor(secrets)
         self.pytest_redactor = Redactor(secrets, strong_only=True)
         self.capture.include_params = self.agent_config.fingerprint_params
+        self.capture.group_by = self.agent_config.group_by
         self.warnings = [f"rp-bts warning: {w}" for w in self.agent_config.warnings]
 
     def _redact_spilled(self, text: str) -> str:
@@ -195,29 +208,38 @@ class RpBtsSession:
         if self.is_controller and isinstance(node, pytest.Item) and report.when is not None:
             self.capture.annotate(node, report, call.excinfo, teardown=False)
 
-    def _reports(self) -> list[pytest.TestReport]:
-        """Every test report of the run, from the terminal reporter's own record.
+    def _reports(self) -> tuple[list[pytest.TestReport], list[pytest.CollectReport]]:
+        """Every test report of the run (failed tries of rerun tests too) and every failed
+        collection, from the terminal reporter's own record.
 
         Reading it once at the end, instead of a ``pytest_runtest_logreport`` hook, keeps three
         hook calls per test off the run (the overhead benchmark measured them at 3%).
         """
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if self.fallback is not None or reporter is None:
-            return self.fallback.reports if self.fallback is not None else []
+            if self.fallback is None:
+                return [], []
+            return self.fallback.reports, self.fallback.collection
         test_report = pytest.TestReport
         reports = [
             r
             for values in reporter.stats.values()
             for r in values
-            if isinstance(r, test_report) and r.outcome in ("passed", "failed", "skipped")
+            if isinstance(r, test_report) and r.outcome in _OUTCOMES
         ]
+        collect_report = pytest.CollectReport
+        broken = {  # xdist's workers each report it; the controller keeps the first
+            r.nodeid: r
+            for r in reporter.stats.get("error", ())
+            if isinstance(r, collect_report) and r.failed
+        }
         try:  # TestReport.start is there since pytest 7.3; a report made by hand may lack it
             reports.sort(key=attrgetter("start"))
         except AttributeError:
             reports.sort(key=lambda r: getattr(r, "start", 0.0))
-        return reports
+        return reports, list(broken.values())
 
-    def _scrub(self, report: pytest.TestReport) -> None:
+    def _scrub(self, report: pytest.TestReport | pytest.CollectReport) -> None:
         """Secrets out of what pytest itself prints later (tracebacks, captured output)."""
         redact = self.pytest_redactor.redact
         if report.longrepr is not None:
@@ -268,8 +290,12 @@ class RpBtsSession:
 
     def _collect(self, session: pytest.Session) -> None:
         """Merge the reports; in this process's own tests, read markers and fixture data once."""
-        reports = self._reports()
+        reports, broken = self._reports()
         scrub = bool(self.pytest_redactor)
+        for collect in broken:
+            if scrub:
+                self._scrub(collect)
+            self.collector.collection.append(self.capture.collection_error(collect))
         items: dict[str, pytest.Item] | None = None
         for report in reports:
             failed = report.outcome == "failed"
@@ -300,6 +326,12 @@ class RpBtsSession:
         from rp_bts_agent.launch import Finish, finish
 
         self._collect(session)
+        watched: frozenset[str] = frozenset()
+        history = State(self.root).history_db
+        if history.exists():  # tests an open issue waits on: their passes go to the agent too
+            from rp_bts_agent.history import History
+
+            watched = History(history, read_only=True).watched()
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         settings = self.settings
         with ProgressLine(reporter) as progress:
@@ -307,7 +339,7 @@ class RpBtsSession:
                 self.agent_config,
                 self.root,
                 self._launch(),
-                self.collector.results(),
+                self.collector.results(watched),
                 Finish(
                     mode=settings.mode,  # type: ignore[arg-type]
                     integration=settings.integration,
@@ -355,6 +387,15 @@ class RpBtsSession:
                     tr.write_line(self.redactor.redact(line))
                 if not any(r.issues for r in acted):
                     tr.write_line("no failures to file")
+            if end.filing is not None and self.agent_config is not None:
+                for line in flaky_lines(acted, self.agent_config.flaky) + end.filing.passing:
+                    tr.write_line(self.redactor.redact(line))
+                if end.filing.storm:
+                    tr.write_line(
+                        f"storm guard fired: {self.redactor.redact(end.filing.storm)};"
+                        " one issue for the run, each test's failure in its attachment",
+                        yellow=True,
+                    )
         for line in end.flushed:  # sent before this run's own filing
             tr.write_line(self.redactor.redact(line))
         for notice in end.notices:
@@ -370,10 +411,15 @@ class ReportLog:
 
     def __init__(self) -> None:
         self.reports: list[pytest.TestReport] = []
+        self.collection: list[pytest.CollectReport] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.outcome in ("passed", "failed", "skipped"):
+        if report.outcome in _OUTCOMES:
             self.reports.append(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collection.append(report)
 
 
 class WorkerCapture:
@@ -403,4 +449,5 @@ class XdistHooks:
         node.workerinput["rp_bts_run_id"] = self.session.run_id
         node.workerinput["rp_bts_root"] = str(self.session.root)
         node.workerinput["rp_bts_fingerprint_params"] = self.session.capture.include_params
+        node.workerinput["rp_bts_group_by"] = self.session.capture.group_by
         node.workerinput["rp_bts_live"] = bool(self.session.live_kinds())

@@ -808,3 +808,57 @@ def test_a_sender_is_an_address_and_its_name_apart(root: Path) -> None:
     )
     (mail,) = load(root).integrations
     assert (mail.settings.sender, mail.settings.sender_name) == ("qa@example.com", "QA Bot")
+
+
+# --- grouping, the storm guard, flaky tests and on_pass ---------------------------------------
+
+
+def test_grouping_defaults(root: Path) -> None:
+    config = load(root)
+    assert (config.group_by, config.max_new_issues) == ("cause", 20)
+    assert (config.storm_ratio, config.storm_min_tests) == (0.5, 20)
+    assert (config.flaky, config.flaky_window, config.on_pass, config.on_pass_runs) == (
+        "label",
+        5,
+        "comment",
+        3,
+    )
+
+
+def test_grouping_keys_short_and_long_forms(root: Path, tmp_path: Path) -> None:
+    admin = write(tmp_path / "admin.toml", 'on_pass = "resolve"\n[storm]\nmin_tests = 50\n')
+    write(
+        root / "rp-bts.toml",
+        """
+        group_by = "test"
+        max_new_issues = "${MAX_NEW}"
+        flaky = "skip"
+        [storm]
+        ratio = 0.3
+        [on_pass]
+        runs = 2
+        """,
+    )
+    config = load(root, admin, MAX_NEW="7")
+    assert (config.group_by, config.max_new_issues, config.flaky) == ("test", 7, "skip")
+    # the project's keys of a table over the global file's, key by key
+    assert (config.storm_ratio, config.storm_min_tests) == (0.3, 50)
+    assert (config.on_pass, config.on_pass_runs) == ("resolve", 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "says"),
+    [
+        ('group_by = "module"', "group_by", "unknown value 'module'; use one of cause, test"),
+        ("[storm]\nratio = 2", "storm.ratio", "expected a number from 0 to 1"),
+        ("[storm]\nratoi = 0.2", "storm.ratoi", "did you mean 'ratio'?"),
+        ('on_pass = "close"', "on_pass.action", "use one of comment, resolve"),
+        ("[on_pass]\nruns = 0", "on_pass.runs", "expected at least 1"),
+        ("storm = 3", "storm", "expected a table, got a number (3)"),
+        ("max_new_issues = 0", "max_new_issues", "expected at least 1"),
+    ],
+)
+def test_bad_grouping_keys_are_one_line(root: Path, text: str, key: str, says: str) -> None:
+    write(root / "rp-bts.toml", text + "\n")
+    exc = error(root)
+    assert exc.key == key and says in str(exc)

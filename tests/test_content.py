@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from rp_bts_agent import kinds
 from rp_bts_agent.config import build_integration
@@ -63,3 +64,30 @@ def test_log_quantity_per_integration_and_per_post() -> None:
     assert "Log (last" not in body
     comment = comment_draft([result], launch, include=("logs",), log_lines=1).body.plain()
     assert "Log (last 1 lines):\nfive" in comment
+
+
+def test_a_storm_replayed_from_the_outbox_still_reads_as_one(tmp_path: Path) -> None:
+    """The outbox keeps the results, not the guard's reason: the draft still says run broken
+    and lists each test's own failure in affected-tests.txt."""
+    results = [
+        TestResult(
+            f"t.py::test_{n}",
+            "failed",
+            exc_type="ConnectionRefusedError" if n else "TimeoutError",
+            message="connection refused" if n else "too slow",
+            fingerprint="rpbts2-storm",
+            grouped_by="storm",
+        )
+        for n in range(3)
+    ]
+    local = build_integration(kind="local", name="local")
+    launch = Launch("nightly", "run-1")
+    draft = issue_draft(results, local, launch, include=(), spool=tmp_path)
+    assert draft.summary == "Run broken: 3 tests failed"
+    body = draft.body.plain()
+    assert "the storm guard fired" in body
+    assert "t.py::test_0 (failed, call)\n" in body  # the first: its failure is the body's
+    assert "t.py::test_1 (failed, call): ConnectionRefusedError: connection refused" in body
+    (listed,) = [a for a in draft.attachments if a.name == "affected-tests.txt"]
+    text = Path(listed.path).read_text(encoding="utf-8")
+    assert text.startswith("3 test(s)") and text.count("ConnectionRefusedError") == 2

@@ -382,3 +382,54 @@ def test_missing_source_keeps_the_frame(tmp_path: Path) -> None:
     exc = raised(load(path, "def fail():\n    raise KeyError('k')\n").fail)
     path.unlink()
     assert frames_from_traceback(exc.__traceback__, tmp_path) == (Frame("gone.py", "fail", ""),)
+
+
+# ----------------------------------------------------------------------------- grouping by cause
+
+PRODUCT = """\
+def price(item):
+    raise LookupError(f"no price for item {item}")
+"""
+
+
+def cause_of(exc: BaseException, root: Path, nodeid: str, group_by: str = "cause") -> str:
+    frames = frames_from_traceback(exc.__traceback__, root)
+    rule = fp.rule_for(nodeid, frames, group_by)
+    return compute(nodeid, type(exc).__name__, str(exc), frames, rule=rule)
+
+
+def test_a_failure_in_the_code_under_test_is_grouped_across_tests(tmp_path: Path) -> None:
+    shop = load(tmp_path / "shop.py", PRODUCT)
+    first = raised(lambda: shop.price(1))
+    second = raised(lambda: shop.price(2))
+    frames = frames_from_traceback(first.__traceback__, tmp_path)
+    assert fp.rule_for("tests/test_a.py::test_one", frames) == "cause"
+    assert cause_of(first, tmp_path, "tests/test_a.py::test_one") == cause_of(
+        second, tmp_path, "tests/test_b.py::test_two"
+    )
+    # group_by = "test" keeps them apart, as version 1 did
+    assert cause_of(first, tmp_path, "tests/test_a.py::test_one", "test") != cause_of(
+        second, tmp_path, "tests/test_b.py::test_two", "test"
+    )
+
+
+def test_a_failure_in_the_test_itself_stays_per_test(tmp_path: Path) -> None:
+    exc = raised(load(tmp_path / "tests" / "test_app.py", APP).test_it)
+    frames = frames_from_traceback(exc.__traceback__, tmp_path)
+    assert fp.rule_for(NODEID, frames) == "test"
+    assert cause_of(exc, tmp_path, NODEID) != cause_of(exc, tmp_path, NODEID + "_too")
+
+
+def test_cause_differs_by_raise_site_type_and_message(tmp_path: Path) -> None:
+    shop = load(
+        tmp_path / "shop.py", PRODUCT + "\n\ndef stock(item):\n    raise LookupError(item)\n"
+    )
+    base = cause_of(raised(lambda: shop.price(1)), tmp_path, NODEID)
+    assert base != cause_of(raised(lambda: shop.stock(1)), tmp_path, NODEID)  # other site
+    other = load(tmp_path / "other.py", PRODUCT.replace("LookupError", "KeyError"))
+    assert base != cause_of(raised(lambda: other.price(1)), tmp_path, NODEID)
+
+
+def test_rules_never_share_fingerprints() -> None:
+    parts = ("test_x.py", "ImportError", "boom")
+    assert len({fp.compute_for(rule, *parts) for rule in ("cause", "collection", "fixture")}) == 3

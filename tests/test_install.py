@@ -85,6 +85,16 @@ def test_pip_install_then_demo(installed: Installed, tmp_path: Path) -> None:
     issues = json.loads(listed.stdout)
     fingerprints = {i["fingerprint"] for i in issues}
     assert len(issues) == len(fingerprints) >= 5
+    results = {
+        r["nodeid"]: r
+        for r in json.loads((demo / ".rp-bts" / "results.json").read_text())["results"]
+    }
+    kiwi = [
+        results[f"test_shop.py::{name}"]
+        for name in ("test_unknown_item", "test_cart_with_unknown_item")
+    ]
+    assert {r["grouped_by"] for r in kiwi} == {"cause"}  # one broken function, one issue
+    assert len({r["issues"][0]["key"] for r in kiwi}) == 1
 
     second = _run(python, "-m", "pytest", "--rp-bts", "-p", "no:cacheprovider", cwd=demo, env=env)
     assert second.returncode == plain.returncode

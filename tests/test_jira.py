@@ -194,6 +194,23 @@ def test_reopen_and_get(jira: RunningJira, tracker: JiraTracker) -> None:
     assert tracker.get(created.key).status == reopened.status
 
 
+def test_resolve_takes_the_named_transition_or_the_first_into_done(jira: RunningJira) -> None:
+    """``on_pass = "resolve"``: ``resolve_transition`` by name (any case), else into Done."""
+    named = open_tracker(integration(jira, resolve_transition="in progress"))
+    created = named.create(draft())
+    assert named.resolve(created.key).status == "In Progress"  # the name the user chose
+    plain = open_tracker(integration(jira))
+    resolved = plain.resolve(created.key)
+    assert resolved.closed and resolved.status == "Done"
+    assert plain.resolve(created.key).status == "Done"  # resolved already: no transition
+    missing = open_tracker(integration(jira, resolve_transition="Ship It"))
+    other = missing.create(draft("rpbts2-other"))
+    with pytest.raises(TrackerError, match="no transition named 'Ship It'"):
+        missing.resolve(other.key)
+    for t in (named, plain, missing):
+        t.close()
+
+
 def test_field_errors_listed_field_by_field(jira: RunningJira, tracker: JiraTracker) -> None:
     with pytest.raises(TrackerError) as info:
         tracker.create(draft(fields={"priority": "Urgentest", "colour": "red"}))
@@ -370,7 +387,13 @@ def test_tracker_io_runs_on_a_bounded_pool(make_jira: Any, tmp_path: Path) -> No
 
     server = make_jira("dc")
     server.state.write_delay = 0.05
-    config = Config(integrations=(integration(server),), root=str(tmp_path))
+    # 60 new issues of one exception type: the storm guard (not this test's subject) stays off
+    config = Config(
+        integrations=(integration(server),),
+        root=str(tmp_path),
+        max_new_issues=100,
+        storm_ratio=1.0,
+    )
     failures = tuple(
         TestResult(f"t.py::test_{i}", "failed", exc_type="E", longrepr="E", fingerprint=f"fp{i}")
         for i in range(60)

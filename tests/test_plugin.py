@@ -44,7 +44,7 @@ def test_files_one_issue_per_fingerprint_then_comments(demo: pytest.Pytester) ->
     assert data["test_expected_failure"]["outcome"] == "xfailed"
     assert data["test_unexpected_pass"]["outcome"] == "failed"
     assert data["test_unexpected_pass"]["exc_type"] == "Failed"
-    assert data["test_unexpected_pass"]["fingerprint"].startswith("rpbts1-")
+    assert data["test_unexpected_pass"]["fingerprint"].startswith("rpbts2-")
     assert data["test_totals[items0]"]["log"].strip().endswith("totals for [1]")
     assert {"key": "SLID", "value": "job-123"} in data["test_sauce"]["attributes"]
     job_page = "https://app.eu-central-1.saucelabs.com/tests/job-123"

@@ -36,6 +36,9 @@ class JiraSettings(TrackerSettings):
     private_key_file: str = path()
     access_token: str = secret()
     access_token_secret: str = secret()
+    resolve_transition: str = text(
+        help='the transition on_pass = "resolve" takes (default: the first into Done)'
+    )
 
     @classmethod
     def complete(cls, values: dict[str, Any], context: SettingsContext) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from rp_bts_agent.tracker import (
     CommentDraft,
     IssueDraft,
     RemoteIssue,
+    Resolves,
     TrackerError,
     create_one,
     run_marker,
@@ -679,16 +680,23 @@ class JiraTracker:
             standing[key] = dataclasses.replace(self._remote(oldest, fingerprint), existed=True)
         return standing
 
-    def _transition(self, issue_key: str, *, done: bool, what: str) -> None:
-        """Move an issue into (``done``) or out of the Done status category."""
+    def _transition(self, issue_key: str, *, done: bool, what: str, name: str = "") -> None:
+        """Move an issue into (``done``) or out of the Done status category; ``name`` picks the
+        transition of that name (any case) instead."""
         page = self._get(self.client, f"/rest/api/2/issue/{issue_key}/transitions", "transitions")
         choices = [
             t
             for t in _objects(page.get("transitions"))
-            if (_mapping(_mapping(t.get("to")).get("statusCategory")).get("key") == "done") == done
+            if (
+                str(t.get("name", "")).casefold() == name.casefold()
+                if name
+                else (_mapping(_mapping(t.get("to")).get("statusCategory")).get("key") == "done")
+                == done
+            )
         ]
         if not choices:
-            raise TrackerError(f"Jira: no transition for {issue_key} to {what}")
+            named = f" named {name!r}" if name else ""
+            raise TrackerError(f"Jira: no transition{named} for {issue_key} to {what}")
         choices.sort(key=lambda t: ("reopen" not in str(t.get("name", "")).lower(), 0))
         # direct: the library's transition_issue sends the id as a number, and the contract
         # wants a string (found by the contract-checking test server)
@@ -705,10 +713,24 @@ class JiraTracker:
         self._transition(issue_key, done=False, what="reopen")
         return self.get(issue_key)
 
+    def resolve(self, key: str) -> RemoteIssue:
+        """The ``resolve_transition`` setting's transition, else the first into Done."""
+        self._writable("resolve")
+        issue_key = parse_key(key)
+        current = self.get(issue_key)
+        if current.closed:
+            return current
+        name = self.settings.resolve_transition
+        self._transition(issue_key, done=True, what="resolve", name=name)
+        return self.get(issue_key)
+
 
 if TYPE_CHECKING:
 
     def _conforms(tracker: JiraTracker) -> Tracker:
+        return tracker
+
+    def _resolves(tracker: JiraTracker) -> Resolves:
         return tracker
 
 

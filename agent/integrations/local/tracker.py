@@ -34,6 +34,7 @@ from rp_bts_agent.tracker import (
     CommentDraft,
     IssueDraft,
     RemoteIssue,
+    Resolves,
     TrackerError,
     create_one,
 )
@@ -691,6 +692,10 @@ class LocalTracker:
             )
         return IssueDetails(issue, comments, attachments)
 
+    def resolve(self, key: str) -> RemoteIssue:
+        """``on_pass = "resolve"``: Closed, as ``rp-bts issues close`` does."""
+        return self.close_issue(key).remote()
+
     def close_issue(self, key: str) -> LocalIssue:
         """Mark the issue Closed (the next failure files anew or reopens, per ``on_closed``)."""
         return self._set_status(key, "Closed", only_from=None)
@@ -699,6 +704,9 @@ class LocalTracker:
 if TYPE_CHECKING:
 
     def _conforms(tracker: LocalTracker) -> Tracker:
+        return tracker
+
+    def _resolves(tracker: LocalTracker) -> Resolves:
         return tracker
 
 
