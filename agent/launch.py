@@ -124,9 +124,7 @@ def finish(
     rich = [
         (i, r)
         for i, r in enumerate(end.results)
-        if isinstance(r, TestResult)
-        and (r.failing or r.attributes)  # what the agent files or links; a skip reason is not
-        and (how.only is None or r.nodeid in how.only)
+        if isinstance(r, TestResult) and (how.only is None or r.nodeid in how.only)
     ]
     # with filing to come, the results go first (a run killed while filing loses nothing), and
     # once more with the issue references, then the report; else both once
