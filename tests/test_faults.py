@@ -184,7 +184,11 @@ def _marks(jira: RunningJira, issue: dict[str, Any], run_ids: Sequence[str]) -> 
 
 def _suite(pytester: pytest.Pytester, jira: RunningJira, count: int, budget: int = 120) -> None:
     pytester.makefile(
-        ".toml", **{"rp-bts": f"time_budget = {budget}\n\n" + jira.integration_toml()}
+        # dozens of new issues on purpose: the storm guard's max_new_issues is raised
+        ".toml",
+        **{
+            "rp-bts": f"time_budget = {budget}\nmax_new_issues = 1000\n\n" + jira.integration_toml()
+        },
     )
     pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(count)))
     pytester.makeini("[pytest]\n")
