@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, cast, final
 
-from . import kinds
 from .config_types import Config, ConfigError, GroupBy, Integration, Rule, Source
+from .keys import Key, ValueType
 from .redact import WEAK_LENGTH, is_weak
 from .rootdir import default_global_file, project_config_file
-from .settings import Key, SettingsContext, ValueType, keys_of, url_password
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,6 +54,9 @@ _IDENTITY: Final = {"kind": _STR, "name": _STR}
 
 def integration_keys(kind: str) -> Mapping[str, Key]:
     """The keys an integration of ``kind`` may have: its identity, then its kind's settings."""
+    from . import kinds  # a config with no integration never loads a kind
+    from .settings import keys_of
+
     return {**_IDENTITY, **keys_of(kinds.get(kind).settings)}
 
 
@@ -214,6 +216,8 @@ def check_section(
         name = table.get("name")
         loc = f"{prefix}integrations{_label(name, index)}"
         kind = table.get("kind")
+        from . import kinds  # only a config with integrations loads the registry
+
         if not isinstance(kind, str):
             message = "missing kind" if kind is None else f"unknown kind {kind!r}"
             raise ConfigError(
@@ -454,6 +458,8 @@ def _as_float(value: Any) -> float | None:
 
 def _check_secrets(entry: Table, source: ConfigFile, warnings: list[str]) -> None:
     """Literal credentials: refused in a world-writable file, warned about in a project file."""
+    from .settings import url_password
+
     schema = integration_keys(entry.kind)
     for key, raw in entry.table.items():
         if not isinstance(raw, str) or not raw:
@@ -484,6 +490,9 @@ def _check_secrets(entry: Table, source: ConfigFile, warnings: list[str]) -> Non
 
 def _integration(entry: Table, source: ConfigFile, env: Env | None, root: Path) -> Integration:
     """An integration with its kind's settings typed, completed and checked by the kind."""
+    from . import kinds
+    from .settings import SettingsContext
+
     settings_class = kinds.get(entry.kind).settings
     values = _values(entry.table, integration_keys(entry.kind), source.path, entry.loc, env)
     del values["kind"], values["name"]
@@ -512,6 +521,9 @@ def build_integration(
 ) -> Integration:
     """An integration made in code (embedding, tests), completed as the loader completes one:
     ``values`` are typed already; ``root`` is where defaults such as ``.rp-bts/`` go."""
+    from . import kinds
+    from .settings import SettingsContext
+
     settings_class = kinds.get(kind).settings
     context = SettingsContext(Path(root), Path(root) / "rp-bts.toml", name)
     settings = settings_class(**settings_class.complete(dict(values), context))
@@ -563,6 +575,8 @@ def resolve(
         _check_budget(f, top[f.scope].get("time_budget"))
     unlinked: tuple[str, ...] = top["project"].get("unlinked", ())
     for kind in unlinked:
+        from . import kinds
+
         if kind not in kinds.names():
             raise ConfigError(
                 proj.path,

@@ -9,12 +9,13 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-from .settings import Settings, TrackerSettings
+if TYPE_CHECKING:
+    from .settings import Settings, TrackerSettings
 
 Source = Literal["global", "project", "default"]
-S = TypeVar("S", bound=Settings)
+S = TypeVar("S", bound="Settings")
 
 
 class ConfigError(Exception):
@@ -43,6 +44,8 @@ class Integration:
 
     @property
     def is_tracker(self) -> bool:
+        from .settings import TrackerSettings  # loaded with the first integration's kind
+
         return isinstance(self.settings, TrackerSettings)
 
     def settings_as(self, cls: type[S]) -> S:
@@ -57,6 +60,8 @@ class Integration:
 
     @property
     def tracker_settings(self) -> TrackerSettings:
+        from .settings import TrackerSettings
+
         return self.settings_as(TrackerSettings)
 
     def secrets(self) -> tuple[str, ...]:

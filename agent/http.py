@@ -18,9 +18,7 @@ What every kind that speaks HTTP shares, so a new tracker writes none of it agai
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping
 from typing import Any, Final
 
 import requests
@@ -28,6 +26,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
+from .deadline import deadline, left, time_limit
 from .settings import TlsSettings
 from .tracker import TrackerError
 
@@ -58,38 +57,6 @@ BACKOFF = 0.5
 THROTTLED: Final = (429, 503)
 #: statuses worth one more try of the same idempotent step.
 TRANSIENT: Final = (408, 500, 502, 504)
-
-
-#: ``time.monotonic()`` by which the run end must be over: set by :func:`time_limit` for the
-#: launch's end and the pipeline's tasks, read by every session of every kind (the ``jira``
-#: library's adopted one and Sauce Labs' included) without being passed through each tracker
-_DEADLINE: ContextVar[float | None] = ContextVar("rp_bts_deadline", default=None)
-
-
-@contextmanager
-def time_limit(until: float | None) -> Iterator[None]:
-    """Every call made in this context (and in tasks that copy it) ends by ``until``; an
-    earlier limit already in force stays."""
-    current = _DEADLINE.get()
-    if until is None or (current is not None and current <= until):
-        yield
-        return
-    token = _DEADLINE.set(until)
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
-
-
-def deadline() -> float | None:
-    """The deadline in force here, if any."""
-    return _DEADLINE.get()
-
-
-def left() -> float | None:
-    """Seconds left before the deadline in force (None: no limit)."""
-    until = _DEADLINE.get()
-    return None if until is None else until - time.monotonic()
 
 
 class _BoundedRetry(Retry):
@@ -155,7 +122,7 @@ class _Policy:
             connect = read = float(given)
         else:
             connect, read = CONNECT_TIMEOUT, self.read_timeout
-        limits = [d for d in (self.deadline, _DEADLINE.get()) if d is not None]
+        limits = [d for d in (self.deadline, deadline()) if d is not None]
         if not limits:
             return connect, read
         remaining = min(limits) - time.monotonic()

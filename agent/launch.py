@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config_types import Config
+from .deadline import time_limit
 from .files import prune_runs, write_atomic
 from .hooks import HookManager
-from .http import time_limit
 from .model import Launch, Plain, RunResults, TestResult, dumps_results
 from .modes import Mode
 from .redact import Redactor

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, final
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
-from .settings import SECRET_KEYS
+from .keys import SECRET_KEYS
 
 __all__ = ["MASK", "Redactor", "is_weak", "redact_url_credentials"]
 

@@ -13,8 +13,10 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, NamedTuple
 from urllib.parse import unquote, urlsplit
+
+from .keys import SECRET_KEYS, Key
 
 __all__ = [
     "SECRET_KEYS",
@@ -34,32 +36,8 @@ __all__ = [
     "texts",
 ]
 
-ValueType = Literal["str", "path", "int", "bool", "strs", "table"]
 
-#: key names that hold credentials whatever their kind: masked in listings and by the redactor
-#: (in JSON keys and query strings), warned about when written literally.
-SECRET_KEYS: Final = frozenset(
-    (
-        "password",
-        "token",
-        "api_key",
-        "access_key",
-        "access_token",
-        "access_token_secret",
-        "consumer_secret",
-        "client_secret",
-    )
-)
 _META: Final = "rp_bts"
-
-
-class Key(NamedTuple):
-    """What one config key holds. A NamedTuple: the plugin builds these at every start."""
-
-    type: ValueType = "str"
-    choices: tuple[str, ...] = ()
-    secret: bool = False
-    help: str = ""
 
 
 def _setting(default: Any, key: Key) -> Any:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from rp_bts_agent import environment, kinds
+from rp_bts_agent import environment
 from rp_bts_agent.config import load_config
 from rp_bts_agent.config_types import Config, ConfigError
 from rp_bts_agent.hooks import HookManager, has_hooks
@@ -119,6 +119,8 @@ class RpBtsSession:
         cfg = self.agent_config
         if cfg is None or not cfg.integrations or self.settings.mode == "dry-run":
             return []
+        from rp_bts_agent import kinds  # only with integrations configured
+
         try:
             found = [kinds.get(name) for name in dict.fromkeys(i.kind for i in cfg.integrations)]
         except kinds.KindError as exc:  # the config loaded it once: not expected, still contained

@@ -1,0 +1,42 @@
+"""The run end's deadline, for every HTTP call of every kind: a module of its own, because the
+launch sets it at every run's end and must not import ``requests`` to do so."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+__all__ = ["deadline", "left", "time_limit"]
+
+#: ``time.monotonic()`` by which the run end must be over: set by :func:`time_limit` for the
+#: launch's end and the pipeline's tasks, read by every session of every kind (the ``jira``
+#: library's adopted one and Sauce Labs' included) without being passed through each tracker
+_DEADLINE: ContextVar[float | None] = ContextVar("rp_bts_deadline", default=None)
+
+
+@contextmanager
+def time_limit(until: float | None) -> Iterator[None]:
+    """Every call made in this context (and in tasks that copy it) ends by ``until``; an
+    earlier limit already in force stays."""
+    current = _DEADLINE.get()
+    if until is None or (current is not None and current <= until):
+        yield
+        return
+    token = _DEADLINE.set(until)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def deadline() -> float | None:
+    """The deadline in force here, if any."""
+    return _DEADLINE.get()
+
+
+def left() -> float | None:
+    """Seconds left before the deadline in force (None: no limit)."""
+    until = _DEADLINE.get()
+    return None if until is None else until - time.monotonic()
