@@ -10,10 +10,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Final
+
+from .files import sqlite_store
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS filed (
@@ -34,16 +36,8 @@ class FiledRecord:
         self.path = path
         self.read_only = read_only
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        if not self.read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"file:{self.path}?mode={'ro' if self.read_only else 'rwc'}"
-        with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
-            if not self.read_only:
-                conn.execute(_SCHEMA)
-            with conn:
-                yield conn
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_store(self.path, _SCHEMA, read_only=self.read_only)
 
     def lookup(self, tracker: str, fingerprints: Sequence[str]) -> dict[str, list[str]]:
         """The recorded issue ids of each fingerprint, newest first."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Collection, Mapping
+import sqlite3
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Final
 
@@ -105,3 +107,17 @@ def _write(
         log.warning("rp-bts: %s not spilled to %s: %s", field, directory, exc)
         return None
     return Attachment(name, str(path), "text/plain", size, spilled=field)
+
+
+@contextmanager
+def sqlite_store(path: Path, schema: str, *, read_only: bool) -> Iterator[sqlite3.Connection]:
+    """A connection to one of rp-bts' own SQLite records (filed issues, known issues, runs), in
+    a transaction; ``read_only`` (dry-run) never creates or changes the file."""
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    uri = f"file:{path}?mode={'ro' if read_only else 'rwc'}"
+    with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
+        if not read_only:
+            conn.executescript(schema)
+        with conn:
+            yield conn

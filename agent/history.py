@@ -11,12 +11,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from .files import sqlite_store
 from .model import TestResult
 
 __all__ = ["Due", "History"]
@@ -71,16 +72,8 @@ class History:
         self.path = path
         self.read_only = read_only
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        if not self.read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"file:{self.path}?mode={'ro' if self.read_only else 'rwc'}"
-        with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
-            if not self.read_only:
-                conn.executescript(_SCHEMA)
-            with conn:
-                yield conn
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_store(self.path, _SCHEMA, read_only=self.read_only)
 
     def watched(self) -> frozenset[str]:
         """The tests an open issue waits on; no file (most projects, most runs) costs one stat."""

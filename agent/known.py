@@ -20,11 +20,13 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
+
+from .files import sqlite_store
 
 __all__ = ["KnownRecord", "KnownStore", "base_nodeid"]
 
@@ -94,16 +96,8 @@ class KnownStore:
         self.path = path
         self.read_only = read_only
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        if not self.read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"file:{self.path}?mode={'ro' if self.read_only else 'rwc'}"
-        with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
-            if not self.read_only:
-                conn.execute(_SCHEMA)
-            with conn:
-                yield conn
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_store(self.path, _SCHEMA, read_only=self.read_only)
 
     def records(self, integration: str = "") -> list[KnownRecord]:
         """Every record (of one integration), open before closed."""
