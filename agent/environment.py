@@ -60,7 +60,9 @@ def describe(environ: Mapping[str, str]) -> dict[str, str]:
     facts = {
         "python": platform.python_version(),
         "implementation": sys.implementation.name,
-        "platform": platform.platform(terse=True),
+        # not platform.platform(): it asks for the processor, which on Linux runs `uname -p`
+        # in a subprocess, and scans the interpreter's binary for its libc, at every run's end
+        "platform": f"{platform.system()}-{platform.release()}-{platform.machine()}",
         "rp_bts": __version__,
     }
     job = ci_job_url(environ)

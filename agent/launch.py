@@ -9,7 +9,6 @@ their issue references, the rules send their mails and old run folders are prune
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -186,13 +185,17 @@ def _act(
 def _prune(state: State) -> None:
     """Old run folders go, but never one whose work the outbox still holds (its replay
     attaches the run's files); an outbox that cannot be read keeps them all."""
-    from .outbox import Outbox
+    needed: set[str] = set()
+    if state.outbox_db.exists():  # the outbox and SQLite load only when there is one
+        import sqlite3
 
-    try:
-        needed = Outbox(state.outbox_db).run_ids() if state.outbox_db.exists() else set()
-    except (sqlite3.Error, OSError) as exc:
-        log.warning("rp-bts: old run folders kept: the outbox cannot be read: %s", exc)
-        return
+        from .outbox import Outbox
+
+        try:
+            needed = Outbox(state.outbox_db).run_ids()
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("rp-bts: old run folders kept: the outbox cannot be read: %s", exc)
+            return
     prune_runs(state.runs, KEEP_RUNS, needed)
 
 
@@ -200,6 +203,8 @@ def _prune_history(state: State, end: LaunchEnd, redactor: Redactor) -> None:
     """The record of runs keeps as many runs as there are run folders."""
     if not state.history_db.exists():
         return
+    import sqlite3
+
     from .history import History
 
     try:

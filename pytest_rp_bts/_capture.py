@@ -149,6 +149,9 @@ class ItemState:
 
 
 ITEM_STATE = pytest.StashKey[ItemState]()
+#: the run's folder, where the fixture copies attachments (here, so the session does not load
+#: the fixture's module: a run that never uses it costs nothing for it)
+ATTACHMENT_DIR = pytest.StashKey[Path]()
 
 
 class Capture:
@@ -426,7 +429,9 @@ class Collector:
         out: list[TestResult | Plain] = list(self.collection)
         reruns = self.reruns
         mapped = self.nodeid
-        for pytest_id, (outcome, phase, duration) in self.outcomes.items():
+        for pytest_id, (outcome, phase, seconds) in self.outcomes.items():
+            # to the microsecond: pytest's clock says more, which only lengthens every row
+            duration = round(seconds * 1e6) / 1e6
             extra = self.extras.get(pytest_id)
             nodeid = pytest_id if mapped is None else mapped(pytest_id)
             if reruns and outcome == "passed" and pytest_id in reruns:

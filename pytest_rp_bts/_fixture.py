@@ -14,10 +14,8 @@ import pytest
 
 from rp_bts_agent.model import Attachment, Attribute
 
-from ._capture import ITEM_STATE, ItemState
+from ._capture import ATTACHMENT_DIR, ITEM_STATE, ItemState
 
-#: where ``attach(bytes)`` writes; set by the plugin when ``--rp-bts`` is on.
-ATTACHMENT_DIR = pytest.StashKey[Path]()
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
 
 
