@@ -13,7 +13,7 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args
 
 RESULTS_FORMAT: Final = 1
 
@@ -26,10 +26,11 @@ FAILING: Final[frozenset[str]] = frozenset(("failed", "error"))
 #: the counts of pytest's last line, in its order (``Launch.counts``)
 PYTEST_COUNTS: Final = ("failed", "passed", "skipped", "xfailed", "xpassed", "error")
 
-Action = Literal["created", "commented", "linked", "known", "queued", "failed"]
-ACTIONS: Final[frozenset[str]] = frozenset(
-    ("created", "commented", "linked", "known", "queued", "failed")
-)
+#: what the agent did for a result in one integration, in the order the summary lists them;
+#: ``already commented``: the issue carries this run's comment already (``rp-bts process`` of
+#: the same results again), so none was added
+Action = Literal["created", "commented", "already commented", "linked", "known", "queued", "failed"]
+ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 
 
 class ResultsFormatError(ValueError):

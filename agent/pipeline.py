@@ -30,7 +30,7 @@ from .fingerprint import compute_for, normalize_message
 from .history import Due, History
 from .hooks import HookManager
 from .known import KnownRecord, KnownStore
-from .model import IssueRef, KnownIssue, Launch, Link, RunResults, TestResult
+from .model import Action, IssueRef, KnownIssue, Launch, Link, RunResults, TestResult
 from .modes import Mode
 from .outbox import Key, Outbox, settings_digest
 from .redact import Redactor
@@ -529,8 +529,8 @@ class Agent:
             f" {issue.passes} runs in a row (launch '{launch.name}', run {launch.run_id})."
         )
         body = Body((Section("", text), Section("Tests", "\n".join(issue.nodeids))))
-        tracker.comment(key, CommentDraft(body, run_id=launch.run_id))
-        did = "commented"
+        added = tracker.comment(key, CommentDraft(body, run_id=launch.run_id))
+        did = "commented" if added else "already commented"
         if self.config.on_pass == "resolve":
             if isinstance(tracker, Resolves):
                 current = tracker.resolve(key)
@@ -1046,8 +1046,10 @@ class Agent:
             spool=self.options.spool,
             storm=self._storms.get(action.fingerprint, ""),
         )
-        self.tracker(integration).comment(issue.key, comment)
-        return IssueRef(integration.name, issue.key, issue.url, issue.status, "commented")
+        added = self.tracker(integration).comment(issue.key, comment)
+        # the same results processed again: the run's comment is there, and none was added
+        did: Action = "commented" if added else "already commented"
+        return IssueRef(integration.name, issue.key, issue.url, issue.status, did)
 
     def _draft(
         self, action: PlannedAction, integration: Integration, launch: Launch, relates_to: str
