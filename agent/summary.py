@@ -43,6 +43,9 @@ def issue_lines(results: Iterable[TestResult]) -> list[str]:
     ):
         more = f" (+{len(nodeids) - 1} more)" if len(nodeids) > 1 else ""
         where = f"[{integration}] " if integration else ""
+        # an error names its test for the log ("test_x.py::test_a: no integration named ..."):
+        # the line names it already
+        error = error.removeprefix(f"{nodeids[0]}: ")
         detail = f": {error}" if error else ""
         lines.append(f"{action:<9} {where}{label} {nodeids[0]}{more}{detail}")
         if url:  # on a line of its own: a terminal makes it clickable

@@ -471,6 +471,50 @@ def test_issue_lines_sort_keys_as_numbers_and_show_web_urls() -> None:
     ]
 
 
+NAMED_TWICE = """
+import pytest
+
+@pytest.mark.issue("LOCAL-99", integration="local")
+def test_known_missing():
+    assert 1 == 2
+
+@pytest.mark.bts("nope")
+def test_routed_nowhere():
+    assert 0
+"""
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_each_summary_line_names_its_test_once(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], xdist: bool
+) -> None:
+    """An error that names its test for the log ("test_x.py::test_a: no tracker integration
+    named ...") no longer repeats the test id on the line that names it already."""
+    from rp_bts_agent.cli import main
+
+    pytester.makepyfile(test_x=NAMED_TWICE)
+    pytester.makeini("[pytest]\n")
+    result = pytester.runpytest("--rp-bts", *(["-n", "2"] if xdist else []))
+    result.stdout.fnmatch_lines(
+        [
+            "known     ?local? LOCAL-99 test_x.py::test_known_missing: status of known issue*",
+            "failed    - test_x.py::test_routed_nowhere: no tracker integration named 'nope'",
+        ]
+    )
+    capsys.readouterr()
+    saved = str(pytester.path / ".rp-bts" / "results.json")
+    assert main(["--root", str(pytester.path), "process", saved]) == 1  # nothing filed: 1
+    printed = capsys.readouterr().out.splitlines()
+    lines = [
+        line
+        for line in [*result.stdout.lines, *printed]
+        if line.startswith(("known ", "failed "))
+    ]
+    assert len(lines) == 4
+    for line in lines:
+        assert line.count("test_x.py::") == 1, line
+
+
 def test_a_missing_known_issue_says_it_does_not_exist(jira: RunningJira) -> None:
     tracker = JiraTracker(_jira_integration(jira))
     with pytest.raises(TrackerError) as caught:
