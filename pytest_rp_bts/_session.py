@@ -76,10 +76,8 @@ class RpBtsSession:
         self.hooks = HookManager()
         for plugin in config.pluginmanager.get_plugins():
             self._adopt(plugin)
-        run_dir: Path | None = None
-        if self.settings.mode != "dry-run" or self.settings.results is not None:
-            # a dry-run that records results (a CI shard) keeps attachments for `rp-bts process`
-            run_dir = config.stash[ATTACHMENT_DIR] = State(self.root).run(self.run_id)
+        # a dry-run records its results too (a CI shard): attachments stay for `rp-bts process`
+        run_dir = config.stash[ATTACHMENT_DIR] = State(self.root).run(self.run_id)
         self.capture = Capture(
             self.root,
             self.hooks,
@@ -353,7 +351,6 @@ class RpBtsSession:
                     integration=settings.integration,
                     notify=settings.notify,
                     results=[settings.results] if settings.results else [],
-                    default_results=settings.mode != "dry-run",
                     report=self._report_path(),
                     spool=State(self.root).run(self.run_id),
                     progress=progress.update,
@@ -363,10 +360,10 @@ class RpBtsSession:
             )
 
     def _report_path(self) -> Path | None:
-        """``.rp-bts/report.html`` unless the option names another or ``none``; a dry-run writes
-        only one it is asked for (it leaves the last real run's report alone)."""
+        """``.rp-bts/report.html`` unless the option names another or ``none``, in a dry-run
+        too (issue 12, point 14: the plan's results, without issue references)."""
         settings = self.settings
-        if settings.no_report or (settings.report is None and settings.mode == "dry-run"):
+        if settings.no_report:
             return None
         return settings.report or State(self.root).report
 
@@ -389,7 +386,7 @@ class RpBtsSession:
             if self.settings.mode == "dry-run":
                 for line in plan_lines(plan):
                     tr.write_line(line)
-                tr.write_line("dry-run: nothing was changed")
+                tr.write_line("dry-run: nothing was filed, sent or recorded")
             else:
                 for line in issue_lines(acted) + link_lines(acted):
                     tr.write_line(self.redactor.redact(line))
