@@ -62,14 +62,22 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(LiveReporting(reporters), "rp_bts_live")
 
 
-def pytest_make_parametrize_id(config: pytest.Config, val: object) -> str | None:
-    """A parameter id made of a secret is masked where it is made: pytest prints test ids and
-    caches them, and they name issues and Sauce Labs jobs."""
-    session = config.pluginmanager.get_plugin("rp_bts_session")
-    if session is None or not isinstance(val, str):
-        return None
-    masked: str = session.redact_id(val)  # on an xdist worker, reads the config first
-    return masked.encode("unicode_escape").decode("ascii") if masked != val else None
+@pytest.hookimpl(trylast=True)  # after every parametrize call has made its ids
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A parameter id holding a secret, generated or explicit (``ids=[...]``,
+    ``pytest.param(..., id=...)``), is masked before pytest names the tests after it: node
+    ids, the short summary, ``--collect-only``, ``-v`` lines, the cache and JUnit XML all
+    show it masked, and xdist's workers, masking alike, agree on the node ids."""
+    calls = metafunc._calls
+    if not calls:
+        return
+    session = metafunc.config.pluginmanager.get_plugin("rp_bts_session")
+    if session is None:
+        return
+    from ._scrub import masked_calls
+
+    # on an xdist worker, redact_id reads the config (for its secrets) first
+    metafunc._calls = masked_calls(calls, session.redact_id)
 
 
 @pytest.fixture
