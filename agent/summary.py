@@ -36,7 +36,7 @@ def issue_lines(results: Iterable[TestResult]) -> list[str]:
         for ref in result.issues:
             key = (ref.action, ref.integration, _label(ref), ref.error, _web(ref.url))
             grouped.setdefault(key, []).append(result.nodeid)
-    order = {a: i for i, a in enumerate(ACTIONS)}
+    order: dict[str, int] = {a: i for i, a in enumerate(ACTIONS)}
     lines = []
     for (action, integration, label, error, url), nodeids in sorted(
         grouped.items(), key=lambda kv: (order.get(kv[0][0], 9), _natural(kv[0][2]))
