@@ -7,11 +7,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .model import IssueRef, TestResult
-
 _DIGITS = re.compile(r"(\d+)")
 
 if TYPE_CHECKING:  # the pipeline (trackers, pools, SQLite) loads only when the agent runs
+    from .model import IssueRef, TestResult
     from .pipeline import PlannedAction
 
 

@@ -12,22 +12,16 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
 from rp_bts_agent.files import spill
 from rp_bts_agent.hooks import HookManager
-from rp_bts_agent.model import (
-    FAILING,
-    Attachment,
-    Attribute,
-    Outcome,
-    Plain,
-    TestResult,
-    result_from_json,
-    to_plain,
-)
+from rp_bts_agent.plain import FAILING, Attribute, Outcome, Plain, to_plain
+
+if TYPE_CHECKING:
+    from rp_bts_agent.model import Attachment, TestResult
 
 log = logging.getLogger("rp_bts_agent")
 
@@ -276,6 +270,8 @@ class Capture:
         self, nodeid: str, outcome: Outcome, data: dict[str, Any], default: str, rule: str
     ) -> None:
         """The fingerprint a conftest hook chooses, else ``default``; and which rule made it."""
+        from rp_bts_agent.model import TestResult  # with the first failure
+
         probe = TestResult(
             nodeid=nodeid, outcome=outcome, fingerprint=default, grouped_by=rule, **data
         )
@@ -288,6 +284,7 @@ class Capture:
         module, whose fingerprint is the module and its error, so every run of the broken
         module (and every xdist worker that collected it) files one issue."""
         from rp_bts_agent import fingerprint as fp
+        from rp_bts_agent.model import TestResult
 
         longrepr = report.longreprtext
         exc_type, message = _last_error(longrepr)
@@ -438,6 +435,9 @@ class Collector:
                 extra = {**reruns[pytest_id], **(extra or {}), "flaky": True}
             if extra is None:
                 if outcome in FAILING or (watched and nodeid in watched):
+                    # the model loads with the first result that is more than a plain row
+                    from rp_bts_agent.model import TestResult
+
                     out.append(TestResult(nodeid, outcome, phase, duration))
                 else:
                     out.append((nodeid, outcome, phase, duration))
@@ -451,6 +451,8 @@ class Collector:
             }
             if "spilled" in extra:
                 data["attachments"] = [*extra.get("attachments", ()), *extra["spilled"]]
+            from rp_bts_agent.model import result_from_json
+
             out.append(result_from_json(data))
         return out
 
