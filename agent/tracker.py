@@ -182,6 +182,16 @@ class Resolves(Protocol):
         ...
 
 
+@runtime_checkable
+class Notes(Protocol):
+    """The optional part of :class:`Tracker`: what happened to the tracker's own storage (the
+    local tracker's database found damaged and moved aside), for the run's summary."""
+
+    def take_notes(self) -> list[str]:
+        """The notes since the last call, each said once."""
+        ...
+
+
 def create_one(tracker: Tracker, draft: IssueDraft) -> RemoteIssue:
     """``Tracker.create`` for any tracker: one draft through ``create_many`` (its refusal
     raised), then ``complete`` unless another process had filed it already."""

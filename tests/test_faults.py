@@ -625,6 +625,48 @@ def test_a_replay_has_the_attachments_of_the_run(
         assert names == ["failure-details.txt", "state.txt"], key
 
 
+def _keys(results: Path) -> set[str]:
+    return {ref["key"] for row in results_json(results)["results"] for ref in row["issues"]}
+
+
+@pytest.mark.parametrize("cut", ["half", "empty"])
+def test_a_truncated_tracker_db_never_reuses_issue_keys(
+    pytester: pytest.Pytester, cut: str
+) -> None:
+    """The local tracker's keys live on in results files and reports: a ``tracker.db`` cut short
+    (a full disk, a crash) is moved aside with one line, and the next keys go on after every
+    key it had given out."""
+    pytester.makeini("[pytest]\n")
+    pytester.makefile(".toml", **{"rp-bts": "max_new_issues = 1000\n"})
+    bugs = "".join(f"def test_bug_{n}():\n    assert {n} == -1, 'bug {n}'\n" for n in range(8))
+    pytester.makepyfile(test_bugs=bugs)
+    pytester.runpytest_subprocess("--rp-bts", "--rp-bts-results=first.json")
+    before = _keys(pytester.path / "first.json")
+    assert len(before) == 8
+    db = State(pytester.path).tracker_db
+    os.truncate(db, db.stat().st_size // 2 if cut == "half" else 0)
+
+    new = "".join(f"def test_new_{n}():\n    assert {n} == -1, 'new {n}'\n" for n in range(3))
+    pytester.makepyfile(test_new=new)
+    result = pytester.runpytest_subprocess("--rp-bts", "--rp-bts-results=second.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    text = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+    after = _keys(pytester.path / "second.json")
+    assert len(after) == 11 and not after & before, (before, after)
+    said = [line for line in text.splitlines() if "local tracker database" in line]
+    assert len(said) == 1, said
+    if cut == "half":
+        assert "damaged" in said[0] and "moved aside to tracker.db.corrupt-" in said[0]
+        assert len(list(db.parent.glob("tracker.db.corrupt-*"))) == 1
+    else:
+        assert "was empty or missing" in said[0]
+    assert "keys go on after LOCAL-8" in said[0]
+    rerun = pytester.runpytest_subprocess("--rp-bts", "--rp-bts-results=third.json")
+    assert "local tracker database" not in rerun.stdout.str()  # said once
+    assert _keys(pytester.path / "third.json") == after  # found again, nothing new
+
+
 # -- issue 11, point 7: bad input is one line, never a traceback --------------------------------
 
 
