@@ -301,6 +301,82 @@ def test_a_run_killed_after_its_creates_is_completed_without_its_own_comment(
     assert len(jira.state.issues) == count and jira.state.comments == {}
 
 
+KILLING = """
+import os
+calls = []
+def rp_bts_issue_fields(draft, results, integration, launch):
+    calls.append(draft)
+    if len(calls) == 4:
+        os._exit(3)  # killed after three creates
+"""
+
+
+def test_a_killed_run_is_completed_without_its_own_comment_in_the_local_tracker(
+    pytester: pytest.Pytester,
+) -> None:
+    """Issue 11, point 2, for the local tracker: the issues a killed run filed carry its run
+    marker, so the replay completes them (each attachment once) and adds no comment."""
+    pytester.makeini("[pytest]\n")
+    pytester.makefile(".toml", **{"rp-bts": "max_new_issues = 1000\n"})
+    pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(8)))
+    pytester.makeconftest(KILLING)
+    assert pytester.runpytest_subprocess("--rp-bts").ret == 3
+    assert len(tracker_rows(pytester.path)) == 3
+    (pytester.path / "conftest.py").unlink()
+    assert main(["--root", str(pytester.path), "flush"]) == 0
+    assert len({fp for _, fp, _ in tracker_rows(pytester.path)}) == 8
+    assert tracker_rows(pytester.path, "SELECT issue_key, run_id FROM comments") == []
+    for key, _, _ in tracker_rows(pytester.path):
+        names = [
+            name
+            for (name,) in tracker_rows(
+                pytester.path, f"SELECT name FROM attachments WHERE issue_key = '{key}'"
+            )
+        ]
+        assert names.count("state.txt") == 1, (key, names)
+
+
+@pytest.mark.parametrize("kind", ["rally", "clarity"])
+def test_a_killed_run_is_completed_without_its_own_comment_in_rally_and_clarity(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    kind: str,
+) -> None:
+    """Issue 11, point 2, for Rally (no discussion post of the killed run, each attachment
+    once) and Clarity (its update of a repeated failure, occurrences + 1, not made: without a
+    ``last_run_field`` only the marker in the description tells)."""
+    server = request.getfixturevalue(kind)
+    server.login_env(monkeypatch)
+    if kind == "rally":
+        integration = server.integration_toml("api-key", issue_type='"Defect"')
+    else:
+        monkeypatch.setenv("RP_BTS_GLOBAL_CONFIG", str(pytester.path / "none.toml"))
+        integration = server.integration_toml("basic", last_run_field='""')
+    pytester.makefile(".toml", **{"rp-bts": "max_new_issues = 1000\n\n" + integration})
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(8)))
+    pytester.makeconftest(KILLING)
+    assert pytester.runpytest_subprocess("--rp-bts").ret == 3
+    (pytester.path / "conftest.py").unlink()
+    if kind == "rally":
+        assert len(server.state.defects()) == 3
+        assert main(["--root", str(pytester.path), "flush"]) == 0
+        defects = server.state.defects()
+        assert len(defects) == 8
+        for defect in defects:
+            assert server.state.posts_of(defect["ObjectID"]) == [], defect["FormattedID"]
+            names = [a["Name"] for a in server.state.attachments_of(defect["ObjectID"])]
+            assert names.count("state.txt") == 1, (defect["FormattedID"], names)
+    else:
+        assert len(server.issues()) == 3
+        assert main(["--root", str(pytester.path), "flush"]) == 0
+        issues = server.issues()
+        assert len(issues) == 8
+        assert server.patch_count == 0
+        assert {i["c_occurrences"] for i in issues} == {1}
+
+
 # -- issue 11, point 3: a hard deadline --------------------------------------------------------
 
 BUDGET = 5

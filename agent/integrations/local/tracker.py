@@ -39,6 +39,8 @@ from rp_bts_agent.tracker import (
     Resolves,
     TrackerError,
     create_one,
+    filed_by,
+    run_marker,
 )
 
 from . import LocalSettings
@@ -156,6 +158,7 @@ class LocalIssue:
             closed=self.closed,
             fingerprint=self.fingerprint,
             existed=existed,
+            filed_by=filed_by(self.description),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -622,7 +625,20 @@ class LocalTracker:
         return answers
 
     def complete(self, key: str, draft: IssueDraft) -> None:
-        self._attach(key, draft.attachments, comment_id=None)
+        """The draft's files, but those the issue has already (a replay of a run killed while
+        it attached them) are not added twice."""
+        with self._transaction(write=False) as conn:
+            rows = (
+                ()
+                if conn is None
+                else conn.execute(
+                    "SELECT name FROM attachments WHERE issue_key = ? AND comment_id IS NULL",
+                    (key,),
+                )
+            )
+            have = {row[0] for row in rows}
+        files = [f for f in draft.attachments if (f.name or Path(f.path).name) not in have]
+        self._attach(key, files, comment_id=None)
 
     def _insert(self, draft: IssueDraft) -> RemoteIssue:
         now = _now()
@@ -645,7 +661,7 @@ class LocalTracker:
                         self.integration,
                         draft.fingerprint,
                         draft.summary,
-                        draft.body.plain(),
+                        draft.body.plain((run_marker(draft.run_id),) if draft.run_id else ()),
                         draft.issue_type,
                         json.dumps(list(draft.labels)),
                         json.dumps(dict(draft.fields), default=str, sort_keys=True),
