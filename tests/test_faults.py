@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from jira_server import Faults, RunningJira
 
-from conftest import DEMO_FINGERPRINTS, all_files, results_json, tracker_rows
+from conftest import ATTACHING, DEMO_FINGERPRINTS, all_files, results_json, tracker_rows
 from rp_bts_agent.cli import main
 from rp_bts_agent.model import Launch, TestResult
 from rp_bts_agent.notify import keep_pending
@@ -164,11 +164,6 @@ def test_a_run_killed_half_way_loses_nothing(demo: pytest.Pytester) -> None:
 # -- issue 11: parallel runs and flushes in one folder, a run killed after its creates ----------
 
 PARALLEL_FINGERPRINTS = 20
-ATTACHING = """
-def test_bug_{n}(rp_bts):
-    rp_bts.attach(b"state of {n}", name="state.txt")
-    assert {n} == -1, "bug {n}"
-"""
 _FLUSH = "import sys; from rp_bts_agent.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -334,47 +329,6 @@ def test_a_killed_run_is_completed_without_its_own_comment_in_the_local_tracker(
             )
         ]
         assert names.count("state.txt") == 1, (key, names)
-
-
-@pytest.mark.parametrize("kind", ["rally", "clarity"])
-def test_a_killed_run_is_completed_without_its_own_comment_in_rally_and_clarity(
-    pytester: pytest.Pytester,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
-    kind: str,
-) -> None:
-    """Issue 11, point 2, for Rally (no discussion post of the killed run, each attachment
-    once) and Clarity (its update of a repeated failure, occurrences + 1, not made: without a
-    ``last_run_field`` only the marker in the description tells)."""
-    server = request.getfixturevalue(kind)
-    server.login_env(monkeypatch)
-    if kind == "rally":
-        integration = server.integration_toml("api-key", issue_type='"Defect"')
-    else:
-        monkeypatch.setenv("RP_BTS_GLOBAL_CONFIG", str(pytester.path / "none.toml"))
-        integration = server.integration_toml("basic", last_run_field='""')
-    pytester.makefile(".toml", **{"rp-bts": "max_new_issues = 1000\n\n" + integration})
-    pytester.makeini("[pytest]\n")
-    pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(8)))
-    pytester.makeconftest(KILLING)
-    assert pytester.runpytest_subprocess("--rp-bts").ret == 3
-    (pytester.path / "conftest.py").unlink()
-    if kind == "rally":
-        assert len(server.state.defects()) == 3
-        assert main(["--root", str(pytester.path), "flush"]) == 0
-        defects = server.state.defects()
-        assert len(defects) == 8
-        for defect in defects:
-            assert server.state.posts_of(defect["ObjectID"]) == [], defect["FormattedID"]
-            names = [a["Name"] for a in server.state.attachments_of(defect["ObjectID"])]
-            assert names.count("state.txt") == 1, (defect["FormattedID"], names)
-    else:
-        assert len(server.issues()) == 3
-        assert main(["--root", str(pytester.path), "flush"]) == 0
-        issues = server.issues()
-        assert len(issues) == 8
-        assert server.patch_count == 0
-        assert {i["c_occurrences"] for i in issues} == {1}
 
 
 # -- issue 11, point 3: a hard deadline --------------------------------------------------------
