@@ -747,20 +747,51 @@ def test_a_results_file_of_wrong_types_is_one_line(
     assert "Traceback" not in out + err
 
 
-def test_lone_surrogates_in_a_results_file_are_replaced_not_fatal(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("command", ["process", "post", "notify"])
+def test_lone_surrogates_in_a_results_file_are_one_line(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A results file is untrusted: a lone surrogate (no text at all) is refused in one line
+    naming the file, exit 2, nothing filed."""
     shard = tmp_path / "shard.json"
-    launch = '{"name": "n\\udc80", "run_id": "20261201_120000_feed"}'
+    launch = '{"name": "n", "run_id": "20261201_120000_feed"}'
     row = _ROW.replace('"m"', '"broke \\ud800 here"') + "}"
     shard.write_text(f'{{"format": 1, "launch": {launch}, "results": [{row}]}}')
-    assert main(["--root", str(tmp_path), "process", str(shard)]) == 0
+    args = [str(shard), "t.py::a"] if command == "post" else [str(shard)]
+    assert main(["--root", str(tmp_path), command, *args]) == 2
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
-    assert (
-        "broke ? here"
-        in results_json(tmp_path / ".rp-bts" / "results.json")["results"][0]["message"]
-    )
+    (line,) = err.splitlines()
+    assert str(shard) in line and "lone surrogate" in line
+    assert tracker_rows(tmp_path) == []
+
+
+SURROGATES = """
+import sys
+def test_prints_a_lone_surrogate():
+    print("out \\ud800 put")
+    sys.stderr.write("err \\udcff or")
+    assert 0, "broke \\udc80 here"
+"""
+
+
+def test_a_test_printing_lone_surrogates_leaves_a_results_file_the_cli_reads(
+    pytester: pytest.Pytester,
+) -> None:
+    """What a test prints is never refused: the plugin writes each lone surrogate as ``?``, so
+    its results file is written, filed and read back by ``rp-bts process``."""
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_hostile=SURROGATES)
+    # pytest itself would print the surrogates (its summary): not what is tested here
+    args = ("--rp-bts", "--rp-bts-results=shard.json", "--tb=no", "-rN")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "results not written" not in result.stdout.str()
+    (row,) = results_json(pytester.path / "shard.json")["results"]
+    assert row["message"].startswith("broke ? here") and "out ? put" in row["stdout"]
+    assert "err ? or" in row["stderr"]
+    assert [ref["action"] for ref in row["issues"]] == ["created"]
+    assert main(["--root", str(pytester.path), "process", "shard.json"]) == 0
 
 
 # -- issue 11, point 9: the report links only to web pages and its own files -------------------
