@@ -25,6 +25,7 @@ from .plain import (
     Plain,
     dumps_results,
     plain_row,
+    text_safe,
     to_plain,
 )
 
@@ -187,7 +188,12 @@ class RunResults:
     def load(cls, path: str | Path) -> RunResults:
         try:
             text = Path(path).read_text(encoding="utf-8")
-            data = _clean(json.loads(text))
+            data = json.loads(text)
+            if _has_lone_surrogate(data):
+                raise ValueError(
+                    "a string holds a lone surrogate (such as \\ud800), which is no text;"
+                    " rp-bts never writes one"
+                )
         except RecursionError:
             raise ResultsFormatError(f"{path}: cannot read results (nested too deeply)") from None
         except (OSError, ValueError) as exc:
@@ -318,23 +324,16 @@ def _typed(cls: type[_C], data: Any) -> _C:
     return cls(**data)
 
 
-def _clean(value: Any) -> Any:
-    """JSON as read, with lone surrogates (``"\\ud800"``) replaced: they cannot be written
-    anywhere (UTF-8 files, terminals, SQLite) and must not fail the run where they are."""
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether JSON as read holds a lone surrogate (``"\\ud800"``): no UTF-8 file, terminal or
+    tracker takes one, and a results file of rp-bts never has one (:func:`text_safe`), so a
+    file with one is refused, not silently changed (issue 11, point 7)."""
     if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8") if _needs_clean(value) else value
+        return text_safe(value) is not value
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return any(_has_lone_surrogate(v) for v in value)
     if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items()}
-    return value
-
-
-def _needs_clean(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
     return False
 
 
@@ -377,5 +376,6 @@ __all__ = [
     "plain_row",
     "result_from_json",
     "result_to_json",
+    "text_safe",
     "to_plain",
 ]

@@ -122,3 +122,14 @@ def _rich_row(result: TestResult) -> dict[str, Any]:
     from .model import result_to_json  # loaded already: something made the TestResult
 
     return result_to_json(result)
+
+
+def text_safe(text: str) -> str:
+    """The text with each lone surrogate (from a test that printed one, or bytes decoded with
+    ``surrogateescape``) as ``?``: what the plugin captures, so that every sink (the results
+    JSON, trackers, mail) can write it. The same object when there is none."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text

@@ -18,7 +18,7 @@ import pytest
 
 from rp_bts_agent.files import spill
 from rp_bts_agent.hooks import HookManager
-from rp_bts_agent.plain import FAILING, Attribute, Outcome, Plain, to_plain
+from rp_bts_agent.plain import FAILING, Attribute, Outcome, Plain, text_safe, to_plain
 
 if TYPE_CHECKING:
     from rp_bts_agent.model import Attachment, TestResult
@@ -52,9 +52,10 @@ def clip(text: str, cap: int) -> str:
 
 
 def _safe_str(value: object) -> str:
-    """``str()`` of a hostile exception may itself raise; the run must not care."""
+    """``str()`` of a hostile exception may itself raise, or hold lone surrogates; the run
+    must not care."""
     try:
-        return str(value)
+        return text_safe(str(value))
     except Exception as exc:  # pragma: no branch - any error from user code
         return f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
 
@@ -71,15 +72,16 @@ def exception_type(exc_type: type[BaseException]) -> str:
 
 
 def _texts(report: pytest.TestReport) -> dict[str, str]:
-    """The traceback and the captured log, stdout and stderr, whole (pytest holds them anyway)."""
-    found = {"longrepr": report.longreprtext, "log": "", "stdout": "", "stderr": ""}
+    """The traceback and the captured log, stdout and stderr, whole (pytest holds them anyway),
+    each with any lone surrogate a test printed as ``?``."""
+    found = {"longrepr": text_safe(report.longreprtext), "log": "", "stdout": "", "stderr": ""}
     for title, content in report.sections:
         if title.startswith("Captured log"):
-            found["log"] += content
+            found["log"] += text_safe(content)
         elif title.startswith("Captured stdout"):
-            found["stdout"] += content
+            found["stdout"] += text_safe(content)
         elif title.startswith("Captured stderr"):
-            found["stderr"] += content
+            found["stderr"] += text_safe(content)
     return found
 
 
@@ -243,7 +245,7 @@ class Capture:
                 fixture = shared_fixture(item, excinfo.tb)
         else:  # a strict XPASS, or a failure reported without an exception
             exc_type = "Failed"
-            message = clip(report.longreprtext, MESSAGE_CAP)
+            message = clip(text_safe(report.longreprtext), MESSAGE_CAP)
             frames = ()
         nodeid = item.nodeid if self.nodeid is None else self.nodeid(item.nodeid)
         text = _fingerprint_text(exc_type, message)
@@ -286,7 +288,7 @@ class Capture:
         from rp_bts_agent import fingerprint as fp
         from rp_bts_agent.model import TestResult
 
-        longrepr = report.longreprtext
+        longrepr = text_safe(report.longreprtext)
         exc_type, message = _last_error(longrepr)
         data: dict[str, Any] = {"exc_type": exc_type, "message": clip(message, MESSAGE_CAP)}
         data["longrepr"] = clip(longrepr, MESSAGE_CAP * 4)
