@@ -10,9 +10,10 @@ import sqlite3
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from .model import Attachment
+if TYPE_CHECKING:
+    from .model import Attachment
 
 log = logging.getLogger("rp_bts_agent")
 
@@ -106,6 +107,8 @@ def _write(
     except OSError as exc:
         log.warning("rp-bts: %s not spilled to %s: %s", field, directory, exc)
         return None
+    from .model import Attachment  # with the first long output
+
     return Attachment(name, str(path), "text/plain", size, spilled=field)
 
 

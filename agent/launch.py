@@ -19,12 +19,13 @@ from .config_types import Config
 from .deadline import time_limit
 from .files import prune_runs, write_atomic
 from .hooks import HookManager
-from .model import Launch, Plain, RunResults, TestResult, dumps_results
 from .modes import Mode
+from .plain import Launch, Plain, dumps_results
 from .redact import Redactor
 from .state import State
 
 if TYPE_CHECKING:
+    from .model import RunResults, TestResult
     from .notify import Notice
     from .pipeline import FilingReport
 
@@ -99,9 +100,9 @@ class LaunchEnd:
 
 def whole_run(launch: Launch, results: Sequence[TestResult | Plain]) -> RunResults:
     """Every result as a TestResult, for the readers of the whole run (the report, notices)."""
-    return RunResults(
-        launch, tuple(r if isinstance(r, TestResult) else TestResult(*r) for r in results)
-    )
+    from .model import RunResults, TestResult
+
+    return RunResults(launch, tuple(TestResult(*r) if isinstance(r, tuple) else r for r in results))
 
 
 def finish(
@@ -121,10 +122,10 @@ def finish(
     """
     end = LaunchEnd(results=list(results))
     state = State(root)
-    rich = [
+    rich = [  # the model (TestResult) loaded only when some result is one
         (i, r)
         for i, r in enumerate(end.results)
-        if isinstance(r, TestResult) and (how.only is None or r.nodeid in how.only)
+        if not isinstance(r, tuple) and (how.only is None or r.nodeid in how.only)
     ]
     # with filing to come, the results go first (a run killed while filing loses nothing), and
     # once more with the issue references, then the report; else both once
@@ -250,6 +251,7 @@ def _file(
     budget: float,
 ) -> None:
     """The agent's work on the results it may act on (failures, attributes, attachments)."""
+    from .model import RunResults
     from .pipeline import Agent, Options
 
     agent = Agent(

@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, get_args
 
-RESULTS_FORMAT: Final = 1
-
-Outcome = Literal["passed", "failed", "error", "skipped", "xfailed", "xpassed"]
-OUTCOMES: Final[frozenset[str]] = frozenset(
-    ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+from .plain import (
+    FAILING,
+    OUTCOMES,
+    PYTEST_COUNTS,
+    RESULTS_FORMAT,
+    Attribute,
+    Launch,
+    Outcome,
+    Plain,
+    dumps_results,
+    plain_row,
+    text_safe,
+    to_plain,
 )
-#: outcomes that the agent files: a failed test, a broken fixture, an unexpected pass under strict.
-FAILING: Final[frozenset[str]] = frozenset(("failed", "error"))
-#: the counts of pytest's last line, in its order (``Launch.counts``)
-PYTEST_COUNTS: Final = ("failed", "passed", "skipped", "xfailed", "xpassed", "error")
 
 #: what the agent did for a result in one integration, in the order the summary lists them;
 #: ``already commented``: the issue carries this run's comment already (``rp-bts process`` of
@@ -35,25 +38,6 @@ ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 
 class ResultsFormatError(ValueError):
     """A results file that cannot be read; the message names the file and the problem."""
-
-
-@dataclass(frozen=True, slots=True)
-class Attribute:
-    """A ``key:value`` attribute of a result or a launch (ReportPortal's attributes)."""
-
-    key: str
-    value: str
-
-    @classmethod
-    def parse(cls, text: str) -> Attribute:
-        """``key:value`` (ReportPortal's notation); a bare ``value`` is a tag with no key."""
-        key, sep, value = text.partition(":")
-        if not sep:
-            return cls("", text.strip())
-        return cls(key.strip(), value.strip())
-
-    def __str__(self) -> str:
-        return f"{self.key}:{self.value}" if self.key else self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,24 +159,6 @@ class TestResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Launch:
-    """One run of a suite: its name, time span and attributes, as the trackers show them."""
-
-    name: str
-    run_id: str
-    project: str = ""
-    owner: str = ""
-    start: float = 0.0
-    end: float = 0.0
-    attributes: tuple[Attribute, ...] = ()
-    mode: str = "post"
-    environment: Mapping[str, str] = field(default_factory=dict)
-    #: pytest's own tally ("failed", "passed", "error", ...), counted per phase report as pytest
-    #: counts it; empty when the results came from elsewhere (then counted from the results)
-    counts: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
 class RunResults:
     """A launch and its results: what the results JSON holds."""
 
@@ -223,23 +189,17 @@ class RunResults:
     def load(cls, path: str | Path) -> RunResults:
         try:
             text = Path(path).read_text(encoding="utf-8")
-            data = _clean(json.loads(text))
+            data = json.loads(text)
+            if _has_lone_surrogate(data):
+                raise ValueError(
+                    "a string holds a lone surrogate (such as \\ud800), which is no text;"
+                    " rp-bts never writes one"
+                )
         except RecursionError:
             raise ResultsFormatError(f"{path}: cannot read results (nested too deeply)") from None
         except (OSError, ValueError) as exc:
             raise ResultsFormatError(f"{path}: cannot read results ({exc})") from None
         return cls.from_json(data, source=str(path))
-
-
-def to_plain(value: Any) -> Any:
-    """Dataclasses to JSON-ready values, without dataclasses.asdict's deep copies."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    return value
 
 
 #: written for every result, as the brief fixes them; the other fields only when not empty.
@@ -290,44 +250,6 @@ def result_to_json(result: TestResult) -> dict[str, Any]:
     if result.route is not None:
         data["route"] = to_plain(result.route)
     return data
-
-
-#: a result with nothing but its outcome: ``(nodeid, outcome, phase, duration)``. Most results of
-#: a large run are such; the agent has nothing to file, link or redact in them, so the plugin keeps
-#: them as tuples and writes their rows directly, with no TestResult made for them.
-Plain = tuple[str, Outcome, str, float]
-
-_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-#: how that encoder writes a string (ensure_ascii=False)
-_encode_str: Final = json.encoder.encode_basestring
-#: a plain row from its outcome to its issues, by outcome
-_PLAIN_MIDDLE: Final = {
-    outcome: f',"outcome":{_encode_str(outcome)},"fingerprint":"","attributes":[],"issues":[]'
-    for outcome in OUTCOMES
-}
-
-
-def plain_row(nodeid: str, outcome: Outcome, phase: str, duration: float) -> str:
-    """A plain result's row in the results JSON, exactly as ``result_to_json`` and the encoder
-    write it, at a third of their cost: a 5,000-test run writes 5,000 of these."""
-    middle = _PLAIN_MIDDLE.get(outcome)
-    if middle is None or type(duration) is not float or not math.isfinite(duration):
-        return _ENCODER.encode(result_to_json(TestResult(nodeid, outcome, phase, duration)))
-    phase_json = "" if phase == "call" else f',"phase":{_encode_str(phase)}'
-    duration_json = "" if duration == 0.0 else f',"duration":{float.__repr__(duration)}'
-    return f'{{"nodeid":{_encode_str(nodeid)}{middle}{phase_json}{duration_json}}}'
-
-
-def dumps_results(launch: Launch, results: Iterable[TestResult | Plain]) -> str:
-    """The results JSON of a launch, as ``json.dumps(RunResults.to_json())`` writes it (compact,
-    not ASCII-escaped, one line); plain results may stand as :data:`Plain` tuples."""
-    encode = _ENCODER.encode
-    rows = [
-        plain_row(*result) if isinstance(result, tuple) else encode(result_to_json(result))
-        for result in results
-    ]
-    launch_json = encode(to_plain(launch))
-    return f'{{"format":{RESULTS_FORMAT},"launch":{launch_json},"results":[{",".join(rows)}]}}\n'
 
 
 def _attrs(items: Sequence[Mapping[str, Any]]) -> tuple[Attribute, ...]:
@@ -403,23 +325,16 @@ def _typed(cls: type[_C], data: Any) -> _C:
     return cls(**data)
 
 
-def _clean(value: Any) -> Any:
-    """JSON as read, with lone surrogates (``"\\ud800"``) replaced: they cannot be written
-    anywhere (UTF-8 files, terminals, SQLite) and must not fail the run where they are."""
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether JSON as read holds a lone surrogate (``"\\ud800"``): no UTF-8 file, terminal or
+    tracker takes one, and a results file of rp-bts never has one (:func:`text_safe`), so a
+    file with one is refused, not silently changed (issue 11, point 7)."""
     if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8") if _needs_clean(value) else value
+        return text_safe(value) is not value
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return any(_has_lone_surrogate(v) for v in value)
     if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items()}
-    return value
-
-
-def _needs_clean(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
     return False
 
 
@@ -436,3 +351,32 @@ def _launch_from(data: Mapping[str, Any]) -> Launch:
         environment={str(k): str(v) for k, v in data.get("environment", {}).items()},
         counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
     )
+
+
+__all__ = [
+    "ACTIONS",
+    "FAILING",
+    "OUTCOMES",
+    "PYTEST_COUNTS",
+    "RESULTS_FORMAT",
+    "Action",
+    "Attachment",
+    "Attribute",
+    "IssueRef",
+    "KnownIssue",
+    "Launch",
+    "Link",
+    "Outcome",
+    "PhaseFailure",
+    "Plain",
+    "ResultsFormatError",
+    "Route",
+    "RunResults",
+    "TestResult",
+    "dumps_results",
+    "plain_row",
+    "result_from_json",
+    "result_to_json",
+    "text_safe",
+    "to_plain",
+]

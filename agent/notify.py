@@ -180,7 +180,7 @@ def message(
     failures = [r for r in run.results if r.failing]
     shown, more = failures[:MAIL_FAILURES], max(len(failures) - MAIL_FAILURES, 0)
     notes = [one_line(printable(note), 500) for note in notes]
-    lines = [title, "", counts_line(run), "", *(f"{note}\n" for note in notes)]
+    lines = [title, "", counts_line(run.launch, run.results), "", *(f"{note}\n" for note in notes)]
     rows = []
     for result in shown:
         links = result.links
@@ -228,7 +228,7 @@ def message(
     msg.set_content(redact("\n".join(lines) + "\n"))
     html = _HTML.render(
         subject=title,
-        totals=counts_line(run),
+        totals=counts_line(run.launch, run.results),
         notes=notes,
         failures=rows,
         more=more,

@@ -40,6 +40,7 @@ from .tracker import (
     Body,
     CommentDraft,
     IssueDraft,
+    Notes,
     RemoteIssue,
     Resolves,
     Section,
@@ -122,6 +123,8 @@ class FilingReport:
     storm: str = ""
     #: one line per issue whose tests pass again (``on_pass``: commented, resolved)
     passing: list[str] = field(default_factory=list)
+    #: what happened to a tracker's own storage (also in ``errors``): a replay says them
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +378,9 @@ class Agent:
         report = FilingReport(RunResults(run.launch, results), plan, storm=storm)
         if self.options.mode == "post":
             report.passing = self._on_pass(report.run)
+        for tracker in self._trackers.values():
+            if isinstance(tracker, Notes):
+                report.notes += [self._error(note) for note in tracker.take_notes()]
         report.errors = list(self._errors)
         return report
 

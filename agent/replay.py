@@ -56,7 +56,9 @@ def flush_trackers(
                 options=Options(time_budget=time_budget, spool=spool),
                 breakers=breakers,
             )
-            done = {r.nodeid: r.issues for r in agent.run(run).run.results}
+            report = agent.run(run)
+            lines += report.notes
+            done = {r.nodeid: r.issues for r in report.run.results}
             for entry in entries:
                 refs = [ref for r in entry.results for ref in done.get(r.nodeid, ())]
                 bad = [ref for ref in refs if ref.action in ("queued", "failed")]

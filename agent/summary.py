@@ -7,11 +7,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .model import ACTIONS, IssueRef, TestResult
-
 _DIGITS = re.compile(r"(\d+)")
 
 if TYPE_CHECKING:  # the pipeline (trackers, pools, SQLite) loads only when the agent runs
+    from .model import IssueRef, TestResult
     from .pipeline import PlannedAction
 
 
@@ -36,6 +35,10 @@ def issue_lines(results: Iterable[TestResult]) -> list[str]:
         for ref in result.issues:
             key = (ref.action, ref.integration, _label(ref), ref.error, _web(ref.url))
             grouped.setdefault(key, []).append(result.nodeid)
+    if not grouped:
+        return []
+    from .model import ACTIONS  # with issues to show only: a passing run leaves it unloaded
+
     order: dict[str, int] = {a: i for i, a in enumerate(ACTIONS)}
     lines = []
     for (action, integration, label, error, url), nodeids in sorted(

@@ -38,6 +38,16 @@ def run_marker(run_id: str) -> str:
     return f"rp-bts run {_RUN_ID_SAFE.sub('_', run_id)}"
 
 
+_MARKER: Final = re.compile(r"rp-bts run [A-Za-z0-9_.]+")
+
+
+def filed_by(description: object) -> str:
+    """The run marker under an issue's description (the last one: a test's output above it may
+    quote another), in whatever markup the tracker wrote it; "" when there is none."""
+    marks = _MARKER.findall(description) if isinstance(description, str) else []
+    return marks[-1] if marks else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Section:
     """One titled part of an issue body; ``preformatted`` text is shown verbatim (tracebacks)."""
@@ -53,13 +63,14 @@ class Body:
 
     sections: tuple[Section, ...]
 
-    def plain(self) -> str:
-        """Plain-text rendering, used by trackers without markup."""
+    def plain(self, trailer: Sequence[str] = ()) -> str:
+        """Plain-text rendering, used by trackers without markup; ``trailer`` lines are ours
+        (a run marker), last."""
         parts = []
         for section in self.sections:
             text = section.text.rstrip("\n")
             parts.append(f"{section.title}:\n{text}" if section.title else text)
-        return "\n\n".join(parts) + "\n"
+        return "\n\n".join(parts) + "\n" + "".join(f"{line}\n" for line in trailer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +190,16 @@ class Resolves(Protocol):
     def resolve(self, key: str) -> RemoteIssue:
         """Move the issue to the tracker's resolved state (Jira: the configured transition; the
         local tracker: Closed); an issue resolved already is returned as it is."""
+        ...
+
+
+@runtime_checkable
+class Notes(Protocol):
+    """The optional part of :class:`Tracker`: what happened to the tracker's own storage (the
+    local tracker's database found damaged and moved aside), for the run's summary."""
+
+    def take_notes(self) -> list[str]:
+        """The notes since the last call, each said once."""
         ...
 
 

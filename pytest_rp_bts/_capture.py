@@ -12,22 +12,16 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
 from rp_bts_agent.files import spill
 from rp_bts_agent.hooks import HookManager
-from rp_bts_agent.model import (
-    FAILING,
-    Attachment,
-    Attribute,
-    Outcome,
-    Plain,
-    TestResult,
-    result_from_json,
-    to_plain,
-)
+from rp_bts_agent.plain import FAILING, Attribute, Outcome, Plain, text_safe, to_plain
+
+if TYPE_CHECKING:
+    from rp_bts_agent.model import Attachment, TestResult
 
 log = logging.getLogger("rp_bts_agent")
 
@@ -58,9 +52,10 @@ def clip(text: str, cap: int) -> str:
 
 
 def _safe_str(value: object) -> str:
-    """``str()`` of a hostile exception may itself raise; the run must not care."""
+    """``str()`` of a hostile exception may itself raise, or hold lone surrogates; the run
+    must not care."""
     try:
-        return str(value)
+        return text_safe(str(value))
     except Exception as exc:  # pragma: no branch - any error from user code
         return f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
 
@@ -77,15 +72,16 @@ def exception_type(exc_type: type[BaseException]) -> str:
 
 
 def _texts(report: pytest.TestReport) -> dict[str, str]:
-    """The traceback and the captured log, stdout and stderr, whole (pytest holds them anyway)."""
-    found = {"longrepr": report.longreprtext, "log": "", "stdout": "", "stderr": ""}
+    """The traceback and the captured log, stdout and stderr, whole (pytest holds them anyway),
+    each with any lone surrogate a test printed as ``?``."""
+    found = {"longrepr": text_safe(report.longreprtext), "log": "", "stdout": "", "stderr": ""}
     for title, content in report.sections:
         if title.startswith("Captured log"):
-            found["log"] += content
+            found["log"] += text_safe(content)
         elif title.startswith("Captured stdout"):
-            found["stdout"] += content
+            found["stdout"] += text_safe(content)
         elif title.startswith("Captured stderr"):
-            found["stderr"] += content
+            found["stderr"] += text_safe(content)
     return found
 
 
@@ -249,7 +245,7 @@ class Capture:
                 fixture = shared_fixture(item, excinfo.tb)
         else:  # a strict XPASS, or a failure reported without an exception
             exc_type = "Failed"
-            message = clip(report.longreprtext, MESSAGE_CAP)
+            message = clip(text_safe(report.longreprtext), MESSAGE_CAP)
             frames = ()
         nodeid = item.nodeid if self.nodeid is None else self.nodeid(item.nodeid)
         text = _fingerprint_text(exc_type, message)
@@ -276,6 +272,8 @@ class Capture:
         self, nodeid: str, outcome: Outcome, data: dict[str, Any], default: str, rule: str
     ) -> None:
         """The fingerprint a conftest hook chooses, else ``default``; and which rule made it."""
+        from rp_bts_agent.model import TestResult  # with the first failure
+
         probe = TestResult(
             nodeid=nodeid, outcome=outcome, fingerprint=default, grouped_by=rule, **data
         )
@@ -288,8 +286,9 @@ class Capture:
         module, whose fingerprint is the module and its error, so every run of the broken
         module (and every xdist worker that collected it) files one issue."""
         from rp_bts_agent import fingerprint as fp
+        from rp_bts_agent.model import TestResult
 
-        longrepr = report.longreprtext
+        longrepr = text_safe(report.longreprtext)
         exc_type, message = _last_error(longrepr)
         data: dict[str, Any] = {"exc_type": exc_type, "message": clip(message, MESSAGE_CAP)}
         data["longrepr"] = clip(longrepr, MESSAGE_CAP * 4)
@@ -438,6 +437,9 @@ class Collector:
                 extra = {**reruns[pytest_id], **(extra or {}), "flaky": True}
             if extra is None:
                 if outcome in FAILING or (watched and nodeid in watched):
+                    # the model loads with the first result that is more than a plain row
+                    from rp_bts_agent.model import TestResult
+
                     out.append(TestResult(nodeid, outcome, phase, duration))
                 else:
                     out.append((nodeid, outcome, phase, duration))
@@ -451,6 +453,8 @@ class Collector:
             }
             if "spilled" in extra:
                 data["attachments"] = [*extra.get("attachments", ()), *extra["spilled"]]
+            from rp_bts_agent.model import result_from_json
+
             out.append(result_from_json(data))
         return out
 

@@ -24,7 +24,7 @@ from rp_bts_agent import environment
 from rp_bts_agent.config import load_config
 from rp_bts_agent.config_types import Config, ConfigError
 from rp_bts_agent.hooks import HookManager, has_hooks
-from rp_bts_agent.model import PYTEST_COUNTS, Attribute, Launch
+from rp_bts_agent.plain import PYTEST_COUNTS, Attribute, Launch
 from rp_bts_agent.redact import Redactor
 from rp_bts_agent.rootdir import default_env_file, find_project_root, nodeid_mapper
 from rp_bts_agent.state import State

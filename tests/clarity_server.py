@@ -1263,6 +1263,11 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if (
+            len(raw) < length
+        ):  # the client went away mid-request (a killed run): as Clarity, drop it
+            self.close_connection = True
+            return
         split = urlsplit(self.path)
         headers = {k.lower(): v for k, v in self.headers.items()}
         path = split.path

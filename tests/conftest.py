@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -97,3 +100,27 @@ def by_nodeid(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def all_files(root: Path) -> Iterator[Path]:
     yield from (p for p in root.rglob("*") if p.is_file())
+
+
+#: one attachment per failing test, one fingerprint per test
+ATTACHING = """
+def test_bug_{n}(rp_bts):
+    rp_bts.attach(b"state of {n}", name="state.txt")
+    assert {n} == -1, "bug {n}"
+"""
+
+
+def killed_when(pytester: pytest.Pytester, done: Callable[[], bool], *args: str) -> None:
+    """Run ``pytest --rp-bts`` in a process killed (SIGKILL, as CI cancels a job) as soon as
+    ``done()`` says so, from what a test server received."""
+    proc = pytester.popen(
+        [sys.executable, "-m", "pytest", "--rp-bts", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not done() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.kill()
+    assert proc.wait(timeout=60) < 0, "the run ended before it was killed"

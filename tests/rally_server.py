@@ -1271,6 +1271,9 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:  # the client went away mid-request (a killed run): as Rally, drop it
+            self.close_connection = True
+            return
         split = urlsplit(self.path)
         path = unquote(split.path)
         query = parse_qs(split.query, keep_blank_values=True)

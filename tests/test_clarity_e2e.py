@@ -14,7 +14,7 @@ from clarity_server import (  # noqa: F401 (fixtures)
     clarity_fixture,
 )
 
-from conftest import DEMO_FINGERPRINTS, by_nodeid, results_json
+from conftest import ATTACHING, DEMO_FINGERPRINTS, by_nodeid, killed_when, results_json
 from rp_bts_agent.cli import main
 
 
@@ -177,3 +177,27 @@ def test_oauth_dance_then_files(
     assert integration is not None
     assert check(integration, CheckOptions()).ok  # the stored token signs the calls
     assert any(s.auth == "oauth1" for s in clarity.state.requests)
+
+
+def test_a_killed_run_is_completed_without_its_own_update(
+    pytester: pytest.Pytester, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11, point 2: a run killed after some creates left issues carrying its run marker;
+    the replay does not update them as a repeat of the failure (occurrences + 1). Without a
+    ``last_run_field`` only the marker in the description tells."""
+    clarity.login_env(monkeypatch)
+    monkeypatch.setenv("RP_BTS_GLOBAL_CONFIG", str(pytester.path / "none.toml"))
+    integration = clarity.integration_toml("basic", last_run_field='""')
+    pytester.makefile(".toml", **{"rp-bts": integration})
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(8)))
+    clarity.state.latency = 0.05
+    killed_when(pytester, lambda: len(clarity.issues()) >= 3)
+    clarity.state.latency = 0
+    assert 3 <= len(clarity.issues()) < 8
+
+    assert main(["--root", str(pytester.path), "flush"]) == 0
+    issues = clarity.issues()
+    assert len(issues) == 8
+    assert clarity.patch_count == 0
+    assert {i["c_occurrences"] for i in issues} == {1}

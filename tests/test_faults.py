@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from jira_server import Faults, RunningJira
 
-from conftest import DEMO_FINGERPRINTS, all_files, results_json, tracker_rows
+from conftest import ATTACHING, DEMO_FINGERPRINTS, all_files, results_json, tracker_rows
 from rp_bts_agent.cli import main
 from rp_bts_agent.model import Launch, TestResult
 from rp_bts_agent.notify import keep_pending
@@ -164,11 +164,6 @@ def test_a_run_killed_half_way_loses_nothing(demo: pytest.Pytester) -> None:
 # -- issue 11: parallel runs and flushes in one folder, a run killed after its creates ----------
 
 PARALLEL_FINGERPRINTS = 20
-ATTACHING = """
-def test_bug_{n}(rp_bts):
-    rp_bts.attach(b"state of {n}", name="state.txt")
-    assert {n} == -1, "bug {n}"
-"""
 _FLUSH = "import sys; from rp_bts_agent.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -299,6 +294,41 @@ def test_a_run_killed_after_its_creates_is_completed_without_its_own_comment(
         assert len(names) == len(set(names)), issue["key"]  # none added twice
     assert main(["--root", str(pytester.path), "flush"]) == 0  # nothing left to do
     assert len(jira.state.issues) == count and jira.state.comments == {}
+
+
+KILLING = """
+import os
+calls = []
+def rp_bts_issue_fields(draft, results, integration, launch):
+    calls.append(draft)
+    if len(calls) == 4:
+        os._exit(3)  # killed after three creates
+"""
+
+
+def test_a_killed_run_is_completed_without_its_own_comment_in_the_local_tracker(
+    pytester: pytest.Pytester,
+) -> None:
+    """Issue 11, point 2, for the local tracker: the issues a killed run filed carry its run
+    marker, so the replay completes them (each attachment once) and adds no comment."""
+    pytester.makeini("[pytest]\n")
+    pytester.makefile(".toml", **{"rp-bts": "max_new_issues = 1000\n"})
+    pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(8)))
+    pytester.makeconftest(KILLING)
+    assert pytester.runpytest_subprocess("--rp-bts").ret == 3
+    assert len(tracker_rows(pytester.path)) == 3
+    (pytester.path / "conftest.py").unlink()
+    assert main(["--root", str(pytester.path), "flush"]) == 0
+    assert len({fp for _, fp, _ in tracker_rows(pytester.path)}) == 8
+    assert tracker_rows(pytester.path, "SELECT issue_key, run_id FROM comments") == []
+    for key, _, _ in tracker_rows(pytester.path):
+        names = [
+            name
+            for (name,) in tracker_rows(
+                pytester.path, f"SELECT name FROM attachments WHERE issue_key = '{key}'"
+            )
+        ]
+        assert names.count("state.txt") == 1, (key, names)
 
 
 # -- issue 11, point 3: a hard deadline --------------------------------------------------------
@@ -625,6 +655,48 @@ def test_a_replay_has_the_attachments_of_the_run(
         assert names == ["failure-details.txt", "state.txt"], key
 
 
+def _keys(results: Path) -> set[str]:
+    return {ref["key"] for row in results_json(results)["results"] for ref in row["issues"]}
+
+
+@pytest.mark.parametrize("cut", ["half", "empty"])
+def test_a_truncated_tracker_db_never_reuses_issue_keys(
+    pytester: pytest.Pytester, cut: str
+) -> None:
+    """The local tracker's keys live on in results files and reports: a ``tracker.db`` cut short
+    (a full disk, a crash) is moved aside with one line, and the next keys go on after every
+    key it had given out."""
+    pytester.makeini("[pytest]\n")
+    pytester.makefile(".toml", **{"rp-bts": "max_new_issues = 1000\n"})
+    bugs = "".join(f"def test_bug_{n}():\n    assert {n} == -1, 'bug {n}'\n" for n in range(8))
+    pytester.makepyfile(test_bugs=bugs)
+    pytester.runpytest_subprocess("--rp-bts", "--rp-bts-results=first.json")
+    before = _keys(pytester.path / "first.json")
+    assert len(before) == 8
+    db = State(pytester.path).tracker_db
+    os.truncate(db, db.stat().st_size // 2 if cut == "half" else 0)
+
+    new = "".join(f"def test_new_{n}():\n    assert {n} == -1, 'new {n}'\n" for n in range(3))
+    pytester.makepyfile(test_new=new)
+    result = pytester.runpytest_subprocess("--rp-bts", "--rp-bts-results=second.json")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    text = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+    after = _keys(pytester.path / "second.json")
+    assert len(after) == 11 and not after & before, (before, after)
+    said = [line for line in text.splitlines() if "local tracker database" in line]
+    assert len(said) == 1, said
+    if cut == "half":
+        assert "damaged" in said[0] and "moved aside to tracker.db.corrupt-" in said[0]
+        assert len(list(db.parent.glob("tracker.db.corrupt-*"))) == 1
+    else:
+        assert "was empty or missing" in said[0]
+    assert "keys go on after LOCAL-8" in said[0]
+    rerun = pytester.runpytest_subprocess("--rp-bts", "--rp-bts-results=third.json")
+    assert "local tracker database" not in rerun.stdout.str()  # said once
+    assert _keys(pytester.path / "third.json") == after  # found again, nothing new
+
+
 # -- issue 11, point 7: bad input is one line, never a traceback --------------------------------
 
 
@@ -675,20 +747,51 @@ def test_a_results_file_of_wrong_types_is_one_line(
     assert "Traceback" not in out + err
 
 
-def test_lone_surrogates_in_a_results_file_are_replaced_not_fatal(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("command", ["process", "post", "notify"])
+def test_lone_surrogates_in_a_results_file_are_one_line(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A results file is untrusted: a lone surrogate (no text at all) is refused in one line
+    naming the file, exit 2, nothing filed."""
     shard = tmp_path / "shard.json"
-    launch = '{"name": "n\\udc80", "run_id": "20261201_120000_feed"}'
+    launch = '{"name": "n", "run_id": "20261201_120000_feed"}'
     row = _ROW.replace('"m"', '"broke \\ud800 here"') + "}"
     shard.write_text(f'{{"format": 1, "launch": {launch}, "results": [{row}]}}')
-    assert main(["--root", str(tmp_path), "process", str(shard)]) == 0
+    args = [str(shard), "t.py::a"] if command == "post" else [str(shard)]
+    assert main(["--root", str(tmp_path), command, *args]) == 2
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
-    assert (
-        "broke ? here"
-        in results_json(tmp_path / ".rp-bts" / "results.json")["results"][0]["message"]
-    )
+    (line,) = err.splitlines()
+    assert str(shard) in line and "lone surrogate" in line
+    assert tracker_rows(tmp_path) == []
+
+
+SURROGATES = """
+import sys
+def test_prints_a_lone_surrogate():
+    print("out \\ud800 put")
+    sys.stderr.write("err \\udcff or")
+    assert 0, "broke \\udc80 here"
+"""
+
+
+def test_a_test_printing_lone_surrogates_leaves_a_results_file_the_cli_reads(
+    pytester: pytest.Pytester,
+) -> None:
+    """What a test prints is never refused: the plugin writes each lone surrogate as ``?``, so
+    its results file is written, filed and read back by ``rp-bts process``."""
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_hostile=SURROGATES)
+    # pytest itself would print the surrogates (its summary): not what is tested here
+    args = ("--rp-bts", "--rp-bts-results=shard.json", "--tb=no", "-rN")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "results not written" not in result.stdout.str()
+    (row,) = results_json(pytester.path / "shard.json")["results"]
+    assert row["message"].startswith("broke ? here") and "out ? put" in row["stdout"]
+    assert "err ? or" in row["stderr"]
+    assert [ref["action"] for ref in row["issues"]] == ["created"]
+    assert main(["--root", str(pytester.path), "process", "shard.json"]) == 0
 
 
 # -- issue 11, point 9: the report links only to web pages and its own files -------------------

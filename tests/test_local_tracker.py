@@ -371,10 +371,21 @@ def test_read_only_on_an_empty_file(tmp_path: Path) -> None:
 
 
 def test_not_a_database(tmp_path: Path) -> None:
+    """Read-only (a dry run) it is refused; written to, it is moved aside, kept as it was."""
     bad = tmp_path / "tracker.db"
     bad.write_text("this is not sqlite, " * 100)
-    with LocalTracker(bad) as tracker, pytest.raises(TrackerError, match="not a database"):
-        tracker.create(draft())
+    with (
+        LocalTracker(bad, read_only=True) as tracker,
+        pytest.raises(TrackerError, match="not a database"),
+    ):
+        tracker.find(["fp"])
+    with LocalTracker(bad) as tracker:
+        assert tracker.create(draft()).key == "LOCAL-1"
+        (note,) = tracker.take_notes()
+        assert "not a database" in note and "moved aside to tracker.db.corrupt-" in note
+        assert tracker.take_notes() == []
+    (aside,) = tmp_path.glob("tracker.db.corrupt-*")
+    assert aside.read_text() == "this is not sqlite, " * 100
 
 
 def test_newer_schema_is_refused(db: Path) -> None:

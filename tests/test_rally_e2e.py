@@ -11,7 +11,7 @@ from rally_server import (
     RunningRally,
 )
 
-from conftest import DEMO_FINGERPRINTS, all_files, by_nodeid, results_json
+from conftest import ATTACHING, DEMO_FINGERPRINTS, all_files, by_nodeid, killed_when, results_json
 
 NAME = "Rally defects"
 
@@ -247,3 +247,28 @@ def test_no_credential_or_token_in_any_output(
         for text in texts + kept:
             assert secret not in text
     assert "security/authorize" in (rally_demo.path / "pytest.log").read_text() or auth != "basic"
+
+
+def test_a_killed_run_is_completed_without_its_own_discussion_post(
+    pytester: pytest.Pytester, rally: RunningRally, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11, point 2: a run killed after some creates left defects carrying its run
+    marker; the replay completes them (each attachment once) and posts nothing of that run."""
+    from rp_bts_agent.cli import main
+
+    rally.login_env(monkeypatch)
+    configure(pytester, rally, fields="{}")
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(8)))
+    rally.state.latency = 0.05
+    killed_when(pytester, lambda: len(rally.state.defects()) >= 3)
+    rally.state.latency = 0
+    assert 3 <= len(rally.state.defects()) < 8
+
+    assert main(["--root", str(pytester.path), "flush"]) == 0
+    defects = rally.state.defects()
+    assert len(defects) == 8
+    for defect in defects:
+        assert rally.state.posts_of(defect["ObjectID"]) == [], defect["FormattedID"]
+        names = [a["Name"] for a in rally.state.attachments_of(defect["ObjectID"])]
+        assert names.count("state.txt") == 1, (defect["FormattedID"], names)

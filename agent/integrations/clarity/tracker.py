@@ -20,7 +20,15 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 from rp_bts_agent.content import one_line
-from rp_bts_agent.tracker import CommentDraft, IssueDraft, RemoteIssue, TrackerError, create_one
+from rp_bts_agent.tracker import (
+    CommentDraft,
+    IssueDraft,
+    RemoteIssue,
+    TrackerError,
+    create_one,
+    filed_by,
+    run_marker,
+)
 
 from . import ClaritySettings
 from .client import Clarity, quote
@@ -36,7 +44,8 @@ log = logging.getLogger("rp_bts_agent")
 BATCH: Final = 50
 NAME_LIMIT: Final = 80
 _ISSUE_URL: Final = re.compile(r"/projects/(\d+)/issues/(\d+)")
-_READ_FIELDS: Final = ("code", "name", "status")
+#: the description carries the run marker of the run that filed the issue
+_READ_FIELDS: Final = ("code", "name", "status", "description")
 
 
 def cut_name(text: str, limit: int = NAME_LIMIT) -> str:
@@ -204,6 +213,7 @@ class ClarityTracker:
             closed=closed,
             fingerprint=str(raw.get(fingerprint_field) or ""),
             issue_id=str(raw.get("_internalId", "")),
+            filed_by=filed_by(raw.get("description")),
         )
 
     def read_fields(self, *extra: str) -> str:
@@ -289,7 +299,7 @@ class ClarityTracker:
         body |= {
             "name": cut_name(draft.summary),
             "code": self.code_for(draft),
-            "description": draft.body.plain(),
+            "description": draft.body.plain((run_marker(draft.run_id),) if draft.run_id else ()),
         }
         if draft.fingerprint:
             body[s.fingerprint_field] = self.field_value(s.fingerprint_field, draft.fingerprint)

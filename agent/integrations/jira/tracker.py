@@ -42,6 +42,7 @@ from rp_bts_agent.tracker import (
     Resolves,
     TrackerError,
     create_one,
+    filed_by,
     run_marker,
 )
 
@@ -137,14 +138,6 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 def _objects(value: Any) -> list[Mapping[str, Any]]:
     """A JSON array of objects from an answer; anything else in it is left out."""
     return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
-
-
-def _filed_by(description: Any) -> str:
-    """The run marker under an issue's description (the last line that is one)."""
-    if not isinstance(description, str):
-        return ""
-    marks = [line for line in description.splitlines() if line.startswith("rp-bts run ")]
-    return marks[-1] if marks else ""
 
 
 def _is_done(fields: Mapping[str, Any]) -> bool:
@@ -310,7 +303,7 @@ class JiraTracker:
             closed=_is_done(fields),
             fingerprint=fingerprint,
             issue_id=str(raw.get("id", "")),
-            filed_by=_filed_by(fields.get("description")),
+            filed_by=filed_by(fields.get("description")),
         )
 
     # -- reading -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Jira integrations on one Jira project do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, final
 
 from rp_bts_agent.connection import CheckOptions, CheckResult
+from rp_bts_agent.files import write_atomic
 from rp_bts_agent.tracker import (
     AttachmentFile,
     CommentDraft,
@@ -37,6 +39,8 @@ from rp_bts_agent.tracker import (
     Resolves,
     TrackerError,
     create_one,
+    filed_by,
+    run_marker,
 )
 
 from . import LocalSettings
@@ -154,6 +158,7 @@ class LocalIssue:
             closed=self.closed,
             fingerprint=self.fingerprint,
             existed=existed,
+            filed_by=filed_by(self.description),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -266,6 +271,7 @@ class LocalTracker:
         self.read_only: Final = read_only
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._notes: list[str] = []
 
     @classmethod
     def from_integration(cls, integration: Integration, *, read_only: bool = False) -> LocalTracker:
@@ -326,22 +332,100 @@ class LocalTracker:
                 isolation_level=None,
                 check_same_thread=False,
             )
+            try:
+                conn.row_factory = sqlite3.Row
+                version = self._prepare(conn)
+            except BaseException:
+                conn.close()
+                raise
+            if version == 0:  # another process has not written the schema yet
+                conn.close()
+                return None
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-            )
+            conn = self._writable()
+        self._conn = conn
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def _writable(self) -> sqlite3.Connection:
+        """A checked connection. A file SQLite cannot read whole (a disk that lost part of it)
+        is moved aside with a note and a fresh one started; either way, keys go on after the
+        highest ever given out, so a key in a results file or a report never names another
+        issue (issue 11, point 6)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._open()
         try:
-            conn.row_factory = sqlite3.Row
-            version = self._prepare(conn)
+            self._prepare(conn)
+            problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check") if row[0] != "ok"]
+            if not problems:
+                if self._highest(conn) > self._issued():
+                    self._keep_issued(conn)
+                return conn
+        except sqlite3.OperationalError:  # locked, read-only, a full disk: not damage
+            conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
         except BaseException:
             conn.close()
             raise
-        if version == 0:  # read-only and another process has not written the schema yet
+        conn.close()
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        with contextlib.suppress(FileNotFoundError):  # another process moved it first
+            os.replace(self.path, aside)
+            with contextlib.suppress(FileNotFoundError):  # its log belongs to it, not the next
+                os.replace(f"{self.path}-wal", f"{aside}-wal")
+            Path(f"{self.path}-shm").unlink(missing_ok=True)
+            self._notes.append(
+                f"the local tracker database {self.path} was damaged ({problems[0]}); moved"
+                f" aside to {aside.name} and a fresh one started; new keys go on after"
+                f" {self.key_prefix}-{self._issued()}"
+            )
+        conn = self._open()
+        try:
+            self._prepare(conn, damaged=True)
+        except BaseException:
             conn.close()
-            return None
-        self._conn = conn
+            raise
         return conn
+
+    @property
+    def _issued_path(self) -> Path:
+        """The highest issue number ever given out in this file, kept beside it: the database
+        may be lost or cut short, the keys it gave out live on in results and reports."""
+        return self.path.with_name(f"{self.path.name}.keys")
+
+    def _issued(self) -> int:
+        try:
+            return int(self._issued_path.read_text(encoding="ascii").strip() or "0")
+        except (OSError, ValueError):  # none yet (or unreadable): the database's own count
+            return 0
+
+    @staticmethod
+    def _highest(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM issues").fetchone()[0])
+
+    def _keep_issued(self, conn: sqlite3.Connection) -> None:
+        """Mark the database's highest number when it knows more than the mark (a file from
+        before the mark existed); in a write transaction, so the mark never goes down."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            highest = self._highest(conn)
+            if highest > self._issued():
+                write_atomic(self._issued_path, str(highest))
+        finally:
+            conn.execute("COMMIT")
+
+    def take_notes(self) -> list[str]:
+        """What happened to the database itself (moved aside, found empty), said once."""
+        notes, self._notes = self._notes, []
+        return notes
 
     @staticmethod
     def _enable_wal(conn: sqlite3.Connection) -> None:
@@ -363,8 +447,10 @@ class LocalTracker:
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
 
-    def _prepare(self, conn: sqlite3.Connection) -> int:
-        """Set the pragmas and create the schema; returns the schema version found."""
+    def _prepare(self, conn: sqlite3.Connection, *, damaged: bool = False) -> int:
+        """Set the pragmas and create the schema; returns the schema version found. A schema
+        created where keys had been given out (an emptied or deleted file) is said once, unless
+        ``damaged`` said it already."""
         if not self.read_only:
             self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -378,6 +464,13 @@ class LocalTracker:
                     for statement in _SCHEMA:
                         conn.execute(statement)
                     version = SCHEMA_VERSION
+                    issued = self._issued()
+                    if issued and not damaged:
+                        self._notes.append(
+                            f"the local tracker database {self.path} was empty or missing,"
+                            " though it had given out keys; a fresh one started and new keys"
+                            f" go on after {self.key_prefix}-{issued}"
+                        )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -532,7 +625,20 @@ class LocalTracker:
         return answers
 
     def complete(self, key: str, draft: IssueDraft) -> None:
-        self._attach(key, draft.attachments, comment_id=None)
+        """The draft's files, but those the issue has already (a replay of a run killed while
+        it attached them) are not added twice."""
+        with self._transaction(write=False) as conn:
+            rows = (
+                ()
+                if conn is None
+                else conn.execute(
+                    "SELECT name FROM attachments WHERE issue_key = ? AND comment_id IS NULL",
+                    (key,),
+                )
+            )
+            have = {row[0] for row in rows}
+        files = [f for f in draft.attachments if (f.name or Path(f.path).name) not in have]
+        self._attach(key, files, comment_id=None)
 
     def _insert(self, draft: IssueDraft) -> RemoteIssue:
         now = _now()
@@ -540,7 +646,9 @@ class LocalTracker:
             existing = self._open_issue(conn, draft.fingerprint)
             if existing is not None:
                 return existing.remote(existed=True)
-            number = int(conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM issues").fetchone()[0])
+            # past every key ever given out, and marked so before the insert commits
+            number = max(self._issued(), self._highest(conn)) + 1
+            write_atomic(self._issued_path, str(number))
             key = f"{self.key_prefix}-{number}"
             try:
                 conn.execute(
@@ -553,7 +661,7 @@ class LocalTracker:
                         self.integration,
                         draft.fingerprint,
                         draft.summary,
-                        draft.body.plain(),
+                        draft.body.plain((run_marker(draft.run_id),) if draft.run_id else ()),
                         draft.issue_type,
                         json.dumps(list(draft.labels)),
                         json.dumps(dict(draft.fields), default=str, sort_keys=True),

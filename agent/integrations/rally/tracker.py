@@ -36,6 +36,8 @@ from rp_bts_agent.tracker import (
     RemoteIssue,
     TrackerError,
     create_one,
+    filed_by,
+    run_marker,
 )
 
 from . import RallySettings, markup
@@ -62,12 +64,12 @@ DEFECT: Final = "Defect"
 CLOSED: Final = "Closed"
 #: the State a reopened defect gets
 REOPENED: Final = "Open"
-_DEFECT_FETCH: Final = "FormattedID,State,ScheduleState,Tags,Project,ObjectID"
+#: the Description carries the run marker of the run that filed the defect
+_DEFECT_FETCH: Final = "FormattedID,State,ScheduleState,Tags,Project,ObjectID,Description"
 _FORMATTED_ID: Final = re.compile(r"^(DE\d+)$", re.IGNORECASE)
 #: ``https://host/#/123d/detail/defect/456``, ``.../v2.0/defect/456`` or ``/defect/456.js``
 _DEFECT_OID: Final = re.compile(r"/defect/(\d+)(?:\.js)?/?(?:[?#]|$)", re.IGNORECASE)
 _OID: Final = re.compile(r"(\d+)(?:\.js)?/?$")
-_RUN_ID_SAFE: Final = re.compile(r"[^A-Za-z0-9_.]+")
 _INVALID_KEY: Final = "Invalid key"
 _KEY_PARAM: Final = re.compile(r"([?&]key=)[^&\s\"]+")
 #: roles that may create defects in a project
@@ -209,6 +211,8 @@ class RallyTracker:
         self._attributes: dict[str, dict[str, Any]] | None = None
         #: FormattedID -> ObjectID of the defects seen this run
         self._oids: dict[str, int] = {}
+        #: FormattedIDs of the defects this tracker created (their attachments are all to come)
+        self._created: set[str] = set()
 
     def __repr__(self) -> str:
         return f"RallyTracker({self.url!r}, project={self.settings.project_key!r})"
@@ -426,6 +430,7 @@ class RallyTracker:
             closed=state == CLOSED,
             fingerprint=fingerprint,
             issue_id=str(oid),
+            filed_by=filed_by(raw.get("Description")),
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -652,7 +657,11 @@ class RallyTracker:
         defect: dict[str, Any] = {
             **fields,
             "Name": one_line(draft.summary, 255),
-            "Description": markup.render(draft.body, links=draft.links),
+            "Description": markup.render(
+                draft.body,
+                links=draft.links,
+                trailer=(run_marker(draft.run_id),) if draft.run_id else (),
+            ),
             "Project": where.project,
             "Workspace": where.workspace,
         }
@@ -660,12 +669,23 @@ class RallyTracker:
             listed = list(extra_tags) if isinstance(extra_tags, list) else []
             defect["Tags"] = [{"_ref": tag}] * bool(tag) + listed
         answer = self.call("POST", "defect/create", "create defect", body={"Defect": defect})
-        return self._remote(answer.get("Object") or {}, draft.fingerprint)
+        created = self._remote(answer.get("Object") or {}, draft.fingerprint)
+        with self._lock:
+            self._created.add(created.key.upper())
+        return created
 
     def complete(self, key: str, draft: IssueDraft) -> None:
         """The draft's files; one that fails is logged and the defect stands. (Links are in
-        the description, and so is the closed defect a new one follows.)"""
-        self._attach(self._ref(self._defect_oid(key)), draft.attachments)
+        the description, and so is the closed defect a new one follows.) A defect this
+        tracker did not just create may have some already (a replay of a run killed while it
+        attached them): those are not added twice."""
+        oid = self._defect_oid(key)
+        files: Sequence[AttachmentFile] = draft.attachments
+        if files and key.upper() not in self._created:
+            posted = self.query(f"defect/{oid}/Attachments", "read attachments", fetch="Name")
+            have = {str(a.get("Name") or "") for a in posted}
+            files = [f for f in files if one_line(f.name, 255) not in have]
+        self._attach(self._ref(oid), files)
 
     def _attach(self, artifact: str, files: Sequence[AttachmentFile]) -> None:
         """Each file as AttachmentContent (base64) then Attachment; larger than
@@ -695,16 +715,11 @@ class RallyTracker:
             except (OSError, TrackerError, KeyError, TypeError) as exc:
                 logger.warning("Rally: attachment %r skipped: %s", item.name, exc)
 
-    @staticmethod
-    def run_marker(run_id: str) -> str:
-        """The line that tells a later call of the same run that it has posted already."""
-        return f"rp-bts run {_RUN_ID_SAFE.sub('_', run_id)}"
-
     def comment(self, key: str, comment: CommentDraft) -> bool:
         """One discussion post per run: none when a post of this run is there already."""
         self._writable("comment")
         oid = self._defect_oid(key)
-        marker = self.run_marker(comment.run_id)
+        marker = run_marker(comment.run_id)
         seen = re.compile(re.escape(marker) + r"(?![\w.])")
         posts = self.query(f"defect/{oid}/Discussion", "read discussion", fetch="Text")
         if any(seen.search(str(p.get("Text") or "")) for p in posts):
