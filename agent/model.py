@@ -30,9 +30,19 @@ from .plain import (
 )
 
 #: what the agent did for a result in one integration, in the order the summary lists them;
-#: ``already commented``: the issue carries this run's comment already (``rp-bts process`` of
-#: the same results again), so none was added
-Action = Literal["created", "commented", "already commented", "linked", "known", "queued", "failed"]
+#: ``already filed``: this run filed the issue before (a replay of a run stopped while filing, or
+#: ``rp-bts process`` of the same results again): only what it lacked was added;
+#: ``already commented``: the issue carries this run's comment already, none was added
+Action = Literal[
+    "created",
+    "already filed",
+    "commented",
+    "already commented",
+    "linked",
+    "known",
+    "queued",
+    "failed",
+]
 ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 
 

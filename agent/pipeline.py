@@ -1031,7 +1031,7 @@ class Agent:
                 action, integration, self._draft(action, integration, launch, ""), existing
             )
             return IssueRef(
-                integration.name, existing.key, existing.url, existing.status, "created"
+                integration.name, existing.key, existing.url, existing.status, "already filed"
             )
         if action.verb == "reopen":
             existing = tracker.reopen(existing.key)

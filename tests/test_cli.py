@@ -40,7 +40,9 @@ def test_process_merges_shards_and_files_once(
     # the same shards again: nothing new is filed; each issue gets the run's one comment
     assert main(["--root", root, "process", str(a), str(b), "--output", str(merged)]) == 0
     assert tracker_rows(demo.path) == rows
-    assert "created " not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "created " not in out  # the run's own issues, found by its marker
+    assert len(_lines(out, "already filed")) == DEMO_FINGERPRINTS
 
 
 def test_process_rejects_a_file_that_is_not_results(
