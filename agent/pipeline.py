@@ -1051,9 +1051,15 @@ class Agent:
             log_lines=self._log_lines(integration),
             spool=self.options.spool,
             storm=self._storms.get(action.fingerprint, ""),
+            labels=self._labels(action),
         )
         self.tracker(integration).comment(issue.key, comment)
         return IssueRef(integration.name, issue.key, issue.url, issue.status, "commented")
+
+    def _labels(self, action: PlannedAction) -> tuple[str, ...]:
+        """What the issue of a group with a flaky result gets, new or commented on."""
+        flaky = self.config.flaky == "label" and any(r.flaky for r in action.results)
+        return ("flaky",) if flaky else ()
 
     def _draft(
         self, action: PlannedAction, integration: Integration, launch: Launch, relates_to: str
@@ -1068,8 +1074,7 @@ class Agent:
             log_lines=self._log_lines(integration),
             storm=self._storms.get(action.fingerprint, ""),
         )
-        if self.config.flaky == "label" and any(r.flaky for r in action.results):
-            draft = dataclasses.replace(draft, labels=(*draft.labels, "flaky"))
+        draft = dataclasses.replace(draft, labels=(*draft.labels, *self._labels(action)))
         if "attachments" in self._include(integration):
             assets = self._extra_attachments(action.results)
             if assets:
