@@ -1051,11 +1051,17 @@ class Agent:
             log_lines=self._log_lines(integration),
             spool=self.options.spool,
             storm=self._storms.get(action.fingerprint, ""),
+            labels=self._labels(action),
         )
         added = self.tracker(integration).comment(issue.key, comment)
         # the same results processed again: the run's comment is there, and none was added
         did: Action = "commented" if added else "already commented"
         return IssueRef(integration.name, issue.key, issue.url, issue.status, did)
+
+    def _labels(self, action: PlannedAction) -> tuple[str, ...]:
+        """What the issue of a group with a flaky result gets, new or commented on."""
+        flaky = self.config.flaky == "label" and any(r.flaky for r in action.results)
+        return ("flaky",) if flaky else ()
 
     def _draft(
         self, action: PlannedAction, integration: Integration, launch: Launch, relates_to: str
@@ -1070,8 +1076,7 @@ class Agent:
             log_lines=self._log_lines(integration),
             storm=self._storms.get(action.fingerprint, ""),
         )
-        if self.config.flaky == "label" and any(r.flaky for r in action.results):
-            draft = dataclasses.replace(draft, labels=(*draft.labels, "flaky"))
+        draft = dataclasses.replace(draft, labels=(*draft.labels, *self._labels(action)))
         if "attachments" in self._include(integration):
             assets = self._extra_attachments(action.results)
             if assets:
