@@ -92,6 +92,23 @@ def scrub_log_handlers(config: pytest.Config, redact: Callable[[str], str]) -> N
             handler.setFormatter(_Redacting(handler.formatter, redact))
 
 
+@final
+class IdMasking:
+    """Parameter ids masked before pytest names the tests after them (generated or explicit:
+    ``ids=[...]``, ``pytest.param(..., id=...)``): node ids, the short summary,
+    ``--collect-only``, ``-v`` lines, the cache and JUnit XML all show them masked, and xdist's
+    workers, masking alike, agree on the node ids. Registered only with strong secrets
+    configured: each test function would otherwise pay a hook call for nothing."""
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        self._redact = redact
+
+    @pytest.hookimpl(trylast=True)  # after every parametrize call has made its ids
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if metafunc._calls:
+            metafunc._calls = masked_calls(metafunc._calls, self._redact)
+
+
 def masked_calls(calls: Sequence[Any], redact: Callable[[str], str]) -> list[Any]:
     """pytest's parametrizations (``CallSpec2``), each id masked; ids the mask made equal are
     told apart as pytest tells equal ids apart, by a counter (``***0``, ``***1``), so node ids

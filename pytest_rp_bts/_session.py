@@ -112,6 +112,14 @@ class RpBtsSession:
     def is_controller(self) -> bool:
         return self.workerinput is None
 
+    @property
+    def masks_ids(self) -> bool:
+        """Strong secrets are configured (an xdist worker hears it from its controller, so
+        it reads the config only when there are ids to mask)."""
+        if self.workerinput is not None:
+            return bool(self.workerinput.get("rp_bts_mask_ids"))
+        return bool(self.pytest_redactor)
+
     def live_kinds(self) -> list[Kind]:
         """The configured kinds that report each test as it ends (none in a dry-run)."""
         cfg = self.agent_config
@@ -456,3 +464,4 @@ class XdistHooks:
         node.workerinput["rp_bts_fingerprint_params"] = self.session.capture.include_params
         node.workerinput["rp_bts_group_by"] = self.session.capture.group_by
         node.workerinput["rp_bts_live"] = bool(self.session.live_kinds())
+        node.workerinput["rp_bts_mask_ids"] = self.session.masks_ids

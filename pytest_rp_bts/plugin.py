@@ -46,6 +46,11 @@ def pytest_configure(config: pytest.Config) -> None:
         from ._scrub import scrub_pytest_writers
 
         scrub_pytest_writers(config, session.pytest_redactor)
+    if session.masks_ids:
+        from ._scrub import IdMasking
+
+        # on an xdist worker, redact_id reads the config (for its secrets) at the first id
+        config.pluginmanager.register(IdMasking(session.redact_id), "rp_bts_ids")
     if not session.is_controller:
         config.pluginmanager.register(WorkerCapture(session.capture), "rp_bts_worker")
         if config.getoption("log_file", None) or config.getini("log_file"):
@@ -60,24 +65,6 @@ def pytest_configure(config: pytest.Config) -> None:
         from ._live import LiveReporting
 
         config.pluginmanager.register(LiveReporting(reporters), "rp_bts_live")
-
-
-@pytest.hookimpl(trylast=True)  # after every parametrize call has made its ids
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A parameter id holding a secret, generated or explicit (``ids=[...]``,
-    ``pytest.param(..., id=...)``), is masked before pytest names the tests after it: node
-    ids, the short summary, ``--collect-only``, ``-v`` lines, the cache and JUnit XML all
-    show it masked, and xdist's workers, masking alike, agree on the node ids."""
-    calls = metafunc._calls
-    if not calls:
-        return
-    session = metafunc.config.pluginmanager.get_plugin("rp_bts_session")
-    if session is None:
-        return
-    from ._scrub import masked_calls
-
-    # on an xdist worker, redact_id reads the config (for its secrets) first
-    metafunc._calls = masked_calls(calls, session.redact_id)
 
 
 @pytest.fixture
