@@ -79,6 +79,18 @@ def link_lines(results: Iterable[TestResult]) -> list[str]:
 
 
 def flaky_lines(results: Iterable[TestResult], policy: str) -> list[str]:
-    """The flaky tests (failed, then passed on a rerun or in recent runs) and what was done."""
-    done = {"label": "filed with the label flaky", "skip": "not filed", "file": "filed"}[policy]
-    return [f"flaky     {r.nodeid}: {done}" for r in results if r.flaky]
+    """The flaky tests (failed, then passed on a rerun or in recent runs) and what was done:
+    a new issue filed with the label, or the label added to the issue the test already had."""
+    lines = []
+    for result in results:
+        if not result.flaky:
+            continue
+        done = "not filed" if policy == "skip" else "filed"
+        if policy == "label":
+            new = any(ref.action == "created" for ref in result.issues)
+            keys = ", ".join(ref.key for ref in result.issues if ref.key)
+            done = (
+                "filed with the label flaky" if new or not keys else f"label flaky added to {keys}"
+            )
+        lines.append(f"flaky     {result.nodeid}: {done}")
+    return lines

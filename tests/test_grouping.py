@@ -310,7 +310,7 @@ def test_flaky_from_the_record_of_runs(pytester: pytest.Pytester) -> None:
     run(pytester, False)
     flag.write_text("")
     third = run(pytester, False)
-    third.stdout.fnmatch_lines(["flaky     test_switch.py::test_checkout: filed *"])
+    third.stdout.fnmatch_lines(["flaky     test_switch.py::test_checkout: label flaky added to *"])
     assert results(pytester)["test_switch.py::test_checkout"]["flaky"] is True
 
 
@@ -359,6 +359,9 @@ def test_a_flaky_failure_labels_the_existing_issue(pytester: pytest.Pytester, xd
         assert again.ret == pytest.ExitCode.OK
         ((same, _, _, labels),) = issues(pytester)
         assert same == key and json.loads(labels).count("flaky") == 1
+        again.stdout.fnmatch_lines(
+            [f"flaky     test_again.py::test_sometimes: label flaky added to {key}"]
+        )
     assert results(pytester)["test_again.py::test_sometimes"]["flaky"] is True
     assert results(pytester)["test_again.py::test_sometimes"]["issues"][0]["key"] == key
     assert len(comments(pytester, key)) == 2  # each flaky run commented on the issue
