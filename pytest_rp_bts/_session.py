@@ -199,7 +199,7 @@ class RpBtsSession:
         else:
             where = "local tracker under .rp-bts/"
         lines = [f"rp-bts: launch '{self.launch_name()}', mode {self.settings.mode}, {where}"]
-        return lines + [self.redactor.redact(p) for p in self.problems + self.warnings]
+        return [self.redactor.redact(line) for line in lines + self.problems + self.warnings]
 
     def launch_name(self) -> str:
         cfg = self.agent_config
