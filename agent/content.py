@@ -287,8 +287,10 @@ def comment_draft(
     log_lines: int = 50,
     spool: Path | None = None,
     storm: str = "",
+    labels: Sequence[str] = (),
 ) -> CommentDraft:
-    """The one comment a run adds to an issue that is already open for these failures."""
+    """The one comment a run adds to an issue that is already open for these failures, and
+    the ``labels`` the issue gets with it."""
     head = group_head(results, launch, storm, again=True)
     sections = _sections(results, launch, include, head=head, log_lines=log_lines)
     files = _tests_attachment(results, spool, storm, f"{results[0].fingerprint}-{launch.run_id}")
@@ -297,4 +299,5 @@ def comment_draft(
         run_id=launch.run_id,
         attachments=files,
         tests=tuple(r.nodeid for r in results),
+        labels=tuple(labels),
     )

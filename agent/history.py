@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS streaks (
 );
 """
 #: what a run did to an issue that makes it wait for its tests to pass again
-_WATCHING: Final = frozenset(("created", "commented", "linked"))
+_WATCHING: Final = frozenset(
+    ("created", "already filed", "commented", "already commented", "linked")
+)
 
 
 @dataclass(frozen=True, slots=True)

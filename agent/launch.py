@@ -47,7 +47,8 @@ class Finish:
     notify: bool = True
     #: results JSON files to write besides ``.rp-bts/results.json`` (``--rp-bts-results``)
     results: Sequence[Path] = ()
-    #: write ``.rp-bts/results.json`` (a dry-run leaves the last real run's results alone)
+    #: write ``.rp-bts/results.json`` (a test run does, a dry-run too; the CLI writes the file
+    #: it was given or ``--output`` instead)
     default_results: bool = True
     report: Path | None = None
     #: generated attachments go here (the run's folder)

@@ -12,7 +12,7 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args
 
 from .plain import (
     FAILING,
@@ -29,10 +29,21 @@ from .plain import (
     to_plain,
 )
 
-Action = Literal["created", "commented", "linked", "known", "queued", "failed"]
-ACTIONS: Final[frozenset[str]] = frozenset(
-    ("created", "commented", "linked", "known", "queued", "failed")
-)
+#: what the agent did for a result in one integration, in the order the summary lists them;
+#: ``already filed``: this run filed the issue before (a replay of a run stopped while filing, or
+#: ``rp-bts process`` of the same results again): only what it lacked was added;
+#: ``already commented``: the issue carries this run's comment already, none was added
+Action = Literal[
+    "created",
+    "already filed",
+    "commented",
+    "already commented",
+    "linked",
+    "known",
+    "queued",
+    "failed",
+]
+ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 
 
 class ResultsFormatError(ValueError):

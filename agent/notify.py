@@ -37,7 +37,9 @@ log = logging.getLogger("rp_bts_agent")
 OWNER: Final = "OWNER"
 #: send cases ``more_N``: the share of tests with an issue must exceed N percent.
 _SHARE: Final = {"more_10": 0.10, "more_20": 0.20, "more_50": 0.50}
-_LINKED: Final = frozenset(("created", "commented", "linked", "known"))
+_LINKED: Final = frozenset(
+    ("created", "already filed", "commented", "already commented", "linked", "known")
+)
 DEFAULT_SENDER: Final = "rp-bts <rp-bts@localhost>"
 _SAFE_NAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -30,7 +30,7 @@ from .fingerprint import compute_for, normalize_message
 from .history import Due, History
 from .hooks import HookManager
 from .known import KnownRecord, KnownStore
-from .model import IssueRef, KnownIssue, Launch, Link, RunResults, TestResult
+from .model import Action, IssueRef, KnownIssue, Launch, Link, RunResults, TestResult
 from .modes import Mode
 from .outbox import Key, Outbox, settings_digest
 from .redact import Redactor
@@ -535,8 +535,8 @@ class Agent:
             f" {issue.passes} runs in a row (launch '{launch.name}', run {launch.run_id})."
         )
         body = Body((Section("", text), Section("Tests", "\n".join(issue.nodeids))))
-        tracker.comment(key, CommentDraft(body, run_id=launch.run_id))
-        did = "commented"
+        added = tracker.comment(key, CommentDraft(body, run_id=launch.run_id))
+        did = "commented" if added else "already commented"
         if self.config.on_pass == "resolve":
             if isinstance(tracker, Resolves):
                 current = tracker.resolve(key)
@@ -1031,7 +1031,7 @@ class Agent:
                 action, integration, self._draft(action, integration, launch, ""), existing
             )
             return IssueRef(
-                integration.name, existing.key, existing.url, existing.status, "created"
+                integration.name, existing.key, existing.url, existing.status, "already filed"
             )
         if action.verb == "reopen":
             existing = tracker.reopen(existing.key)
@@ -1051,9 +1051,17 @@ class Agent:
             log_lines=self._log_lines(integration),
             spool=self.options.spool,
             storm=self._storms.get(action.fingerprint, ""),
+            labels=self._labels(action),
         )
-        self.tracker(integration).comment(issue.key, comment)
-        return IssueRef(integration.name, issue.key, issue.url, issue.status, "commented")
+        added = self.tracker(integration).comment(issue.key, comment)
+        # the same results processed again: the run's comment is there, and none was added
+        did: Action = "commented" if added else "already commented"
+        return IssueRef(integration.name, issue.key, issue.url, issue.status, did)
+
+    def _labels(self, action: PlannedAction) -> tuple[str, ...]:
+        """What the issue of a group with a flaky result gets, new or commented on."""
+        flaky = self.config.flaky == "label" and any(r.flaky for r in action.results)
+        return ("flaky",) if flaky else ()
 
     def _draft(
         self, action: PlannedAction, integration: Integration, launch: Launch, relates_to: str
@@ -1068,8 +1076,7 @@ class Agent:
             log_lines=self._log_lines(integration),
             storm=self._storms.get(action.fingerprint, ""),
         )
-        if self.config.flaky == "label" and any(r.flaky for r in action.results):
-            draft = dataclasses.replace(draft, labels=(*draft.labels, "flaky"))
+        draft = dataclasses.replace(draft, labels=(*draft.labels, *self._labels(action)))
         if "attachments" in self._include(integration):
             assets = self._extra_attachments(action.results)
             if assets:

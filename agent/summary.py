@@ -35,15 +35,20 @@ def issue_lines(results: Iterable[TestResult]) -> list[str]:
         for ref in result.issues:
             key = (ref.action, ref.integration, _label(ref), ref.error, _web(ref.url))
             grouped.setdefault(key, []).append(result.nodeid)
-    order = {
-        a: i for i, a in enumerate(("created", "commented", "linked", "known", "queued", "failed"))
-    }
+    if not grouped:
+        return []
+    from .model import ACTIONS  # with issues to show only: a passing run leaves it unloaded
+
+    order: dict[str, int] = {a: i for i, a in enumerate(ACTIONS)}
     lines = []
     for (action, integration, label, error, url), nodeids in sorted(
         grouped.items(), key=lambda kv: (order.get(kv[0][0], 9), _natural(kv[0][2]))
     ):
         more = f" (+{len(nodeids) - 1} more)" if len(nodeids) > 1 else ""
         where = f"[{integration}] " if integration else ""
+        # an error names its test for the log ("test_x.py::test_a: no integration named ..."):
+        # the line names it already
+        error = error.removeprefix(f"{nodeids[0]}: ")
         detail = f": {error}" if error else ""
         lines.append(f"{action:<9} {where}{label} {nodeids[0]}{more}{detail}")
         if url:  # on a line of its own: a terminal makes it clickable

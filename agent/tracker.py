@@ -108,6 +108,9 @@ class CommentDraft:
     attachments: tuple[AttachmentFile, ...] = ()
     #: node ids of the tests that failed again
     tests: tuple[str, ...] = ()
+    #: labels the issue gets with the comment (``flaky``), each added once; a tracker without
+    #: labels ignores them
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,8 @@ SPECS: Final = (
     Spec("--rp-bts", "file failures into the configured bug trackers", "bool"),
     Spec(
         "--rp-bts-mode",
-        "post (file and comment), link (only link), dry-run (print the plan)",
+        "post (file and comment), link (only link), dry-run (print the plan, write the results"
+        " and report, file nothing)",
         check=parse_mode,
         metavar="MODE",
     ),

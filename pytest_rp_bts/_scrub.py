@@ -1,13 +1,15 @@
 """Secrets out of what pytest writes while tests run: the live log, ``--log-file`` and
 ``--junitxml`` see each log record and report at once, before the session's end, where the
-rest of what pytest prints is scrubbed (``_session``). A test's own ``caplog`` is left as it is.
+rest of what pytest prints is scrubbed (``_session``); parameter ids before the tests are
+named after them. A test's own ``caplog`` is left as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any, final
 
 import pytest
@@ -88,3 +90,37 @@ def scrub_log_handlers(config: pytest.Config, redact: Callable[[str], str]) -> N
         handler = getattr(logs, name, None)
         if isinstance(handler, logging.Handler):
             handler.setFormatter(_Redacting(handler.formatter, redact))
+
+
+@final
+class IdMasking:
+    """Parameter ids masked before pytest names the tests after them (generated or explicit:
+    ``ids=[...]``, ``pytest.param(..., id=...)``): node ids, the short summary,
+    ``--collect-only``, ``-v`` lines, the cache and JUnit XML all show them masked, and xdist's
+    workers, masking alike, agree on the node ids. Registered only with strong secrets
+    configured: each test function would otherwise pay a hook call for nothing."""
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        self._redact = redact
+
+    @pytest.hookimpl(trylast=True)  # after every parametrize call has made its ids
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if metafunc._calls:
+            metafunc._calls = masked_calls(metafunc._calls, self._redact)
+
+
+def masked_calls(calls: Sequence[Any], redact: Callable[[str], str]) -> list[Any]:
+    """pytest's parametrizations (``CallSpec2``), each id masked; ids the mask made equal are
+    told apart as pytest tells equal ids apart, by a counter (``***0``, ``***1``), so node ids
+    stay unique."""
+    ids = [[redact(part) for part in call._idlist] for call in calls]
+    names = ["-".join(parts) for parts in ids]
+    seen, counters = Counter(names), Counter[str]()
+    for parts, name in zip(ids, names, strict=True):
+        if seen[name] > 1 and parts:
+            parts[-1] += f"{'_' if name[-1:].isdigit() else ''}{counters[name]}"
+            counters[name] += 1
+    return [
+        call if list(call._idlist) == parts else dataclasses.replace(call, _idlist=parts)
+        for call, parts in zip(calls, ids, strict=True)
+    ]

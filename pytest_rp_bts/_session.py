@@ -76,10 +76,8 @@ class RpBtsSession:
         self.hooks = HookManager()
         for plugin in config.pluginmanager.get_plugins():
             self._adopt(plugin)
-        run_dir: Path | None = None
-        if self.settings.mode != "dry-run" or self.settings.results is not None:
-            # a dry-run that records results (a CI shard) keeps attachments for `rp-bts process`
-            run_dir = config.stash[ATTACHMENT_DIR] = State(self.root).run(self.run_id)
+        # a dry-run records its results too (a CI shard): attachments stay for `rp-bts process`
+        run_dir = config.stash[ATTACHMENT_DIR] = State(self.root).run(self.run_id)
         self.capture = Capture(
             self.root,
             self.hooks,
@@ -113,6 +111,14 @@ class RpBtsSession:
     @property
     def is_controller(self) -> bool:
         return self.workerinput is None
+
+    @property
+    def masks_ids(self) -> bool:
+        """Strong secrets are configured (an xdist worker hears it from its controller, so
+        it reads the config only when there are ids to mask)."""
+        if self.workerinput is not None:
+            return bool(self.workerinput.get("rp_bts_mask_ids"))
+        return bool(self.pytest_redactor)
 
     def live_kinds(self) -> list[Kind]:
         """The configured kinds that report each test as it ends (none in a dry-run)."""
@@ -353,7 +359,6 @@ class RpBtsSession:
                     integration=settings.integration,
                     notify=settings.notify,
                     results=[settings.results] if settings.results else [],
-                    default_results=settings.mode != "dry-run",
                     report=self._report_path(),
                     spool=State(self.root).run(self.run_id),
                     progress=progress.update,
@@ -363,10 +368,10 @@ class RpBtsSession:
             )
 
     def _report_path(self) -> Path | None:
-        """``.rp-bts/report.html`` unless the option names another or ``none``; a dry-run writes
-        only one it is asked for (it leaves the last real run's report alone)."""
+        """``.rp-bts/report.html`` unless the option names another or ``none``, in a dry-run
+        too (issue 12, point 14: the plan's results, without issue references)."""
         settings = self.settings
-        if settings.no_report or (settings.report is None and settings.mode == "dry-run"):
+        if settings.no_report:
             return None
         return settings.report or State(self.root).report
 
@@ -389,7 +394,7 @@ class RpBtsSession:
             if self.settings.mode == "dry-run":
                 for line in plan_lines(plan):
                     tr.write_line(line)
-                tr.write_line("dry-run: nothing was changed")
+                tr.write_line("dry-run: nothing was filed, sent or recorded")
             else:
                 for line in issue_lines(acted) + link_lines(acted):
                     tr.write_line(self.redactor.redact(line))
@@ -459,3 +464,4 @@ class XdistHooks:
         node.workerinput["rp_bts_fingerprint_params"] = self.session.capture.include_params
         node.workerinput["rp_bts_group_by"] = self.session.capture.group_by
         node.workerinput["rp_bts_live"] = bool(self.session.live_kinds())
+        node.workerinput["rp_bts_mask_ids"] = self.session.masks_ids

@@ -46,6 +46,11 @@ def pytest_configure(config: pytest.Config) -> None:
         from ._scrub import scrub_pytest_writers
 
         scrub_pytest_writers(config, session.pytest_redactor)
+    if session.masks_ids:
+        from ._scrub import IdMasking
+
+        # on an xdist worker, redact_id reads the config (for its secrets) at the first id
+        config.pluginmanager.register(IdMasking(session.redact_id), "rp_bts_ids")
     if not session.is_controller:
         config.pluginmanager.register(WorkerCapture(session.capture), "rp_bts_worker")
         if config.getoption("log_file", None) or config.getini("log_file"):
@@ -60,16 +65,6 @@ def pytest_configure(config: pytest.Config) -> None:
         from ._live import LiveReporting
 
         config.pluginmanager.register(LiveReporting(reporters), "rp_bts_live")
-
-
-def pytest_make_parametrize_id(config: pytest.Config, val: object) -> str | None:
-    """A parameter id made of a secret is masked where it is made: pytest prints test ids and
-    caches them, and they name issues and Sauce Labs jobs."""
-    session = config.pluginmanager.get_plugin("rp_bts_session")
-    if session is None or not isinstance(val, str):
-        return None
-    masked: str = session.redact_id(val)  # on an xdist worker, reads the config first
-    return masked.encode("unicode_escape").decode("ascii") if masked != val else None
 
 
 @pytest.fixture

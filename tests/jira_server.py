@@ -610,6 +610,8 @@ class JiraState:
         what = rest[0] if rest else ""
         if what == "" and method == "GET":
             return Reply(200, self._issue_json(issue))
+        if what == "" and method == "PUT":
+            return self._edit(issue, body)
         if what == "comment":
             comments = self.comments.setdefault(key, [])
             if method == "GET":
@@ -666,6 +668,36 @@ class JiraState:
             self.set_status(key, TRANSITIONS[tid])
             return Reply(204)
         return self._not_found(f"no route for {method} issue/{key}/{'/'.join(rest)}")
+
+    @staticmethod
+    def _edit(issue: dict[str, Any], body: Any) -> Reply:
+        """An issue edit; only labels are served (``fields`` sets them, ``update`` adds and
+        removes), as Jira: a label is a string without spaces, added once."""
+        edits = body.get("update") or {}
+        if "labels" in (body.get("fields") or {}):
+            edits = {**edits, "labels": [{"set": body["fields"]["labels"]}]}
+        if set(edits) - {"labels"} or set(body.get("fields") or {}) - {"labels"}:
+            return Reply(400, {"errorMessages": [], "errors": {"fields": "not served here"}})
+        labels = list(issue["fields"]["labels"])
+        for operation in edits.get("labels", []):
+            if not isinstance(operation, dict) or len(operation) != 1:
+                return Reply(400, {"errorMessages": [], "errors": {"labels": "one operation"}})
+            ((verb, value),) = operation.items()
+            values = value if verb == "set" else [value]
+            if verb not in ("add", "remove", "set") or not isinstance(values, list):
+                return Reply(400, {"errorMessages": [], "errors": {"labels": "bad operation"}})
+            if any(not isinstance(v, str) or not v or " " in v for v in values):
+                return Reply(
+                    400, {"errorMessages": [], "errors": {"labels": "a label has no spaces"}}
+                )
+            if verb == "set":
+                labels = list(dict.fromkeys(values))
+            elif verb == "add" and value not in labels:
+                labels.append(value)
+            elif verb == "remove" and value in labels:
+                labels.remove(value)
+        issue["fields"]["labels"] = labels
+        return Reply(204)
 
     def _link(self, body: Any) -> Reply:
         name = body.get("type", {}).get("name")

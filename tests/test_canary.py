@@ -178,7 +178,9 @@ def test_cloud(rp_bts):
 
 @pytest.mark.slid("job-dc")
 @pytest.mark.bts(integration="DC tasks")
-@pytest.mark.parametrize("token", [os.environ["JIRA_PAT"]])
+@pytest.mark.parametrize(  # a generated id and an explicit one, each a secret
+    "token", [os.environ["JIRA_PAT"], pytest.param("x", id="id-" + os.environ["CLARITY_API_KEY"])]
+)
 def test_dc(rp_bts, token):
     spill(rp_bts)
     raise RuntimeError("https://shop.example/api?access_key=" + quote(ALL, safe=""))
@@ -436,3 +438,72 @@ def test_no_secret_leaks_anywhere(
     found.update(leaks("Sauce Labs jobs", json.dumps(jobs)))
     assert sorted(found) == [], "secrets leaked:\n" + "\n".join(sorted(found))
     assert "***" in (pytester.path / ".rp-bts" / "results.json").read_text(encoding="utf-8")
+
+
+IDS_SECRET = "cnry-leaky-7f3a9c21"
+EXPLICIT_IDS = """
+import os
+import pytest
+
+SECRET = os.environ["LEAKY_TOKEN"]
+
+@pytest.mark.parametrize("x", [1, 2], ids=[SECRET, "plain"])
+def test_explicit(x):
+    assert x == 0
+
+@pytest.mark.parametrize("y", [pytest.param(1, id="tok-" + SECRET), pytest.param(2, id=SECRET)])
+def test_param(y):
+    assert y == 0
+
+@pytest.mark.parametrize("z", [SECRET, pytest.param(3, id="***")])
+def test_same_once_masked(z):
+    pass
+"""
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_explicit_parametrize_ids_are_masked_in_pytest_lines(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, xdist: bool
+) -> None:
+    """Issue 11, point 10: a secret given as an explicit id (``ids=[...]``,
+    ``pytest.param(id=...)``) is masked in pytest's own lines too: the short summary,
+    ``-v``, ``--collect-only -q`` and JUnit XML; xdist's workers agree on the masked ids, and
+    two ids the mask made equal stay apart."""
+    monkeypatch.setenv("LEAKY_TOKEN", IDS_SECRET)
+    pytester.makefile(
+        ".toml",
+        **{
+            "rp-bts": '[[integrations]]\nkind = "email"\nname = "Mail"\nhost = "localhost"\n'
+            'sender = "ci@example.com"\nusername = "ci@example.com"\n'
+            'password = "${LEAKY_TOKEN}"\n'
+        },
+    )
+    pytester.makepyfile(test_ids=EXPLICIT_IDS)
+    pytester.makeini("[pytest]\n")
+    workers = ["-n", "2"] if xdist else ["-p", "no:xdist"]
+    collected = pytester.runpytest_subprocess("--rp-bts", "--collect-only", "-q", *workers)
+    ran = pytester.runpytest_subprocess("--rp-bts", "-rA", "-v", "--junitxml=junit.xml", *workers)
+    assert ran.ret == pytest.ExitCode.TESTS_FAILED
+    for result in (collected, ran):
+        assert IDS_SECRET not in result.stdout.str() + result.stderr.str()
+    for path in all_files(pytester.path):
+        if path.suffix != ".py":
+            assert IDS_SECRET.encode() not in path.read_bytes(), path
+    ids = [
+        "test_ids.py::test_explicit[***]",
+        "test_ids.py::test_explicit[plain]",
+        "test_ids.py::test_param[tok-***]",
+        "test_ids.py::test_param[***]",
+        "test_ids.py::test_same_once_masked[***0]",
+        "test_ids.py::test_same_once_masked[***1]",
+    ]
+    assert [line for line in collected.stdout.lines if "::" in line] == ids
+    lines = ran.stdout.lines
+    verbose = [line for line in lines if "%]" in line and ("PASSED" in line or "FAILED" in line)]
+    for nodeid in ids:  # each -v line names its test masked
+        assert any(nodeid in line for line in verbose), nodeid
+    start = next(i for i, line in enumerate(lines) if "short test summary info" in line)
+    summary = lines[start:]
+    assert "FAILED test_ids.py::test_explicit[***] - assert 1 == 0" in summary
+    assert "FAILED test_ids.py::test_param[***] - assert 2 == 0" in summary
+    assert "PASSED test_ids.py::test_same_once_masked[***1]" in summary

@@ -40,7 +40,9 @@ def test_process_merges_shards_and_files_once(
     # the same shards again: nothing new is filed; each issue gets the run's one comment
     assert main(["--root", root, "process", str(a), str(b), "--output", str(merged)]) == 0
     assert tracker_rows(demo.path) == rows
-    assert "created " not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "created " not in out  # the run's own issues, found by its marker
+    assert len(_lines(out, "already filed")) == DEMO_FINGERPRINTS
 
 
 def test_process_rejects_a_file_that_is_not_results(
@@ -97,3 +99,31 @@ def test_integrations_test_local_and_unknown(
     assert main(["--root", root, "integrations", "test", "L"]) == 1
     out = capsys.readouterr().out
     assert out.startswith("FAILED: cannot open ") and "hint: check that the folder" in out
+
+
+def _lines(out: str, action: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith(f"{action} [")]
+
+
+def test_a_repeated_process_says_already_commented(
+    demo: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12, point 14: the same run's results processed twice comment once, and the
+    second time say so rather than ``commented``."""
+    demo.runpytest("--rp-bts")  # files the issues
+    shard = demo.path / "shard.json"
+    demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={shard}")
+    merged, root = demo.path / "merged.json", str(demo.path)
+    capsys.readouterr()
+    assert main(["--root", root, "process", str(shard), "--output", str(merged)]) == 0
+    assert len(_lines(capsys.readouterr().out, "commented")) == DEMO_FINGERPRINTS
+    comments = tracker_rows(demo.path, "SELECT count(*) FROM comments")
+    assert comments == [(DEMO_FINGERPRINTS,)]
+
+    assert main(["--root", root, "process", str(shard), "--output", str(merged)]) == 0
+    out = capsys.readouterr().out
+    assert _lines(out, "commented") == []
+    assert len(_lines(out, "already commented")) == DEMO_FINGERPRINTS, out
+    assert tracker_rows(demo.path, "SELECT count(*) FROM comments") == comments
+    actions = {i["action"] for r in results_json(merged)["results"] for i in r["issues"]}
+    assert actions == {"already commented"}

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from jira_server import RunningJira
+from rally_server import RunningRally
 
 from conftest import results_json, tracker_rows
 
@@ -311,6 +312,107 @@ def test_flaky_from_the_record_of_runs(pytester: pytest.Pytester) -> None:
     third = run(pytester, False)
     third.stdout.fnmatch_lines(["flaky     test_switch.py::test_checkout: filed *"])
     assert results(pytester)["test_switch.py::test_checkout"]["flaky"] is True
+
+
+AGAIN = """
+import pathlib
+
+def test_sometimes():
+    marker = pathlib.Path(__file__).with_name("tried")
+    if not marker.exists():
+        marker.write_text("once")
+        raise TimeoutError("the shop answered too late")
+"""
+
+
+def flaky_again(pytester: pytest.Pytester, xdist: bool = False) -> list[pytest.RunResult]:
+    """Run 1 fails (no rerun) and files an issue; runs 2 and 3 fail, then pass on the rerun:
+    the same fingerprint, flaky, on the issue run 1 filed."""
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_again=AGAIN)
+    runs = [run(pytester, xdist)]
+    for _ in range(2):
+        (pytester.path / "tried").unlink()
+        runs.append(run(pytester, xdist, "-p", "rerunfailures", "--reruns", "1"))
+    assert runs[0].ret == pytest.ExitCode.TESTS_FAILED
+    assert [r.ret for r in runs[1:]] == [pytest.ExitCode.OK] * 2
+    assert results(pytester)["test_again.py::test_sometimes"]["flaky"] is True
+    return runs
+
+
+def comments(pytester: pytest.Pytester, key: str) -> list[str]:
+    rows = tracker_rows(pytester.path, f"SELECT body FROM comments WHERE issue_key = '{key}'")
+    return [body for (body,) in rows]
+
+
+@pytest.mark.parametrize("xdist", MODES)
+def test_a_flaky_failure_labels_the_existing_issue(pytester: pytest.Pytester, xdist: bool) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_again=AGAIN)
+    first = run(pytester, xdist)
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    ((key, _, _, labels),) = issues(pytester)
+    assert "flaky" not in json.loads(labels)  # a plain failure: no label yet
+    for _ in range(2):  # flaky twice: labelled once
+        (pytester.path / "tried").unlink()
+        again = run(pytester, xdist, "-p", "rerunfailures", "--reruns", "1")
+        assert again.ret == pytest.ExitCode.OK
+        ((same, _, _, labels),) = issues(pytester)
+        assert same == key and json.loads(labels).count("flaky") == 1
+    assert results(pytester)["test_again.py::test_sometimes"]["flaky"] is True
+    assert results(pytester)["test_again.py::test_sometimes"]["issues"][0]["key"] == key
+    assert len(comments(pytester, key)) == 2  # each flaky run commented on the issue
+
+
+@pytest.mark.parametrize("policy", ["skip", "file"])
+def test_flaky_skip_or_file_labels_no_existing_issue(
+    pytester: pytest.Pytester, policy: str
+) -> None:
+    pytester.makefile(".toml", **{"rp-bts": f'flaky = "{policy}"\n'})
+    flaky_again(pytester)
+    ((key, _, _, labels),) = issues(pytester)
+    assert "flaky" not in json.loads(labels)
+    # "skip" files nothing for a flaky result, "file" comments as for any failure
+    assert len(comments(pytester, key)) == (2 if policy == "file" else 0)
+
+
+def test_a_flaky_failure_labels_the_existing_jira_issue(
+    pytester: pytest.Pytester, jira: RunningJira, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jira.login_env(monkeypatch)
+    pytester.makefile(".toml", **{"rp-bts": jira.integration_toml()})
+    flaky_again(pytester)
+    ((key, issue),) = jira.state.issues.items()
+    assert issue["fields"]["labels"].count("flaky") == 1
+    assert issue["fields"]["labels"][0].startswith("rpbts")  # the fingerprint stays
+    assert len(jira.state.comments[key]) == 2
+    edits = [path for method, path in jira.state.requests if method == "PUT"]
+    assert edits == [f"/rest/api/2/issue/{key}"]  # once: the third run found the label there
+
+
+def test_flaky_file_labels_no_existing_jira_issue(
+    pytester: pytest.Pytester, jira: RunningJira, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jira.login_env(monkeypatch)
+    config = 'flaky = "file"\n\n' + jira.integration_toml()
+    pytester.makefile(".toml", **{"rp-bts": config})
+    flaky_again(pytester)
+    ((key, issue),) = jira.state.issues.items()
+    assert "flaky" not in issue["fields"]["labels"] and len(jira.state.comments[key]) == 2
+    assert not [path for method, path in jira.state.requests if method == "PUT"]
+
+
+def test_a_flaky_failure_tags_the_existing_rally_defect(
+    pytester: pytest.Pytester, rally: RunningRally, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rally.login_env(monkeypatch)
+    pytester.makefile(".toml", **{"rp-bts": rally.integration_toml()})
+    flaky_again(pytester)
+    (defect,) = rally.state.defects()
+    tags = [t["Name"] for t in defect["Tags"]["_tagsNameArray"]]
+    assert tags[0].startswith("rpbts") and tags[1:] == ["flaky"]
+    assert len(rally.state.posts_of(defect["ObjectID"])) == 2
+    assert rally.state.count("POST defect/{oid}") == 1  # once: the third run found the tag there
 
 
 SWITCH = """

@@ -152,6 +152,22 @@ def test_create_find_comment_once(jira: RunningJira, tracker: JiraTracker, tmp_p
     assert len(bodies) == 2 and "{panel}" not in bodies[0]
 
 
+def test_comment_adds_the_labels_the_issue_lacks(
+    jira: RunningJira, tracker: JiraTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracker.create(draft())
+    body = Body((Section("", "again"),))
+    assert tracker.comment("SHOP-1", CommentDraft(body, "run-1", labels=("flaky",)))
+    assert tracker.comment("SHOP-1", CommentDraft(body, "run-2", labels=("flaky",)))
+    assert jira.state.issues["SHOP-1"]["fields"]["labels"] == ["rpbts1-abc", "flaky"]
+    assert [p for m, p in jira.state.requests if m == "PUT"] == ["/rest/api/2/issue/SHOP-1"]
+    # a label Jira refuses (it has a space) is logged; the comment still goes
+    assert tracker.comment("SHOP-1", CommentDraft(body, "run-3", labels=("two words",)))
+    assert len(jira.state.comments["SHOP-1"]) == 3
+    assert "SHOP-1 not labelled two words" in caplog.text
+    assert jira.state.issues["SHOP-1"]["fields"]["labels"] == ["rpbts1-abc", "flaky"]
+
+
 def test_find_prefers_open_then_newest(jira: RunningJira, tracker: JiraTracker) -> None:
     old = tracker.create(draft())
     jira.state.set_status(old.key, "Done")

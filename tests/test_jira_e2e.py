@@ -304,3 +304,32 @@ def test_link_mode_keeps_nothing_for_a_replay(
     assert ref["action"] == "failed"
     assert "kept for" not in ref["error"]
     assert not (jira_demo.path / ".rp-bts" / "outbox.db").exists()
+
+
+def test_a_repeated_process_says_already_commented(
+    jira_demo: pytest.Pytester, jira: RunningJira, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12, point 14: Jira finds the run's marker in a comment on the second
+    ``rp-bts process`` of the same results; nothing is added and the line says so."""
+    jira_demo.runpytest("--rp-bts")
+    shard = jira_demo.path / "shard.json"
+    jira_demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run", f"--rp-bts-results={shard}")
+    root, merged = ["--root", str(jira_demo.path)], jira_demo.path / "merged.json"
+    capsys.readouterr()
+    assert main([*root, "process", str(shard), "--output", str(merged)]) == 0
+    first = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("commented [Shop bugs] SHOP-") for line in first) == (
+        DEMO_FINGERPRINTS
+    )
+    comments = {key: len(c) for key, c in jira.state.comments.items()}
+    assert sorted(comments.values()) == [1] * DEMO_FINGERPRINTS
+
+    assert main([*root, "process", str(shard), "--output", str(merged)]) == 0
+    again = capsys.readouterr().out.splitlines()
+    assert not any(line.startswith("commented ") for line in again)
+    assert sum(line.startswith("already commented [Shop bugs] SHOP-") for line in again) == (
+        DEMO_FINGERPRINTS
+    )
+    assert {key: len(c) for key, c in jira.state.comments.items()} == comments
+    actions = {i["action"] for r in results_json(merged)["results"] for i in r["issues"]}
+    assert actions == {"already commented"}

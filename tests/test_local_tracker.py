@@ -175,6 +175,13 @@ def test_comment_once_per_run(tracker: LocalTracker) -> None:
     assert tracker.list_issues()[0].comments == 2
 
 
+def test_comment_adds_the_labels_the_issue_lacks(tracker: LocalTracker) -> None:
+    issue = tracker.create(draft(labels=("fp-1",)))
+    assert tracker.comment(issue.key, CommentDraft(BODY, "run-1", labels=("flaky",)))
+    assert tracker.comment(issue.key, CommentDraft(BODY, "run-2", labels=("flaky", "x")))
+    assert tracker.show(issue.key).issue.labels == ("fp-1", "flaky", "x")
+
+
 def test_comment_on_unknown_issue(tracker: LocalTracker) -> None:
     tracker.create(draft())
     with pytest.raises(UnknownIssue, match="no issue LOCAL-7 in"):

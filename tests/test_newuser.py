@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -469,6 +471,96 @@ def test_issue_lines_sort_keys_as_numbers_and_show_web_urls() -> None:
         "created   [J] SHOP-9 t.py::test_9",
         "          https://jira.example.com/browse/SHOP-9",
     ]
+
+
+NAMED_TWICE = """
+import pytest
+
+@pytest.mark.issue("LOCAL-99", integration="local")
+def test_known_missing():
+    assert 1 == 2
+
+@pytest.mark.bts("nope")
+def test_routed_nowhere():
+    assert 0
+"""
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_each_summary_line_names_its_test_once(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], xdist: bool
+) -> None:
+    """An error that names its test for the log ("test_x.py::test_a: no tracker integration
+    named ...") no longer repeats the test id on the line that names it already."""
+    from rp_bts_agent.cli import main
+
+    pytester.makepyfile(test_x=NAMED_TWICE)
+    pytester.makeini("[pytest]\n")
+    result = pytester.runpytest("--rp-bts", *(["-n", "2"] if xdist else []))
+    result.stdout.fnmatch_lines(
+        [
+            "known     ?local? LOCAL-99 test_x.py::test_known_missing: status of known issue*",
+            "failed    - test_x.py::test_routed_nowhere: no tracker integration named 'nope'",
+        ]
+    )
+    capsys.readouterr()
+    saved = str(pytester.path / ".rp-bts" / "results.json")
+    assert main(["--root", str(pytester.path), "process", saved]) == 1  # nothing filed: 1
+    printed = capsys.readouterr().out.splitlines()
+    lines = [
+        line for line in [*result.stdout.lines, *printed] if line.startswith(("known ", "failed "))
+    ]
+    assert len(lines) == 4
+    for line in lines:
+        assert line.count("test_x.py::") == 1, line
+
+
+def _readme_blocks() -> list[list[str]]:
+    """The README's demo output: its ``text`` blocks after "What the demo prints"."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = text.split("## What the demo prints", 1)[1].split("\n## ", 1)[0]
+    return [block.split("\n```", 1)[0].splitlines() for block in section.split("```text\n")[1:]]
+
+
+def _same_run(lines: list[str]) -> list[str]:
+    """What changes from run to run: the mail file's run id, pytest's duration."""
+    lines = [re.sub(r"outbox/[0-9a-f-]+-demo", "outbox/RUN-demo", line) for line in lines]
+    return [re.sub(r" in [0-9.]+s ", " in Ns ", line) for line in lines]
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_the_demo_groups_a_shared_root_cause_as_the_readme_says(
+    pytester: pytest.Pytester, xdist: bool
+) -> None:
+    """Issue 12, point 14: the demo's "two tests that share a root cause" get one issue (grouped
+    by cause), and the README prints what the demo prints (serially: xdist numbers the issues
+    in the order they arrive)."""
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    for name in ("pytest.ini", "rp-bts.toml", "shop.py", "test_shop.py"):
+        shutil.copy(examples / name, pytester.path / name)
+    first = pytester.runpytest_subprocess("--rp-bts", *(["-n", "2"] if xdist else []))
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    data = {
+        r["nodeid"].split("::")[1]: r
+        for r in results_json(pytester.path / ".rp-bts" / "results.json")["results"]
+    }
+    shared = [data["test_unknown_item"], data["test_cart_with_unknown_item"]]
+    assert [r["grouped_by"] for r in shared] == ["cause", "cause"]
+    (key,) = {r["issues"][0]["key"] for r in shared}
+    params = {data[f"test_cart_total[items{i}]"]["issues"][0]["key"] for i in range(3)}
+    assert len(params) == 1
+    assert data["test_discounted_total"]["issues"][0]["key"] not in {key, *params}
+    assert len(tracker_rows(pytester.path)) == 6
+    if xdist:
+        return
+    filed, again = _readme_blocks()
+    out = first.stdout.lines
+    start = out.index(filed[0])  # the rp-bts section, then (past pytest's summary) its tally
+    assert _same_run(out[start : start + len(filed) - 1]) == _same_run(filed[:-1])
+    assert _same_run(out[-1:]) == _same_run(filed[-1:])
+    second = pytester.runpytest_subprocess("--rp-bts")
+    shown = [line for line in again if line != "..."]
+    assert shown and all(line in second.stdout.lines for line in shown)
 
 
 def test_a_missing_known_issue_says_it_does_not_exist(jira: RunningJira) -> None:

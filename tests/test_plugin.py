@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,11 +99,57 @@ def test_xdist_files_the_same_issues_as_serial(demo: pytest.Pytester) -> None:
     assert parallel_results["test_key"]["attachments"][0]["name"] == "cart.txt"
 
 
-def test_dry_run_changes_nothing_and_prints_plan(demo: pytest.Pytester) -> None:
-    result = demo.runpytest("--rp-bts", "--rp-bts-mode=dry-run")
+def _state_files(state: Path) -> dict[Path, bytes]:
+    """What a run recorded under ``.rp-bts/``, beside its results, report and run folder."""
+    return {
+        p: p.read_bytes()
+        for p in all_files(state)
+        if p.name not in ("results.json", "report.html")
+        and "runs" not in p.parts
+        and not p.name.endswith(("-shm", "-wal"))
+    }
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_dry_run_prints_plan_writes_results_and_files_nothing(
+    demo: pytest.Pytester, xdist: bool
+) -> None:
+    """Issue 12, point 14: a dry-run writes its results JSON (no issue references) and the
+    report, and no tracker, outbox, filed record or history."""
+    dry = ["--rp-bts", "--rp-bts-mode=dry-run", *(["-n", "2"] if xdist else [])]
+    result = demo.runpytest(*dry)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["would local: create an issue for 3 test(s)*", "dry-run: *"])
-    assert not (demo.path / ".rp-bts").exists()
+    result.stdout.fnmatch_lines(
+        [
+            "would local: create an issue for 3 test(s)*",
+            "dry-run: nothing was filed, sent or recorded",
+            "results: .rp-bts/results.json",
+            "report: .rp-bts/report.html",
+        ]
+    )
+    state = demo.path / ".rp-bts"
+    # the run folder holds what the tests attached, for `rp-bts process` of these results
+    assert {p.name for p in state.iterdir()} == {
+        ".gitignore",
+        "results.json",
+        "report.html",
+        "runs",
+    }
+    data = results_json(state / "results.json")
+    assert len(data["results"]) == 10
+    assert data["launch"]["mode"] == "dry-run"
+    assert [r["issues"] for r in data["results"]] == [[]] * 10
+    assert "test_totals" in (state / "report.html").read_text(encoding="utf-8")
+
+    # after a real run, a dry-run changes nothing but the results and the report (a reader
+    # of a SQLite file in WAL mode leaves its index, -shm, and an empty log, -wal)
+    demo.runpytest("--rp-bts")
+    kept = _state_files(state)
+    assert {p.name for p in kept} >= {"tracker.db", "history.db"}
+    demo.runpytest(*dry).stdout.fnmatch_lines(["would local: comment on LOCAL-*"])
+    assert _state_files(state) == kept
+    assert all(p.stat().st_size == 0 for p in state.glob("*-wal"))
+    assert [r["issues"] for r in results_json(state / "results.json")["results"]] == [[]] * 10
 
 
 def test_link_mode_never_creates(demo: pytest.Pytester) -> None:

@@ -194,6 +194,18 @@ def test_files_defects_with_tag_fields_and_attachments(
     assert_no_secret_sent(rally)
 
 
+def test_a_new_defect_is_tagged_with_its_labels(rally: RunningRally) -> None:
+    tracker = open_tracker(integration(rally))
+    tracker.create_many([draft(labels=("rpbts1-aaa", "flaky")), draft("rpbts1-bbb")])
+    tracker.close()
+    tagged = {
+        d["FormattedID"]: [t["Name"] for t in d["Tags"]["_tagsNameArray"]]
+        for d in rally.state.defects()
+    }
+    assert tagged == {"DE1": ["rpbts1-aaa", "flaky"], "DE2": ["rpbts1-bbb"]}
+    assert rally.state.count("GET tag") == 1  # one query for every tag of the batch
+
+
 def test_a_tag_is_looked_up_once_and_reused(rally: RunningRally, auth: str) -> None:
     rally.state.tag("rpbts1-aaa")  # made by an earlier run
     first = open_tracker(integration(rally, auth))

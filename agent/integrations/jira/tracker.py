@@ -284,6 +284,11 @@ class JiraTracker:
             response = self.client._session.post(self.url + path, data=json.dumps(body))
             return self._object(response, what)
 
+    def _put(self, path: str, what: str, body: Any) -> Mapping[str, Any]:
+        with self._calls(what):
+            response = self.client._session.put(self.url + path, data=json.dumps(body))
+            return self._object(response, what)
+
     def _writable(self, what: str) -> None:
         if self.read_only:
             raise TrackerError(f"Jira {what}: opened read-only (dry run)")
@@ -614,6 +619,7 @@ class JiraTracker:
     def comment(self, key: str, comment: CommentDraft) -> bool:
         self._writable("comment")
         issue_key = parse_key(key)
+        self._label(issue_key, comment.labels)
         marker = self.run_marker(comment.run_id)
         page = self._get(
             self.client,
@@ -630,6 +636,27 @@ class JiraTracker:
             self.client.add_comment(issue_key, text)
         self._attach(issue_key, comment.attachments)
         return True
+
+    def _label(self, issue_key: str, labels: Sequence[str]) -> None:
+        """Add the labels the issue lacks, before the comment (a replay finds them there). An
+        edit Jira refuses (labels not on the project's edit screen) is logged; the comment
+        still goes."""
+        if not labels:
+            return
+        page = self._get(
+            self.client, f"/rest/api/2/issue/{issue_key}", "get issue", fields="labels"
+        )
+        have = _mapping(page.get("fields")).get("labels") or []
+        missing = [label for label in dict.fromkeys(labels) if label not in have]
+        if not missing:
+            return
+        body = {"update": {"labels": [{"add": label} for label in missing]}}
+        try:
+            self._put(f"/rest/api/2/issue/{issue_key}", "label issue", body)
+        except TrackerError as exc:
+            if exc.retryable:
+                raise
+            logger.warning("Jira: %s not labelled %s: %s", issue_key, ", ".join(missing), exc)
 
     def _settle(self, ours: Mapping[str, str]) -> dict[str, RemoteIssue]:
         """Two CI jobs filed the same fingerprint at the same moment: the older issue stays; ours

@@ -678,9 +678,16 @@ class LocalTracker:
             return self._row(conn, key).remote()
 
     def comment(self, key: str, comment: CommentDraft) -> bool:
-        """Add the run's comment once; ``False`` and no write when this run already commented."""
+        """Add the run's comment once, and the labels the issue lacks; ``False`` when this run
+        already commented."""
         with self._writer() as conn:
             issue = self._row(conn, key)
+            labels = list(dict.fromkeys([*issue.labels, *comment.labels]))
+            if len(labels) > len(issue.labels):
+                conn.execute(
+                    "UPDATE issues SET labels = ?, updated = ? WHERE key = ?",
+                    (json.dumps(labels), _now(), issue.key),
+                )
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO comments (issue_key, run_id, body, created)"
                 " VALUES (?, ?, ?, ?)",

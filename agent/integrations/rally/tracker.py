@@ -115,6 +115,11 @@ def _tag_names(raw: Mapping[str, Any]) -> set[str]:
     return {str(t.get("Name")) for t in tags.get("_tagsNameArray") or [] if isinstance(t, Mapping)}
 
 
+def _tags_of(draft: IssueDraft) -> list[str]:
+    """A new defect's tags: its fingerprint (how ``find`` knows it) and the draft's labels."""
+    return [n for n in dict.fromkeys((draft.fingerprint, *draft.labels)) if n]
+
+
 def _refusal(what: str, errors: Sequence[str], settings: RallySettings) -> TrackerError:
     """Rally's ``Errors`` as one line (they name the field: ``Defect.Severity``), and what to
     change when it is a permission."""
@@ -631,21 +636,21 @@ class RallyTracker:
         )
         answers: list[RemoteIssue | TrackerError] = []
         todo = [d for d in drafts if d.fingerprint not in open_now]
-        tags = self.tag_refs([d.fingerprint for d in todo if d.fingerprint])
+        tags = self.tag_refs([name for d in todo for name in _tags_of(d)])
         for draft in drafts:
             found = open_now.get(draft.fingerprint) if draft.fingerprint else None
             if found is not None:
                 answers.append(dataclasses.replace(found, existed=True))
                 continue
             try:
-                answers.append(self._create(draft, tags.get(draft.fingerprint, "")))
+                answers.append(self._create(draft, [tags[n] for n in _tags_of(draft) if n in tags]))
             except TrackerError as exc:
                 if exc.retryable:
                     raise
                 answers.append(exc)
         return answers
 
-    def _create(self, draft: IssueDraft, tag: str) -> RemoteIssue:
+    def _create(self, draft: IssueDraft, tags: Sequence[str]) -> RemoteIssue:
         if draft.issue_type not in ("", DEFECT):
             raise TrackerError(
                 f"Rally: issue type {draft.issue_type!r}: rp-bts files Defects (issue_type ="
@@ -665,9 +670,9 @@ class RallyTracker:
             "Project": where.project,
             "Workspace": where.workspace,
         }
-        if tag or extra_tags:
+        if tags or extra_tags:
             listed = list(extra_tags) if isinstance(extra_tags, list) else []
-            defect["Tags"] = [{"_ref": tag}] * bool(tag) + listed
+            defect["Tags"] = [{"_ref": tag} for tag in tags] + listed
         answer = self.call("POST", "defect/create", "create defect", body={"Defect": defect})
         created = self._remote(answer.get("Object") or {}, draft.fingerprint)
         with self._lock:
@@ -719,6 +724,7 @@ class RallyTracker:
         """One discussion post per run: none when a post of this run is there already."""
         self._writable("comment")
         oid = self._defect_oid(key)
+        self._tag(oid, comment.labels)
         marker = run_marker(comment.run_id)
         seen = re.compile(re.escape(marker) + r"(?![\w.])")
         posts = self.query(f"defect/{oid}/Discussion", "read discussion", fetch="Text")
@@ -729,6 +735,28 @@ class RallyTracker:
         self.call("POST", "conversationpost/create", "discussion post", body=body)
         self._attach(self._ref(oid), comment.attachments)
         return True
+
+    def _tag(self, oid: int, names: Sequence[str]) -> None:
+        """Add the tags the defect lacks, before the post (a replay finds them there). An update
+        replaces the whole collection, so the ones it has go along; a refusal is logged and
+        the post still goes."""
+        if not names:
+            return
+        have = {
+            str(t.get("Name")): str(t.get("_ref"))
+            for t in self.query(f"defect/{oid}/Tags", "read tags", fetch="Name")
+        }
+        missing = [n for n in dict.fromkeys(names) if n not in have]
+        if not missing:
+            return
+        try:
+            refs = [*have.values(), *self.tag_refs(missing).values()]
+            body = {"Defect": {"Tags": [{"_ref": ref} for ref in refs]}}
+            self.call("POST", f"defect/{oid}", "tag defect", body=body)
+        except TrackerError as exc:
+            if exc.retryable:
+                raise
+            logger.warning("Rally: defect %s not tagged %s: %s", oid, ", ".join(missing), exc)
 
     def reopen(self, key: str) -> RemoteIssue:
         """A Closed defect back to ``Open``."""
