@@ -16,7 +16,7 @@ import socket
 import ssl
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from rp_bts_agent.config_types import Integration
 from rp_bts_agent.connection import CheckOptions, CheckResult
@@ -25,6 +25,9 @@ from rp_bts_agent.kinds import SendError
 from rp_bts_agent.redact import Redactor
 
 from . import EmailSettings
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -78,7 +81,7 @@ class _Timeouts:
         sock.settimeout(cap(READ_TIMEOUT))
         return sock
 
-    def send(self, s: bytes | str) -> None:
+    def send(self, s: ReadableBuffer | str) -> None:
         self._bound()
         super().send(s)  # type: ignore[misc]
 
