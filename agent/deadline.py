@@ -1,5 +1,6 @@
-"""The run end's deadline, for every HTTP call of every kind: a module of its own, because the
-launch sets it at every run's end and must not import ``requests`` to do so."""
+"""The run end's deadline, for every HTTP call of every kind and every SMTP exchange: a module of
+its own, because the launch sets it at every run's end and must not import ``requests`` (nor
+``smtplib``) to do so."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["deadline", "left", "time_limit"]
+__all__ = ["Spent", "cap", "deadline", "left", "spent", "time_limit"]
 
 #: ``time.monotonic()`` by which the run end must be over: set by :func:`time_limit` for the
 #: launch's end and the pipeline's tasks, read by every session of every kind (the ``jira``
@@ -40,3 +41,25 @@ def left() -> float | None:
     """Seconds left before the deadline in force (None: no limit)."""
     until = _DEADLINE.get()
     return None if until is None else until - time.monotonic()
+
+
+def spent() -> bool:
+    """A deadline is in force and has passed: what is left waits for ``rp-bts flush``."""
+    remaining = left()
+    return remaining is not None and remaining <= 0
+
+
+class Spent(TimeoutError):
+    """No wait starts once the run end's time budget is spent."""
+
+
+def cap(timeout: float, until: float | None = None) -> float:
+    """``timeout`` cut to the time left before the deadline in force (and before ``until``, a
+    caller's own); :class:`Spent` when none is left. Every wait on a network goes through it."""
+    limits = [d for d in (until, _DEADLINE.get()) if d is not None]
+    if not limits:
+        return timeout
+    remaining = min(limits) - time.monotonic()
+    if remaining <= 0:
+        raise Spent("the time budget is spent")
+    return min(timeout, remaining)

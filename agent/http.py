@@ -17,7 +17,6 @@ What every kind that speaks HTTP shares, so a new tracker writes none of it agai
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -26,7 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from .deadline import deadline, left, time_limit
+from .deadline import Spent, cap, deadline, left, time_limit
 from .settings import TlsSettings
 from .tracker import TrackerError
 
@@ -122,13 +121,10 @@ class _Policy:
             connect = read = float(given)
         else:
             connect, read = CONNECT_TIMEOUT, self.read_timeout
-        limits = [d for d in (self.deadline, deadline()) if d is not None]
-        if not limits:
-            return connect, read
-        remaining = min(limits) - time.monotonic()
-        if remaining <= 0:
-            raise BudgetSpent("the time budget is spent")
-        return min(connect, remaining), min(read, remaining)
+        try:
+            return cap(connect, self.deadline), cap(read, self.deadline)
+        except Spent:
+            raise BudgetSpent("the time budget is spent") from None
 
 
 class Session(_Policy, requests.Session):

@@ -151,11 +151,21 @@ def _act(
     redactor: Redactor,
     started: float,
 ) -> None:
-    """Replay, file, write again, notify, prune: each contained."""
+    """Replay tracker work, file, write again, replay mail and other kept work, notify,
+    prune: each contained."""
     #: integration -> why it is down: shared by the replay and the run's own filing
     breakers: dict[str, str] = {}
-    if how.replay and how.mode != "dry-run" and state.has_leftovers():
-        _replay(config, end, breakers, redactor)
+    replay = how.replay and how.mode != "dry-run" and state.has_leftovers()
+    if replay:  # the outbox, SQLite and the kinds' flushers load only when there is one
+        from .flush import flush
+        from .replay import flush_trackers
+
+        _replay(
+            end,
+            redactor,
+            "tracker work",
+            lambda: flush_trackers(config, breakers, config.time_budget),
+        )
     if rich:
         budget = max(config.time_budget - (time.monotonic() - started), 0.0)
         try:
@@ -166,6 +176,8 @@ def _act(
         _write(end, state, launch, how, redactor, report=True)  # with the issue references
     else:
         end.nothing_to_file = True  # the pipeline, its trackers and SQLite stay unloaded
+    if replay:  # after the filing: a mail server that does not answer never starves it
+        _replay(end, redactor, "mail and other kept work", lambda: flush(config, trackers=False))
     if how.notify and how.mode != "dry-run" and config.rules:
         from .notify import notify  # jinja2 and email only when needed
 
@@ -217,26 +229,18 @@ def _prune_history(state: State, end: LaunchEnd, redactor: Redactor) -> None:
         )
 
 
-def _replay(config: Config, end: LaunchEnd, breakers: dict[str, str], redactor: Redactor) -> None:
-    """What earlier runs could not send goes first (nothing lost). A tracker found down here
-    stays down for this run's own filing (``breakers``): it costs one connect timeout, not
-    two (benchmarks/unreachable.py). Tracker work, mail and each kind's own outbox are
-    flushed each on its own: one that fails leaves the others to go (issue 11, point 5)."""
-    from .flush import flush
-    from .replay import flush_trackers
-
-    steps: list[tuple[str, Callable[[], list[str]]]] = [
-        ("tracker work", lambda: flush_trackers(config, breakers, config.time_budget)),
-        ("mail and other kept work", lambda: flush(config, trackers=False)),
-    ]
-    for what, step in steps:
-        try:
-            end.flushed += [f"flush: {line}" for line in step()]
-        except Exception as exc:  # leftovers stay for `rp-bts flush`; this run files its own
-            log.exception("rp-bts: flushing earlier %s failed", what)
-            end.problems.append(
-                f"rp-bts: flushing earlier {what} failed: {redactor.redact(repr(exc))}"
-            )
+def _replay(end: LaunchEnd, redactor: Redactor, what: str, step: Callable[[], list[str]]) -> None:
+    """What earlier runs could not send goes too (nothing lost). Tracker work goes first, so
+    a tracker found down there stays down for this run's own filing (``breakers``): it costs
+    one connect timeout, not two (benchmarks/unreachable.py). Tracker work, mail and each
+    kind's own outbox are flushed each on its own: one that fails leaves the others to go
+    (issue 11, point 5); mail and the rest go after the filing, under what is left of the
+    time budget."""
+    try:
+        end.flushed += [f"flush: {line}" for line in step()]
+    except Exception as exc:  # leftovers stay for `rp-bts flush`; this run files its own
+        log.exception("rp-bts: flushing earlier %s failed", what)
+        end.problems.append(f"rp-bts: flushing earlier {what} failed: {redactor.redact(repr(exc))}")
 
 
 def _file(

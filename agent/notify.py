@@ -22,6 +22,7 @@ import jinja2
 from . import kinds
 from .config_types import Config, Integration, Rule
 from .content import one_line
+from .deadline import spent
 from .files import write_bytes_atomic
 from .hooks import HookManager
 from .kinds import Mailer, SendError
@@ -95,9 +96,16 @@ class Notice:
     error: str = ""
     #: the e-mail integration that sent it
     sent_via: str = ""
+    #: not sent because the run end's time budget ran out (``error`` says so): kept, not failed
+    late: bool = False
 
     def describe(self, start: Path | None = None) -> str:
         to = ", ".join(self.recipients) or "nobody"
+        if self.late and self.path:
+            where = display_path(self.path, start)
+            return (
+                f"mail      '{self.rule}' to {to} kept for `rp-bts flush` in {where}: {self.error}"
+            )
         if self.error:
             kept = f"; kept for `rp-bts flush` in {display_path(self.path, start)}"
             return f"mail      '{self.rule}' to {to} not sent: {self.error}" + (
@@ -275,16 +283,24 @@ def _deliver(
     except (OSError, ValueError) as exc:  # still worth sending
         kept, keep_error = None, str(exc)
     try:
+        if spent():  # not started once the budget is spent: it waits, sent by the next flush
+            raise SendError(late(config))
         _mailer(server).send(server, msg)
     except SendError as exc:
-        error = redactor.redact(str(exc))
+        out_of_time = spent()
+        error = late(config) if out_of_time else redactor.redact(str(exc))
         if kept is None:
             lost = one_line(f"{error}; and it cannot be kept: {keep_error}", 400)
             return Notice(rule, to, error=redactor.redact(lost))
-        return Notice(rule, to, path=str(kept), error=error)
+        return Notice(rule, to, path=str(kept), error=error, late=out_of_time)
     if kept is not None:
         kept.unlink(missing_ok=True)
     return Notice(rule, to, sent_via=server.name)
+
+
+def late(config: Config) -> str:
+    """Why a message waits when the run end's deadline passed before or while it was sent."""
+    return f"the run end's time budget ({config.time_budget} s) was spent"
 
 
 def _mailer(integration: Integration) -> Mailer:
@@ -315,7 +331,8 @@ def keep_pending(state: State, message: EmailMessage, name: str) -> Path:
 
 
 def flush_mail(config: Config) -> list[str]:
-    """Send every kept message through the mail server; a sent one is removed."""
+    """Send every kept message through the mail server; a sent one is removed. At a run's end,
+    what the time budget leaves no time for stays kept."""
     folder = State(config.root).outbox_of("pending")
     paths = sorted(folder.glob("*.eml")) if folder.is_dir() else []
     if not paths:
@@ -326,11 +343,16 @@ def flush_mail(config: Config) -> list[str]:
     lines = []
     for path in paths:
         try:
+            if spent():  # a run's end replaying kept mail: the rest waits for the next flush
+                raise SendError(late(config))
             parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
             assert isinstance(parsed, EmailMessage)
             _mailer(server).send(server, parsed)
         except SendError as exc:
-            lines.append(f"failed: mail {path.name}: {exc}")
+            if spent():
+                lines.append(f"kept: mail {path.name}: {late(config)}")
+            else:
+                lines.append(f"failed: mail {path.name}: {exc}")
             continue
         except (OSError, ValueError) as exc:
             lines.append(f"failed: mail {path.name}: cannot read it ({exc})")

@@ -409,7 +409,7 @@ class RpBtsSession:
                         " one issue for the run, each test's failure in its attachment",
                         yellow=True,
                     )
-        for line in end.flushed:  # sent before this run's own filing
+        for line in end.flushed:  # what earlier runs left, sent (or kept) at this run's end
             tr.write_line(self.redactor.redact(line))
         for notice in end.notices:
             tr.write_line(notice.describe(tr.startpath))

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -14,10 +18,12 @@ from typing import Any
 import pytest
 from smtp_server import PASSWORD, USER, Server, free_port
 
+from conftest import results_json
 from rp_bts_agent.cli import main
 from rp_bts_agent.config import build_integration
 from rp_bts_agent.config_types import Config, Integration, Rule
 from rp_bts_agent.connection import CheckOptions, check
+from rp_bts_agent.deadline import time_limit
 from rp_bts_agent.flush import flush
 from rp_bts_agent.hooks import HookManager
 from rp_bts_agent.integrations.email import smtp
@@ -479,3 +485,180 @@ def test_timeouts_five_seconds_to_connect_twenty_per_reply(
         assert client.sock is not None and client.sock.gettimeout() == 20.0
     finally:
         client.quit()
+
+
+# -- issue 11, point 3: the run end's time budget bounds mail too ------------------------------
+
+BUDGET = 5
+
+
+class _Stalling(socketserver.StreamRequestHandler):
+    """An SMTP server that accepts the connection and then never answers (``delay`` None), or
+    answers each line ``delay`` seconds late."""
+
+    delay: float | None = None
+
+    def handle(self) -> None:
+        if self.delay is None:
+            self.rfile.read()  # holds the connection, silent, until the client hangs up
+            return
+        self._answer(b"220 slow ESMTP")
+        in_data = False
+        for line in self.rfile:
+            if in_data:
+                in_data = line != b".\r\n"
+                if not in_data:
+                    self._answer(b"250 queued")
+                continue
+            command = line[:4].upper()
+            in_data = command == b"DATA"
+            self._answer({b"DATA": b"354 go on", b"QUIT": b"221 bye"}.get(command, b"250 OK"))
+
+    def _answer(self, text: bytes) -> None:
+        time.sleep(self.delay or 0)
+        self.wfile.write(text + b"\r\n")
+
+
+@pytest.fixture(params=["no answer", "slow answers"])
+def stalling_port(request: pytest.FixtureRequest) -> Iterator[int]:
+    handler = type("Handler", (_Stalling,), {"delay": None if "no" in request.param else 3.0})
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+FAILING = """
+def test_bug_{n}():
+    assert {n} == -1, "broken {n}"
+"""
+#: the session's end starts (in the controller, after xdist's workers are done): the run end
+#: is from here to the process' exit
+SESSION_END = """
+import time
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):
+        open({path!r}, "w").write(repr(time.time()))
+"""
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_the_run_end_keeps_mail_to_its_time_budget(
+    pytester: pytest.Pytester,
+    plain_server: Server,
+    stalling_port: int,
+    workers: tuple[str, ...],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``time_budget = 5`` and an SMTP server that never answers, or answers each line 3 s late
+    (its own timeouts are 5 s to connect and 20 s per reply), and a mail an earlier run kept:
+    the run files its issues in the local tracker first, and its end (from the session's end
+    to the process' exit) is over within budget + 1 s, both mails kept with one line each;
+    once the server works, ``rp-bts flush`` sends each exactly once."""
+    pytester.makepyfile(test_bugs="".join(FAILING.format(n=n) for n in range(4)))
+    stamp = pytester.path / "session-end"
+    pytester.makeconftest(SESSION_END.format(path=str(stamp)))
+    pytester.makeini("[pytest]\n")
+    rules = '[[rules]]\nname = "team"\nsend_case = "failed"\nrecipients = ["team@example.com"]\n'
+    local = '[[integrations]]\nkind = "local"\nname = "Local"\n\n'
+    stalling = dataclasses.replace(plain_server, port=stalling_port)
+    config = pytester.path / "rp-bts.toml"
+    config.write_text(
+        f'project = "shop"\ntime_budget = {BUDGET}\ndefault_integration = "Local"\n\n'
+        + local
+        + stalling.integration_toml()
+        + rules
+    )
+    earlier = smtp.probe_message(_integration(plain_server), "lead@example.com")
+    old = keep_pending(State(pytester.path), earlier, "earlier")
+
+    run = pytester.runpytest_subprocess("--rp-bts", "-p", "no:cacheprovider", *workers)
+    took = time.time() - float(stamp.read_text())
+    assert took <= BUDGET + 1, f"the run end took {took:.1f} s"
+    assert run.ret == pytest.ExitCode.TESTS_FAILED  # the tests' verdict, nothing else
+    output = run.stdout.str() + run.stderr.str()
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    # the issues were filed before any mail, within the same budget
+    refs = [
+        ref
+        for row in results_json(State(pytester.path).results)["results"]
+        for ref in row["issues"]
+    ]
+    assert len(refs) == 4 and {ref["action"] for ref in refs} == {"created"}
+    (kept,) = set((pytester.path / ".rp-bts" / "outbox" / "pending").glob("*.eml")) - {old}
+    spent = f"the run end's time budget ({BUDGET} s) was spent"
+    lines = [line for line in run.outlines if line.startswith(("mail ", "flush: "))]
+    assert lines == [
+        f"flush: kept: mail {old.name}: {spent}",
+        f"mail      'team' to team@example.com kept for `rp-bts flush` in"
+        f" .rp-bts/outbox/pending/{kept.name}: {spent}",
+    ]
+
+    config.write_text(
+        config.read_text().replace(f"port = {stalling_port}", f"port = {plain_server.port}")
+    )
+    capsys.readouterr()
+    assert main(["--root", str(pytester.path), "flush"]) == 0
+    assert sorted(capsys.readouterr().out.splitlines()) == [
+        f"sent: mail {kept.name} to team@example.com via 'Team mail'",
+        f"sent: mail {old.name} to lead@example.com via 'Team mail'",
+    ]
+    assert main(["--root", str(pytester.path), "flush"]) == 0
+    assert capsys.readouterr().out == "nothing pending\n"
+    assert sorted(str(got.message["To"]) for got in plain_server.inbox.received) == [
+        "lead@example.com",
+        "team@example.com",
+    ]
+    (mail,) = [got for got in plain_server.inbox.received if got.rcpt_tos == ["team@example.com"]]
+    assert "4 failed of 4" in str(mail.message["Subject"])
+
+
+def test_smtp_waits_end_by_the_deadline(
+    ssl_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connecting, the TLS handshake and every reply wait the smaller of their own timeout and
+    the time left; none starts once it is spent."""
+    used: list[float | None] = []
+    real = socket.create_connection
+
+    def spy(address: tuple[str, int], timeout: float, *args: Any) -> socket.socket:
+        used.append(timeout)
+        return real(address, timeout, *args)
+
+    monkeypatch.setattr(socket, "create_connection", spy)
+    with time_limit(time.monotonic() + 2):
+        client = smtp._open(_integration(ssl_server))
+        try:
+            assert used[0] <= 2
+            assert client.sock is not None and 0 < client.sock.gettimeout() <= 2  # type: ignore[operator]
+        finally:
+            client.quit()
+    with time_limit(time.monotonic() - 1), pytest.raises(smtp.SendError) as raised:
+        smtp.send(_integration(ssl_server), smtp.probe_message(_integration(ssl_server), "a@b.c"))
+    assert str(raised.value) == f"127.0.0.1:{ssl_server.port}: the time budget is spent"
+    assert len(used) == 1 and ssl_server.inbox.received == []
+
+
+def test_kept_mail_waits_when_the_run_end_has_no_time_left(
+    plain_server: Server, tmp_path: Path, hooks: HookManager
+) -> None:
+    """A run's end replaying kept mail, or sending its own, past the deadline: nothing is
+    tried, everything stays for ``rp-bts flush``."""
+    rule = Rule("team", send_case="always", recipients=("team@example.com",))
+    config = dataclasses.replace(_config(tmp_path, plain_server, rule), time_budget=BUDGET)
+    keep_pending(State(tmp_path), smtp.probe_message(_integration(plain_server), "a@b.c"), "old")
+    with time_limit(time.monotonic() - 1):
+        assert flush(config, trackers=False) == [
+            f"kept: mail old.eml: the run end's time budget ({BUDGET} s) was spent"
+        ]
+        (notice,) = notify(config, _run(PASSED), hooks)
+    assert notice.late and notice.error == f"the run end's time budget ({BUDGET} s) was spent"
+    assert plain_server.inbox.received == []
+    assert len(list((tmp_path / ".rp-bts" / "outbox" / "pending").glob("*.eml"))) == 2
+    assert len(flush(config)) == 2 and len(plain_server.inbox.received) == 2

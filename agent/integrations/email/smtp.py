@@ -2,9 +2,10 @@
 
 Security ``none``, ``starttls`` or ``ssl`` (implicit TLS); certificates are verified unless
 ``verify_tls = false``, against ``ca_file`` when one is given. Connecting waits at most
-:data:`CONNECT_TIMEOUT`, each reply at most :data:`READ_TIMEOUT`. Every failure becomes one
-:class:`SendError` line without the password; the message then waits under
-``.rp-bts/outbox/pending/`` for ``rp-bts flush``.
+:data:`CONNECT_TIMEOUT`, each reply at most :data:`READ_TIMEOUT`, and no wait (connect, TLS
+handshake, command, reply) outlasts the run end's deadline (``time_budget``, see
+:mod:`rp_bts_agent.deadline`). Every failure becomes one :class:`SendError` line without the
+password; the message then waits under ``.rp-bts/outbox/pending/`` for ``rp-bts flush``.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ import socket
 import ssl
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from rp_bts_agent.config_types import Integration
 from rp_bts_agent.connection import CheckOptions, CheckResult
+from rp_bts_agent.deadline import Spent, cap
 from rp_bts_agent.kinds import SendError
 from rp_bts_agent.redact import Redactor
 
 from . import EmailSettings
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -44,9 +49,19 @@ def _settings(integration: Integration) -> EmailSettings:
     return integration.settings_as(EmailSettings)
 
 
+class _BoundedTLS(ssl.SSLSocket):
+    """A TLS handshake (implicit TLS, STARTTLS) waits as long as its socket would, never past
+    the deadline."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        self.settimeout(cap(self.gettimeout() or READ_TIMEOUT))
+        super().do_handshake(block)
+
+
 def tls_context(integration: Integration) -> ssl.SSLContext:
     """Verified by default (system CAs, or ``ca_file``); ``verify_tls = false`` turns it off."""
     context = ssl.create_default_context(cafile=_settings(integration).ca_file or None)
+    context.sslsocket_class = _BoundedTLS
     if not _settings(integration).verify_tls:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -54,14 +69,30 @@ def tls_context(integration: Integration) -> ssl.SSLContext:
 
 
 class _Timeouts:
-    """The connect timeout for the TCP (and implicit TLS) set-up, the read timeout after it."""
+    """The connect timeout for the TCP (and implicit TLS) set-up, the read timeout after it,
+    each cut to the time left before the deadline: set again before every command and reply
+    (smtplib writes only through ``send`` and reads only through ``getreply``)."""
 
     _host: str  # smtplib's: the name STARTTLS verifies the certificate against
+    sock: socket.socket | None
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
-        sock.settimeout(READ_TIMEOUT)
+        sock: socket.socket = super()._get_socket(host, port, cap(timeout))  # type: ignore[misc]
+        sock.settimeout(cap(READ_TIMEOUT))
         return sock
+
+    def send(self, s: ReadableBuffer | str) -> None:
+        self._bound()
+        super().send(s)  # type: ignore[misc]
+
+    def getreply(self) -> tuple[int, bytes]:
+        self._bound()
+        reply: tuple[int, bytes] = super().getreply()  # type: ignore[misc]
+        return reply
+
+    def _bound(self) -> None:
+        if self.sock is not None:
+            self.sock.settimeout(cap(READ_TIMEOUT))
 
 
 class _SMTP(_Timeouts, smtplib.SMTP):
@@ -123,6 +154,8 @@ def _explain(integration: Integration, exc: BaseException) -> str:
     where = _where(integration)
     if isinstance(exc, SendError):
         return str(exc)
+    if isinstance(exc, Spent):
+        return f"{where}: the time budget is spent"
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return (
             f"{where} refused the login of {_settings(integration).username!r} ({exc.smtp_code}); "
