@@ -450,6 +450,19 @@ class _RaisingHook:
         raise RuntimeError(f"boom with {PASSWORD}")
 
 
+def connect_timeouts(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
+    """The timeout of every connection made from here on, in order."""
+    used: list[float | None] = []
+    real = socket.create_connection
+
+    def spy(address: tuple[str, int], timeout: float, *args: Any) -> socket.socket:
+        used.append(timeout)
+        return real(address, timeout, *args)
+
+    monkeypatch.setattr(socket, "create_connection", spy)
+    return used
+
+
 def test_a_raising_email_hook_drops_the_message(
     plain_server: Server,
     tmp_path: Path,
@@ -471,14 +484,7 @@ def test_timeouts_five_seconds_to_connect_twenty_per_reply(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert (smtp.CONNECT_TIMEOUT, smtp.READ_TIMEOUT) == (5.0, 20.0)
-    used: list[float | None] = []
-    real = socket.create_connection
-
-    def spy(address: tuple[str, int], timeout: float, *args: Any) -> socket.socket:
-        used.append(timeout)
-        return real(address, timeout, *args)
-
-    monkeypatch.setattr(socket, "create_connection", spy)
+    used = connect_timeouts(monkeypatch)
     client = smtp._open(_integration(ssl_server))
     try:
         assert used == [5.0]
@@ -624,14 +630,7 @@ def test_smtp_waits_end_by_the_deadline(
 ) -> None:
     """Connecting, the TLS handshake and every reply wait the smaller of their own timeout and
     the time left; none starts once it is spent."""
-    used: list[float | None] = []
-    real = socket.create_connection
-
-    def spy(address: tuple[str, int], timeout: float, *args: Any) -> socket.socket:
-        used.append(timeout)
-        return real(address, timeout, *args)
-
-    monkeypatch.setattr(socket, "create_connection", spy)
+    used = connect_timeouts(monkeypatch)
     with time_limit(time.monotonic() + 2):
         client = smtp._open(_integration(ssl_server))
         try:
