@@ -10,6 +10,7 @@ bytecode and CPU frequency drift hit both sides alike. Prints a table to paste i
     python benchmarks/overhead.py --xdist       # the same with -n 2
     python benchmarks/overhead.py --rounds 9 --check   # exit 1 when over the goal
     python benchmarks/overhead.py --instructions        # instruction counts (valgrind)
+    python benchmarks/overhead.py --instructions --no-report   # the plugin without its HTML report
 
 Wall time on a shared 2-core machine varies by 10% from run to run, more than the plugin costs;
 the paired median is the wall-time figure, and ``--instructions`` counts the CPU instructions of
@@ -96,12 +97,13 @@ def instructions(cmd: list[str], root: Path, env: dict[str, str], expected: int)
     return int(found.group(1))
 
 
-def report_instructions(counts: dict[bool, int], expected: int) -> int:
+def report_instructions(counts: dict[bool, int], expected: int, *, no_report: bool) -> int:
     ratio = counts[True] / counts[False]
     print(f"pytest-rp-bts {rp_bts_version()}: {expected:,} passing tests, instructions")
     print()
+    on = "on (`--rp-bts --rp-bts-report=none`)" if no_report else "on (`--rp-bts`)"
     print(f"| off (`-p no:rp_bts`) | {counts[False]:,} |")
-    print(f"| on (`--rp-bts`)      | {counts[True]:,} |")
+    print(f"| {on} | {counts[True]:,} |")
     print(f"| ratio on/off         | {ratio:.3f} |")
     print()
     extra = (counts[True] - counts[False]) / expected
@@ -119,6 +121,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--instructions",
         action="store_true",
         help="count CPU instructions with valgrind (one run each; immune to a busy machine)",
+    )
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="run the plugin with --rp-bts-report=none (what the report written by default costs)",
     )
     parser.add_argument(
         "--check", action="store_true", help=f"exit 1 when the median ratio exceeds {GOAL}"
@@ -145,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         def command(on: bool, run: int) -> list[str]:
             if not on:
                 return [*base, "-p", "no:rp_bts"]
-            return [*base, "--rp-bts", f"--rp-bts-results={root / f'results-{run}.json'}"]
+            report = ["--rp-bts-report=none"] if args.no_report else []
+            return [*base, "--rp-bts", f"--rp-bts-results={root / f'results-{run}.json'}", *report]
 
         # Untimed warm-up: writes the assertion-rewritten bytecode, fills the OS caches.
         run_once(command(False, 0), root, env, expected)
@@ -154,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             return report_instructions(
                 {on: instructions(command(on, 1), root, env, expected) for on in (False, True)},
                 expected,
+                no_report=args.no_report,
             )
         times: dict[bool, list[float]] = {False: [], True: []}
         for run in range(1, args.rounds + 1):

@@ -373,7 +373,7 @@ class Collector:
             state[2] += report.duration
             result: str = report.outcome  # "rerun" too, from pytest-rerunfailures
             if result == "passed":
-                if report.when == "call" and hasattr(report, "wasxfail"):
+                if "wasxfail" in report.__dict__ and report.when == "call":
                     state[0] = "xpassed"
             elif result == "failed":
                 if state[0] in FAILING:  # a later phase failed too (teardown after call)
