@@ -569,6 +569,41 @@ def test_a_results_file_uploads_only_files_of_its_own_run(
     assert sorted(f["filename"] for f in files) == ["failure-details.txt", "screen.png"]
 
 
+def test_links_and_dot_dots_in_the_run_folder_do_not_lead_out(tmp_path: Path) -> None:
+    """A file in the run's folder that is a link to a file outside, a link to a folder outside,
+    or a path that climbs out with ``..``: each is left out; the run's own file stays."""
+    from rp_bts_agent.confine import confine
+    from rp_bts_agent.model import Attachment, Launch, RunResults, TestResult
+
+    run_id = "20261201_120000_feed"
+    folder = State(tmp_path).run(run_id)
+    (folder / "sub").mkdir(parents=True)
+    secret = tmp_path / ".env"
+    secret.write_text("TOKEN=x\n")
+    (folder / "own.txt").write_text("ok")
+    (folder / "env-link.txt").symlink_to(secret)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "data.txt").write_text("x")
+    (folder / "out").symlink_to(tmp_path / "outside", target_is_directory=True)
+    paths = {
+        "own": folder / "own.txt",
+        "link": folder / "env-link.txt",
+        "linked folder": folder / "out" / "data.txt",
+        "climb": folder / "sub" / ".." / ".." / ".." / ".." / ".env",
+        "dot dot": folder / "sub" / "..",
+    }
+    result = TestResult(
+        "t.py::test_a",
+        "failed",
+        attachments=tuple(Attachment(name, str(path)) for name, path in paths.items()),
+    )
+    run = RunResults(Launch("l", run_id), (result,))
+    source = tmp_path / "results.json"
+    confined, lines = confine(run, source, tmp_path)
+    assert [a.name for a in confined.results[0].attachments] == ["own", "dot dot"]
+    assert len(lines) == 3 and all("is outside the run's folder" in line for line in lines)
+
+
 @pytest.mark.parametrize("run_id", ["../../..", "..", "a/b", "a\\b", ""])
 def test_a_run_id_is_never_a_path(
     tmp_path: Path, run_id: str, capsys: pytest.CaptureFixture[str]
