@@ -948,6 +948,11 @@ class Agent:
         if not issue.existed:
             self._complete(action, integration, draft, issue)
             return IssueRef(name, issue.key, issue.url, issue.status, "created")
+        if issue.filed_by == launch.run_id:
+            # this run's own create, found standing: a killed run's last request that the
+            # tracker committed after the replay looked: completed, not commented on
+            self._complete(action, integration, draft, issue)
+            return IssueRef(name, issue.key, issue.url, issue.status, "already filed")
         ref = self._guarded(
             name,
             "comment failed: ",

@@ -93,7 +93,7 @@ class FakeTracker:
     def _remote(self, issue: FakeIssue, existed: bool = False) -> RemoteIssue:
         return RemoteIssue(
             issue.key, f"fake://{issue.key}", issue.status, issue.closed,
-            issue.draft.fingerprint, existed,
+            issue.draft.fingerprint, existed, filed_by=issue.draft.run_id,
         )  # fmt: skip
 
     def find(

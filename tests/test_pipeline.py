@@ -90,6 +90,29 @@ def test_open_issue_gets_one_comment_per_run_closed_follows_on_closed(
     assert fake.issues["FAKE-3"].status == "Open" and fake.count("reopen") == 1
 
 
+def test_this_runs_own_issue_found_at_create_is_completed_not_commented(
+    fake: FakeService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay of a killed run: its last create, still in flight when it was killed, is
+    committed after the replay looked; the replay's create finds that issue standing with this
+    run's marker, so it completes it and adds no comment of the same run."""
+    from fake_tracker import FakeTracker
+
+    create_many = FakeTracker.create_many
+
+    def late_commit(self: FakeTracker, drafts: Any, *, look_first: bool = True) -> Any:
+        for draft in drafts:  # the killed run's request, committed a moment ago
+            self.service.file(draft.fingerprint).draft = draft
+        # a create that answers the issue standing on its key (Clarity's unique code)
+        return create_many(self, drafts, look_first=True)
+
+    monkeypatch.setattr(FakeTracker, "create_many", late_commit)
+    report = run(config(tmp_path), failure("t.py::a", "fp-a"))
+    assert refs(report, "t.py::a") == [("Bugs", "FAKE-1", "already filed")]
+    assert len(fake.issues) == 1 and fake.count("comment") == 0
+    assert fake.count("complete") == 1  # it gets what the killed run had not sent yet
+
+
 def test_routing_hook_then_marker_then_option_then_default(
     fake: FakeService, tmp_path: Path
 ) -> None:
