@@ -5,16 +5,28 @@ its own, because the launch sets it at every run's end and must not import ``req
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["Spent", "cap", "deadline", "left", "spent", "time_limit"]
+__all__ = [
+    "Spent",
+    "before_each_send",
+    "cap",
+    "deadline",
+    "left",
+    "sending",
+    "spent",
+    "time_limit",
+]
 
 #: ``time.monotonic()`` by which the run end must be over: set by :func:`time_limit` for the
 #: launch's end and the pipeline's tasks, read by every session of every kind (the ``jira``
 #: library's adopted one and Sauce Labs' included) without being passed through each tracker
 _DEADLINE: ContextVar[float | None] = ContextVar("rp_bts_deadline", default=None)
+#: called as each HTTP request leaves, in the same way: the outbox lease of the groups being
+#: filed is renewed, so it tells when a killed run last sent (see ``outbox.Lease.sending``)
+_BEFORE_SEND: ContextVar[Callable[[], None] | None] = ContextVar("rp_bts_send", default=None)
 
 
 @contextmanager
@@ -30,6 +42,23 @@ def time_limit(until: float | None) -> Iterator[None]:
         yield
     finally:
         _DEADLINE.reset(token)
+
+
+@contextmanager
+def before_each_send(call: Callable[[], None]) -> Iterator[None]:
+    """``call()`` runs before every HTTP request made in this context (and in its tasks)."""
+    token = _BEFORE_SEND.set(call)
+    try:
+        yield
+    finally:
+        _BEFORE_SEND.reset(token)
+
+
+def sending() -> None:
+    """An HTTP request is about to leave."""
+    call = _BEFORE_SEND.get()
+    if call is not None:
+        call()
 
 
 def deadline() -> float | None:

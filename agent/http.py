@@ -25,7 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from .deadline import Spent, cap, deadline, left, time_limit
+from .deadline import Spent, cap, deadline, left, sending, time_limit
 from .settings import TlsSettings
 from .tracker import TrackerError
 
@@ -112,6 +112,7 @@ class _Policy:
         if self.verify is not True:
             kwargs["verify"] = self.verify
         kwargs["timeout"] = self._timeout(kwargs.get("timeout"))
+        sending()
         return super().send(request, **kwargs)  # type: ignore[misc]
 
     def _timeout(self, given: Any) -> tuple[float, float]:

@@ -160,6 +160,9 @@ class Kind:
     own_record: bool = True
     #: the tracker used when none is configured (a new user needs no server)
     embedded: bool = False
+    #: its writes travel to a server, which may commit one after its sender was killed, so a
+    #: replay of a killed run waits for them to land (the local tracker writes in-process)
+    remote: bool = True
 
     @property
     def files_issues(self) -> bool:

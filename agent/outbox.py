@@ -11,12 +11,15 @@ Several runs and flushes share one folder (parallel CI jobs on one machine, issu
 entry has an owner and a lease (an expiry the owner renews while it works). A process files a
 fingerprint only while it holds the one *active* entry for it, taken in one transaction, so two
 processes never file one fingerprint at once; a replay takes only entries whose lease expired
-(or whose owner, on this machine, is gone).
+(or whose owner, on this machine, is gone). Each tracker request renews the lease too, so the
+lease of an owner that was killed tells when its last request left: a replay waits for what the
+tracker may still commit of it (``replay``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,6 +40,8 @@ __all__ = ["LEASE_SECONDS", "Entry", "Lease", "Outbox", "settings_digest"]
 
 #: how long an entry stays its owner's without a renewal; a live owner renews it every quarter
 LEASE_SECONDS = 60.0
+#: a lease is renewed before a tracker request at most this often (seconds)
+SENDING_RENEWAL = 1.0
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -96,6 +101,9 @@ class Entry:
     #: the row's id, for ``rp-bts flush --drop``
     id: int = 0
     state: str = "pending"
+    #: when the process that held it, killed less than a lease ago, last sent to its tracker
+    #: (0: none such); requests it sent may still be landing (see :meth:`Lease.sending`)
+    last_sent: float = 0.0
 
 
 def _host_pid(owner: str) -> tuple[str, int]:
@@ -128,6 +136,8 @@ class Lease:
         self.owner = f"{socket.gethostname()}@{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._renewed = 0.0
 
     def __enter__(self) -> Lease:
         self._thread = threading.Thread(target=self._renew, name="rp-bts-lease", daemon=True)
@@ -145,6 +155,18 @@ class Lease:
         while not self._stop.wait(LEASE_SECONDS / 4):
             with contextlib.suppress(sqlite3.Error, OSError):  # the next renewal tries again
                 self.outbox.renew(self.owner)
+
+    def sending(self) -> None:
+        """A tracker request is about to go out: the lease is renewed (at most once every
+        :data:`SENDING_RENEWAL` s), so if this process is killed the lease tells a replay how
+        recently its requests left, which the tracker may still commit after the kill."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._renewed < SENDING_RENEWAL:
+                return
+            self._renewed = now
+        with contextlib.suppress(sqlite3.Error, OSError):  # the renewal thread tries again
+            self.outbox.renew(self.owner)
 
 
 class Outbox:
@@ -317,13 +339,15 @@ class Outbox:
                         "UPDATE pending SET state = 'pending', refused_with = '' WHERE rowid = ?",
                         (rowid,),
                     )
-            taken = [
-                rowid
-                for rowid, other, lease in conn.execute(
-                    "SELECT rowid, owner, lease FROM pending WHERE state = 'pending'"
-                )
-                if other == owner or not other or lease < now or _gone(other)
-            ]
+            #: rowid -> when its killed owner last sent (0: an owner long gone, or none)
+            taken: dict[int, float] = {}
+            for rowid, other, lease in conn.execute(
+                "SELECT rowid, owner, lease FROM pending WHERE state = 'pending'"
+            ).fetchall():
+                if other == owner or not other or lease < now:
+                    taken[rowid] = 0.0
+                elif _gone(other):
+                    taken[rowid] = lease - LEASE_SECONDS
             conn.executemany(
                 "UPDATE pending SET owner = ?, lease = ?, active = 0 WHERE rowid = ?",
                 [(owner, now + LEASE_SECONDS, rowid) for rowid in taken],
@@ -332,7 +356,11 @@ class Outbox:
                 conn.execute(f"SELECT {_COLUMNS} FROM pending WHERE rowid = ?", (r,)).fetchone()
                 for r in taken
             ]
-            return [e for e in self._decoded(conn, rows) if e.state != "bad"]
+            return [
+                dataclasses.replace(e, last_sent=taken[e.id])
+                for e in self._decoded(conn, rows)
+                if e.state != "bad"
+            ]
 
     def entries(self, state: str | None = "pending") -> list[Entry]:
         """The entries in ``state`` (every one for None), oldest first; read-only."""

@@ -25,6 +25,7 @@ from . import http, kinds
 from .config import build_integration
 from .config_types import Config, Integration
 from .content import comment_draft, issue_draft, one_line
+from .deadline import before_each_send
 from .filed import FiledRecord
 from .fingerprint import compute_for, normalize_message
 from .history import Due, History
@@ -572,7 +573,7 @@ class Agent:
         plan: list[PlannedAction] = []
         waiting = dict(groups)
         try:
-            with outbox.lease() as lease:
+            with outbox.lease() as lease, before_each_send(lease.sending):
                 # the outbox knows integrations by name: a target of another issue type
                 # (``_target``) is its integration's for it
                 real = {key: (self._name(key[0]), key[1]) for key in groups}
@@ -948,7 +949,7 @@ class Agent:
         if not issue.existed:
             self._complete(action, integration, draft, issue)
             return IssueRef(name, issue.key, issue.url, issue.status, "created")
-        if issue.filed_by == launch.run_id:
+        if issue.filed_by == self._marker:
             # this run's own create, found standing: a killed run's last request that the
             # tracker committed after the replay looked: completed, not commented on
             self._complete(action, integration, draft, issue)

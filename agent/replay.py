@@ -9,19 +9,26 @@ not one per entry.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import defaultdict
 from pathlib import Path
 
+from . import kinds
 from .config_types import Config
 from .hooks import HookManager
 from .model import RunResults
-from .outbox import Entry, Outbox, settings_digest
+from .outbox import SENDING_RENEWAL, Entry, Outbox, settings_digest
 from .pipeline import Agent, Options
 from .redact import Redactor
 from .state import State
 
+log = logging.getLogger("rp_bts_agent")
+
 #: a group whose tracker keeps failing is listed as failed after this many replays
 MAX_ATTEMPTS = 20
+#: the longest a replay waits for a killed run's last requests to land (seconds)
+SETTLE_CAP = 10.0
 
 
 def flush_trackers(
@@ -43,6 +50,7 @@ def flush_trackers(
         by_run: dict[str, list[Entry]] = defaultdict(list)
         for entry in outbox.claim(lease.owner, digests):
             by_run[entry.run_id].append(entry)
+        lines += _settle(config, by_run, time_budget)
         for entries in by_run.values():
             run = RunResults(entries[0].launch, tuple(r for e in entries for r in e.results))
             try:  # the run's own folder: the replay writes and attaches what the run would have
@@ -77,6 +85,47 @@ def flush_trackers(
     for (what, integration), errors in sorted(kept.items()):
         lines.append(f"{what:<9} [{integration}] {len(errors)} group(s): {errors[0]}")
     return lines + refused_lines(outbox)
+
+
+def _settle(config: Config, by_run: dict[str, list[Entry]], time_budget: float | None) -> list[str]:
+    """A run killed while it was filing may have requests on their way: a tracker commits a
+    create it received even if its sender is gone, and a replay that looked before it did would
+    file the issue twice. So the replay waits until the last of them would have timed out (the
+    integration's ``timeout``, at most :data:`SETTLE_CAP` s after the run last sent). A run end
+    with a time budget does not wait: it leaves that run's work to a later replay."""
+    lines: list[str] = []
+    now = time.time()
+    waits: dict[str, float] = {}
+    for run_id, entries in by_run.items():
+        lands = max((_landed_by(config, e) for e in entries), default=0.0)
+        if lands > now:
+            waits[run_id] = lands - now
+    if not waits:
+        return []
+    if time_budget is not None:
+        for run_id in waits:
+            del by_run[run_id]
+            lines.append(
+                f"run {run_id} was killed moments ago, its last requests may still be landing:"
+                " its work is left for rp-bts flush"
+            )
+        return lines
+    wait = max(waits.values())
+    log.info("rp-bts: waiting %.1f s for the last requests of killed runs to land", wait)
+    time.sleep(wait)
+    return [
+        f"waited {wait:.1f} s for the last requests of run {', '.join(sorted(waits))}"
+        " (killed moments ago) to land before looking its issues up"
+    ]
+
+
+def _landed_by(config: Config, entry: Entry) -> float:
+    """When every request the entry's killed owner sent has been answered or timed out."""
+    integration = config.integration(entry.integration)
+    if not entry.last_sent or integration is None or not kinds.get(integration.kind).remote:
+        return 0.0
+    timeout = min(float(integration.tracker_settings.timeout), SETTLE_CAP)
+    return entry.last_sent + SENDING_RENEWAL + timeout
 
 
 def refused_lines(outbox: Outbox) -> list[str]:

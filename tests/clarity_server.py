@@ -619,6 +619,8 @@ class ClarityState:
         self.oauth_user_denies = False
         #: seconds added to every REST call; every call answers 503; random faults
         self.latency = 0.0
+        #: requests being answered now (a killed client's included)
+        self.busy = 0
         self.outage = False
         self.faults: Faults | None = None
         #: replies served before anything else, one per REST call (see throttle(), unavailable())
@@ -1346,7 +1348,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+    def _counted(self) -> None:
+        state = self.server.state
+        with state.lock:
+            state.busy += 1
+        try:
+            self._serve()
+        finally:
+            with state.lock:
+                state.busy -= 1
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _counted
 
 
 class _Server(ThreadingHTTPServer):
@@ -1399,6 +1411,13 @@ class RunningClarity:
     server: _Server
     #: the OAuth consumer's private key (PEM, 0600), registered with the server
     private_key_file: Path
+
+    def wait_idle(self, limit: float = 30.0) -> None:
+        """Until no request is being answered: what a killed client sent has landed."""
+        until = time.monotonic() + limit
+        while self.state.busy and time.monotonic() < until:
+            time.sleep(0.01)
+        assert not self.state.busy, "requests still being answered"
 
     @property
     def url(self) -> str:

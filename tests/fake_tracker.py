@@ -28,6 +28,7 @@ from rp_bts_agent.tracker import (
     Tracker,
     TrackerError,
     create_one,
+    run_marker,
 )
 
 
@@ -91,9 +92,10 @@ class FakeTracker:
         service.read_only_opened |= read_only
 
     def _remote(self, issue: FakeIssue, existed: bool = False) -> RemoteIssue:
+        marker = run_marker(issue.draft.run_id) if issue.draft.run_id else ""
         return RemoteIssue(
             issue.key, f"fake://{issue.key}", issue.status, issue.closed,
-            issue.draft.fingerprint, existed, filed_by=issue.draft.run_id,
+            issue.draft.fingerprint, existed, filed_by=marker,
         )  # fmt: skip
 
     def find(

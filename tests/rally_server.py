@@ -480,6 +480,8 @@ class RallyState:
         self.max_attachment_bytes = MAX_ATTACHMENT_BYTES
         # faults and instrumentation
         self.latency = 0.0
+        #: requests being answered now (a killed client's included)
+        self.busy = 0
         self.outage = False
         #: replies served before anything else, one per request (see throttle / unavailable)
         self.inject: list[Reply] = []
@@ -1419,7 +1421,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _serve
+    def _counted(self) -> None:
+        state = self.server.state
+        with state.lock:
+            state.busy += 1
+        try:
+            self._serve()
+        finally:
+            with state.lock:
+                state.busy -= 1
+
+    do_GET = do_POST = do_PUT = do_DELETE = _counted
 
 
 class _Server(ThreadingHTTPServer):
@@ -1444,6 +1456,13 @@ ALL_VIOLATIONS: list[str] = []
 class RunningRally:
     state: RallyState
     server: _Server
+
+    def wait_idle(self, limit: float = 30.0) -> None:
+        """Until no request is being answered: what a killed client sent has landed."""
+        until = time.monotonic() + limit
+        while self.state.busy and time.monotonic() < until:
+            time.sleep(0.01)
+        assert not self.state.busy, "requests still being answered"
 
     @property
     def url(self) -> str:

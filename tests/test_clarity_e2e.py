@@ -180,24 +180,36 @@ def test_oauth_dance_then_files(
 
 
 def test_a_killed_run_is_completed_without_its_own_update(
-    pytester: pytest.Pytester, clarity: RunningClarity, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester,
+    clarity: RunningClarity,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Issue 11, point 2: a run killed after some creates left issues carrying its run marker;
     the replay does not update them as a repeat of the failure (occurrences + 1). Without a
     ``last_run_field`` only the marker in the description tells."""
     clarity.login_env(monkeypatch)
     monkeypatch.setenv("RP_BTS_GLOBAL_CONFIG", str(pytester.path / "none.toml"))
-    integration = clarity.integration_toml("basic", last_run_field='""')
+    integration = clarity.integration_toml("basic", last_run_field='""', timeout="2")
     pytester.makefile(".toml", **{"rp-bts": integration})
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(8)))
-    clarity.state.latency = 0.05
-    killed_when(pytester, lambda: len(clarity.issues()) >= 3)
+
+    def creates_in_flight() -> bool:
+        """Some issues filed, and creates Clarity received but has not answered yet."""
+        sent = [r for r in clarity.state.requests[:] if r.method == "POST"]
+        return len(sent) > len(clarity.issues()) >= 3
+
+    clarity.state.latency = 1.0  # what is in flight at the kill lands after the replay started
+    killed_when(pytester, creates_in_flight)
     clarity.state.latency = 0
     assert 3 <= len(clarity.issues()) < 8
 
     assert main(["--root", str(pytester.path), "flush"]) == 0
+    waited = "for the last requests of run" in capsys.readouterr().out
+    clarity.wait_idle()  # what the killed run had sent has landed
     issues = clarity.issues()
     assert len(issues) == 8
     assert clarity.patch_count == 0
     assert {i["c_occurrences"] for i in issues} == {1}
+    assert waited  # for the creates in flight when it was killed

@@ -177,13 +177,14 @@ def _marks(jira: RunningJira, issue: dict[str, Any], run_ids: Sequence[str]) -> 
     return [r for r in run_ids for text in texts if run_marker(r) in text.splitlines()]
 
 
-def _suite(pytester: pytest.Pytester, jira: RunningJira, count: int, budget: int = 120) -> None:
+def _suite(
+    pytester: pytest.Pytester, jira: RunningJira, count: int, budget: int = 120, **keys: Any
+) -> None:
+    integration = jira.integration_toml(**keys)
     pytester.makefile(
         # dozens of new issues on purpose: the storm guard's max_new_issues is raised
         ".toml",
-        **{
-            "rp-bts": f"time_budget = {budget}\nmax_new_issues = 1000\n\n" + jira.integration_toml()
-        },
+        **{"rp-bts": f"time_budget = {budget}\nmax_new_issues = 1000\n\n" + integration},
     )
     pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(count)))
     pytester.makeini("[pytest]\n")
@@ -261,7 +262,7 @@ def test_a_run_killed_after_its_creates_is_completed_without_its_own_comment(
     jira: RunningJira = make_jira("cloud")
     jira.login_env(monkeypatch)
     count = 60  # two bulk creates
-    _suite(pytester, jira, count)
+    _suite(pytester, jira, count, timeout=2)  # the replay waits 3 s for what was in flight
     killed: list[subprocess.Popen[bytes]] = []
 
     def kill_on_first_attachment(method: str, path: str) -> None:

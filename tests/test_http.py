@@ -21,6 +21,7 @@ from urllib3.exceptions import InsecureRequestWarning
 from rp_bts_agent import http
 from rp_bts_agent.config import build_integration
 from rp_bts_agent.connection import CheckOptions, check
+from rp_bts_agent.deadline import before_each_send
 from rp_bts_agent.settings import TlsSettings
 from rp_bts_agent.tracker import TrackerError
 
@@ -131,6 +132,20 @@ def test_the_deadline_bounds_every_call(https_url: str, ca_file: str) -> None:
         _Whoami.delay = 0.0
     error = http.transport_error("Jira", "search", info.value)
     assert "time budget" in str(error) and error.retryable
+
+
+def test_every_request_made_while_filing_renews_what_tells_a_replay_when_it_left(
+    https_url: str, ca_file: str
+) -> None:
+    """The pipeline's per-request hook (its outbox lease's renewal) runs before each request
+    leaves, in the calling context only: a killed run's lease then says when it last sent."""
+    calls: list[str] = []
+    with http.new_session(TlsSettings(ca_file=ca_file)) as session:
+        with before_each_send(lambda: calls.append("sent")):
+            session.get(https_url)
+            session.get(https_url)
+        session.get(https_url)
+    assert calls == ["sent", "sent"]
 
 
 @pytest.mark.parametrize(

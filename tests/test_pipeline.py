@@ -3,19 +3,27 @@ time budget and retries, with every call the tracker got counted."""
 
 from __future__ import annotations
 
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_tracker import FakeService
 
-from rp_bts_agent import pipeline
+from rp_bts_agent import pipeline, replay
 from rp_bts_agent.config import build_integration
 from rp_bts_agent.config_types import Config
 from rp_bts_agent.hooks import HookManager
 from rp_bts_agent.model import KnownIssue, Launch, Route, RunResults, TestResult
+from rp_bts_agent.outbox import LEASE_SECONDS, Outbox
 from rp_bts_agent.pipeline import Agent, Options
 from rp_bts_agent.redact import Redactor
+from rp_bts_agent.state import State
 from rp_bts_agent.tracker import TrackerError
 
 LAUNCH = Launch("nightly", "run-1")
@@ -33,11 +41,17 @@ def config(tmp_path: Path, *names: str, **top: Any) -> Config:
     return Config(integrations=integrations, root=str(tmp_path), **top)
 
 
-def run(cfg: Config, *results: TestResult, hooks: HookManager | None = None, **options: Any):  # type: ignore[no-untyped-def]
+def run(
+    cfg: Config,
+    *results: TestResult,
+    hooks: HookManager | None = None,
+    launch: Launch = LAUNCH,
+    **options: Any,
+):  # type: ignore[no-untyped-def]
     agent = Agent(
         cfg, hooks=hooks or HookManager(), redactor=Redactor(()), options=Options(**options)
     )
-    return agent.run(RunResults(LAUNCH, results))
+    return agent.run(RunResults(launch, results))
 
 
 def refs(report: Any, nodeid: str) -> list[tuple[str, str, str]]:
@@ -84,7 +98,9 @@ def test_open_issue_gets_one_comment_per_run_closed_follows_on_closed(
     fake.issues["FAKE-3"].status = "Closed"
     reopening = build_integration("fake", "Bugs", root=tmp_path, on_closed="reopen")
     report = run(
-        Config(integrations=(reopening,), root=str(tmp_path)), failure("t.py::b", "fp-closed")
+        Config(integrations=(reopening,), root=str(tmp_path)),
+        failure("t.py::b", "fp-closed"),
+        launch=Launch("nightly", "run-2"),
     )
     assert refs(report, "t.py::b") == [("Bugs", "FAKE-3", "commented")]
     assert fake.issues["FAKE-3"].status == "Open" and fake.count("reopen") == 1
@@ -226,3 +242,103 @@ def test_known_issue_is_linked_with_its_status_never_filed(
     assert refs(report, "t.py::a") == [("Bugs", "FAKE-1", "known")]
     assert fake.count("create_many") == 0
     assert report.errors == ["t.py::a: known issue FAKE-1 is Closed"]  # still failing: flagged
+
+
+# -- the replay of a run killed while it was filing --------------------------------------------
+
+
+def _killed_owner() -> str:
+    """An outbox owner on this machine whose process has ended."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return f"{socket.gethostname()}@{int(done.stdout)}:killed"
+
+
+@pytest.mark.parametrize(
+    ("kind", "killed_ago", "waits"),
+    [("fake", 0.0, True), ("fake", LEASE_SECONDS + 5, False), ("local", 0.0, False)],
+    ids=["tracker-killed-moments-ago", "killed-long-ago", "local-tracker"],
+)
+def test_a_replay_waits_for_requests_a_run_killed_moments_ago_may_still_land(
+    fake: FakeService,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    killed_ago: float,
+    waits: bool,
+) -> None:
+    """A tracker commits a create whose sender was killed: the replay waits until the killed
+    run's last request has timed out (``timeout`` 2 s + the lease's 1 s renewal step) before it
+    looks up; not for a run killed long ago, nor for the local tracker (nothing in flight)."""
+    cfg = Config(
+        integrations=(build_integration(kind, "Bugs", root=tmp_path, timeout=2),),
+        root=str(tmp_path),
+    )
+    outbox = Outbox(State(tmp_path).outbox_db)
+    outbox.begin(LAUNCH, [("Bugs", (failure("t.py::a", "fp-a"),))], _killed_owner())
+    with sqlite3.connect(outbox.path) as conn:
+        conn.execute("UPDATE pending SET lease = lease - ?", (killed_ago,))
+    slept: list[float] = []
+    monkeypatch.setattr(replay.time, "sleep", slept.append)
+
+    lines = replay.flush_trackers(cfg)
+    slept = [pause for pause in slept if pause]  # the fake tracker's latency is 0
+
+    assert any(line.startswith("created") for line in lines), lines
+    assert outbox.entries() == []
+    if waits:
+        (wait,) = slept
+        assert 2.0 < wait <= 3.0
+        assert any("waited" in line and "run-1" in line for line in lines), lines
+    else:
+        assert slept == [] and not any("waited" in line for line in lines), lines
+
+
+def test_a_run_end_leaves_a_run_killed_moments_ago_for_later(
+    fake: FakeService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's end has a time budget: it does not wait for a killed run's last requests, it
+    leaves that run's work in the outbox for ``rp-bts flush`` and says so."""
+    cfg = Config(
+        integrations=(build_integration("fake", "Bugs", root=tmp_path, timeout=2),),
+        root=str(tmp_path),
+    )
+    outbox = Outbox(State(tmp_path).outbox_db)
+    outbox.begin(LAUNCH, [("Bugs", (failure("t.py::a", "fp-a"),))], _killed_owner())
+    slept: list[float] = []
+    monkeypatch.setattr(replay.time, "sleep", slept.append)
+
+    lines = replay.flush_trackers(cfg, time_budget=5)
+
+    assert not any(slept) and fake.issues == {}
+    assert lines == [
+        "run run-1 was killed moments ago, its last requests may still be landing: its work"
+        " is left for rp-bts flush"
+    ]
+    assert [e.fingerprint for e in outbox.entries()] == ["fp-a"]
+
+
+def test_each_request_renews_the_lease_of_the_groups_being_filed(tmp_path: Path) -> None:
+    """What a replay's wait is measured from: the lease renewed as requests leave (at most once
+    a second), so a killed run's lease tells when it last sent."""
+    outbox = Outbox(State(tmp_path).outbox_db)
+    with outbox.lease() as lease:
+        outbox.begin(LAUNCH, [("Bugs", (failure("t.py::a", "fp-a"),))], lease.owner)
+        with sqlite3.connect(outbox.path) as conn:
+            conn.execute("UPDATE pending SET lease = 0")
+        lease.sending()
+        renewed = _leases(outbox)
+        assert renewed and renewed[0] > time.time() + LEASE_SECONDS - 5
+        with sqlite3.connect(outbox.path) as conn:
+            conn.execute("UPDATE pending SET lease = 0")
+        lease.sending()  # within a second of the last: no write
+        assert _leases(outbox) == [0.0]
+
+
+def _leases(outbox: Outbox) -> list[float]:
+    with closing(sqlite3.connect(outbox.path)) as conn:
+        return [lease for (lease,) in conn.execute("SELECT lease FROM pending")]

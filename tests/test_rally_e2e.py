@@ -250,25 +250,37 @@ def test_no_credential_or_token_in_any_output(
 
 
 def test_a_killed_run_is_completed_without_its_own_discussion_post(
-    pytester: pytest.Pytester, rally: RunningRally, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester,
+    rally: RunningRally,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Issue 11, point 2: a run killed after some creates left defects carrying its run
     marker; the replay completes them (each attachment once) and posts nothing of that run."""
     from rp_bts_agent.cli import main
 
     rally.login_env(monkeypatch)
-    configure(pytester, rally, fields="{}")
+    configure(pytester, rally, fields="{}", timeout="2")
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_bugs="".join(ATTACHING.format(n=n) for n in range(8)))
-    rally.state.latency = 0.05
-    killed_when(pytester, lambda: len(rally.state.defects()) >= 3)
+
+    def creates_in_flight() -> bool:
+        """Some defects filed, and creates Rally received but has not answered yet."""
+        sent = [r for r in rally.state.requests[:] if r.path.endswith("/defect/create")]
+        return len(sent) > len(rally.state.defects()) >= 3
+
+    rally.state.latency = 1.0  # what is in flight at the kill lands after the replay started
+    killed_when(pytester, creates_in_flight)
     rally.state.latency = 0
     assert 3 <= len(rally.state.defects()) < 8
 
     assert main(["--root", str(pytester.path), "flush"]) == 0
+    waited = "for the last requests of run" in capsys.readouterr().out
+    rally.wait_idle()  # what the killed run had sent has landed
     defects = rally.state.defects()
     assert len(defects) == 8
     for defect in defects:
         assert rally.state.posts_of(defect["ObjectID"]) == [], defect["FormattedID"]
         names = [a["Name"] for a in rally.state.attachments_of(defect["ObjectID"])]
         assert names.count("state.txt") == 1, (defect["FormattedID"], names)
+    assert waited  # for the creates in flight when it was killed

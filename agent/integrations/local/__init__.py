@@ -65,4 +65,5 @@ KIND = Kind(
     pool_size=1,  # SQLite writes one at a time anyway
     own_record=False,  # its own search is never stale
     embedded=True,
+    remote=False,  # nothing of a killed run's is left in flight
 )
