@@ -92,8 +92,8 @@ def _settle(config: Config, by_run: dict[str, list[Entry]], time_budget: float |
     create it received even if its sender is gone, and a replay that looked before it did would
     file the issue twice. So the replay waits until the last of them would have timed out (the
     integration's ``timeout``, at most :data:`SETTLE_CAP` s after the run last sent). A run end
-    with a time budget does not wait: it leaves that run's work to a later replay."""
-    lines: list[str] = []
+    waits only while that leaves it half its time budget; else it leaves that run's work to
+    ``rp-bts flush`` or a later run."""
     now = time.time()
     waits: dict[str, float] = {}
     for run_id, entries in by_run.items():
@@ -102,15 +102,15 @@ def _settle(config: Config, by_run: dict[str, list[Entry]], time_budget: float |
             waits[run_id] = lands - now
     if not waits:
         return []
-    if time_budget is not None:
+    wait = max(waits.values())
+    if time_budget is not None and wait > time_budget / 2:
         for run_id in waits:
             del by_run[run_id]
-            lines.append(
-                f"run {run_id} was killed moments ago, its last requests may still be landing:"
-                " its work is left for rp-bts flush"
-            )
-        return lines
-    wait = max(waits.values())
+        return [
+            f"run {run_id} was killed moments ago, its last requests may still be landing:"
+            " its work is left for rp-bts flush"
+            for run_id in waits
+        ]
     log.info("rp-bts: waiting %.1f s for the last requests of killed runs to land", wait)
     time.sleep(wait)
     return [

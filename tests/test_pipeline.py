@@ -298,11 +298,13 @@ def test_a_replay_waits_for_requests_a_run_killed_moments_ago_may_still_land(
         assert slept == [] and not any("waited" in line for line in lines), lines
 
 
-def test_a_run_end_leaves_a_run_killed_moments_ago_for_later(
-    fake: FakeService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("budget", "waits"), [(60, True), (5, False)])
+def test_a_run_end_waits_for_a_run_killed_moments_ago_within_half_its_budget(
+    fake: FakeService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int, waits: bool
 ) -> None:
-    """A run's end has a time budget: it does not wait for a killed run's last requests, it
-    leaves that run's work in the outbox for ``rp-bts flush`` and says so."""
+    """The next run's end replays a run killed moments ago: it waits for its last requests
+    while that leaves it half its time budget; else it leaves that run's work in the outbox for
+    ``rp-bts flush`` and says so."""
     cfg = Config(
         integrations=(build_integration("fake", "Bugs", root=tmp_path, timeout=2),),
         root=str(tmp_path),
@@ -312,8 +314,12 @@ def test_a_run_end_leaves_a_run_killed_moments_ago_for_later(
     slept: list[float] = []
     monkeypatch.setattr(replay.time, "sleep", slept.append)
 
-    lines = replay.flush_trackers(cfg, time_budget=5)
+    lines = replay.flush_trackers(cfg, time_budget=budget)
 
+    if waits:
+        assert [pause for pause in slept if pause] and len(fake.issues) == 1
+        assert outbox.entries() == []
+        return
     assert not any(slept) and fake.issues == {}
     assert lines == [
         "run run-1 was killed moments ago, its last requests may still be landing: its work"
