@@ -21,7 +21,6 @@ from .hooks import HookManager
 from .launch import Finish, LaunchEnd, finish
 from .model import IssueRef, ResultsFormatError, RunResults, TestResult
 from .modes import MODES
-from .notify import notify
 from .pipeline import Agent, Options, merge_runs
 from .redact import Redactor
 from .state import State
@@ -139,6 +138,8 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def _notify(config: Config, run: RunResults, hooks: HookManager) -> None:
+    from .notify import notify  # jinja2 and email only for ``rp-bts notify``
+
     for notice in notify(config, run, hooks):
         print(notice.describe())
 

@@ -101,7 +101,7 @@ def _heads(secrets: Iterable[str]) -> re.Pattern[str] | None:
 class Redactor:
     """Masks a fixed set of secrets with ``***``; cheap to call when there are none."""
 
-    __slots__ = ("_ends", "_heads", "_pattern", "_tails")
+    __slots__ = ("_ends", "_forms", "_heads", "_pattern", "_tails")
 
     def __init__(self, secrets: Iterable[str], *, strong_only: bool = False) -> None:
         """``strong_only``: leave weak secrets (:func:`is_weak`) alone, for pytest's own lines."""
@@ -115,6 +115,9 @@ class Redactor:
         forms = {form: pattern for secret in kept for form, pattern in _patterns(secret).items()}
         ordered = [forms[form] for form in sorted(forms, key=lambda s: (-len(s), s))]
         self._pattern = re.compile("|".join(ordered)) if ordered else None
+        #: every pattern needs its form's text: a text holding none skips the regex scan (a
+        #: substring search per form is several times faster than the alternation)
+        self._forms = tuple(forms)
         self._heads = _heads(kept)
         # a tail right after a cut is a head right before it in the reversed text
         self._tails = _heads(s[::-1] for s in kept)
@@ -137,6 +140,8 @@ class Redactor:
         ):
             text = self._heads.sub(MASK, text)
             text = self._tails.sub(MASK, text[::-1])[::-1]
+        if not any(form in text for form in self._forms):
+            return text
         return self._pattern.sub(MASK, text)
 
     def redact_obj(self, value: Any) -> Any:
