@@ -41,20 +41,19 @@ import operator
 import random
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 import requests
+from server_kit import Faults, Handler, Server, wait_idle
 
 CONTRACT = Path(__file__).parent / "contracts" / "clarity-ppm-rest-v1.yaml"
 #: the spec's own server: its paths carry the ``/ppm/rest/v1`` prefix, so requests are
@@ -480,38 +479,6 @@ def _date(text: str) -> dt.datetime | None:
 
 
 # -- faults and replies ----------------------------------------------------------------------
-
-
-@dataclass
-class Faults:
-    """Random trouble, seeded so a failing run can be replayed: each REST call draws once.
-
-    ``drop`` and ``slow`` act after the server has done the work (the client never learns that
-    its create went through), ``error`` and ``throttle`` before it (nothing happened)."""
-
-    seed: int = 0
-    error: float = 0.0  # 500, nothing done
-    throttle: float = 0.0  # 429 with Retry-After, nothing done
-    drop: float = 0.0  # done, then the connection closes without an answer
-    slow: float = 0.0  # done, answered after ``slow_seconds``
-    slow_seconds: float = 3.0
-    retry_after: str = "1"
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
-        self._lock = threading.Lock()
-
-    def draw(self) -> str:
-        with self._lock:
-            roll = self._rng.random()
-            for kind in ("error", "throttle", "drop", "slow"):
-                rate: float = getattr(self, kind)
-                if roll < rate:
-                    self.counts[kind] = self.counts.get(kind, 0) + 1
-                    return kind
-                roll -= rate
-            return ""
 
 
 @dataclass
@@ -1251,15 +1218,10 @@ def _invalid(attr: dict[str, Any], value: Any) -> str:
 # -- HTTP ------------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
+class _Handler(Handler):
     #: headers and body leave in one write: no Nagle / delayed-ACK stall on kept-alive sockets
     wbufsize = -1
     disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
 
     def _serve(self) -> None:
         state = self.server.state
@@ -1348,32 +1310,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _counted(self) -> None:
-        state = self.server.state
-        with state.lock:
-            state.busy += 1
-        try:
-            self._serve()
-        finally:
-            with state.lock:
-                state.busy -= 1
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _counted
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, state: ClarityState) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.state = state
-        state.base_url = f"http://127.0.0.1:{self.server_address[1]}"
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that gave up on a slow answer is what fault injection wants; stay quiet."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
 
 @functools.cache
 def _consumer_keys() -> tuple[str, str]:
@@ -1408,16 +1344,12 @@ ENV = {
 @dataclass
 class RunningClarity:
     state: ClarityState
-    server: _Server
+    server: Server
     #: the OAuth consumer's private key (PEM, 0600), registered with the server
     private_key_file: Path
 
-    def wait_idle(self, limit: float = 30.0) -> None:
-        """Until no request is being answered: what a killed client sent has landed."""
-        until = time.monotonic() + limit
-        while self.state.busy and time.monotonic() < until:
-            time.sleep(0.01)
-        assert not self.state.busy, "requests still being answered"
+    def wait_idle(self) -> None:
+        wait_idle(self.state)
 
     @property
     def url(self) -> str:
@@ -1544,7 +1476,7 @@ def start(**switches: Any) -> RunningClarity:
     pem = folder / "clarity_consumer.pem"
     pem.write_text(private, encoding="utf-8")
     pem.chmod(0o600)
-    server = _Server(state)
+    server = Server(state, _Handler)
     threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     ).start()

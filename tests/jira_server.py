@@ -18,21 +18,19 @@ import base64
 import copy
 import itertools
 import json
-import random
 import re
-import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from server_kit import Faults, Handler, Server, wait_idle
 
 CONTRACT = Path(__file__).resolve().parent / "contracts" / "jira-platform-v2.json"
 #: the spec's own server: requests are validated path-only, as if sent there.
@@ -162,39 +160,6 @@ def validate(method: str, path_qs: str, headers: dict[str, str], body: bytes) ->
 
 
 @dataclass
-class Faults:
-    """Random trouble, seeded so a failing run can be replayed: each REST call draws once.
-
-    ``drop`` and ``slow`` act after the server has done the work (the client never learns that
-    its create went through), ``error`` and ``throttle`` before it (nothing happened).
-    """
-
-    seed: int = 0
-    error: float = 0.0  # 500, nothing done
-    throttle: float = 0.0  # 429 with Retry-After, nothing done
-    drop: float = 0.0  # done, then the connection closes without an answer
-    slow: float = 0.0  # done, answered after ``slow_seconds`` (longer than the client waits)
-    slow_seconds: float = 3.0
-    retry_after: str = "1"
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
-        self._lock = threading.Lock()
-
-    def draw(self) -> str:
-        with self._lock:
-            roll = self._rng.random()
-            for kind in ("error", "throttle", "drop", "slow"):
-                rate: float = getattr(self, kind)
-                if roll < rate:
-                    self.counts[kind] = self.counts.get(kind, 0) + 1
-                    return kind
-                roll -= rate
-            return ""
-
-
-@dataclass
 class Reply:
     status: int
     body: Any = None
@@ -209,6 +174,8 @@ class JiraState:
         self.context = context.rstrip("/")
         self.base_url = ""
         self.lock = threading.RLock()
+        #: requests being answered now (a killed client's included)
+        self.busy = 0
         self.projects = {"SHOP": {"id": "10000", "key": "SHOP", "name": "Online Shop"}}
         self.users = {USER: PASSWORD} if flavour == "cloud" else {DC_USER: PASSWORD}
         self.tokens = {PAT} if flavour == "dc" else set()
@@ -710,13 +677,7 @@ class JiraState:
         return Reply(201)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
+class _Handler(Handler):
     def _serve(self) -> None:
         state = self.server.state
         length = int(self.headers.get("Content-Length") or 0)
@@ -845,27 +806,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, state: JiraState) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.state = state
-        state.base_url = f"http://127.0.0.1:{self.server_address[1]}"
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that gave up on a slow answer is what fault injection wants; stay quiet."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
 
 @dataclass
 class RunningJira:
     state: JiraState
-    server: _Server
+    server: Server
+
+    def wait_idle(self) -> None:
+        wait_idle(self.state)
 
     @property
     def url(self) -> str:
@@ -894,7 +842,7 @@ class RunningJira:
 
 def start(flavour: str = "cloud", context: str = "") -> RunningJira:
     state = JiraState(flavour, context)
-    server = _Server(state)
+    server = Server(state, _Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return RunningJira(state, server)
 

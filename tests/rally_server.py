@@ -39,19 +39,18 @@ import json
 import re
 import secrets
 import socket
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+from server_kit import Handler, Server, wait_idle
 
 CONTRACT = Path(__file__).parent / "contracts" / "rally-wsapi-v2.0.yaml"
 API = "/slm/webservice/v2.0"
@@ -1257,13 +1256,7 @@ def _sort_key(name: str) -> Callable[[dict[str, Any]], tuple[int, float, str]]:
 # -- HTTP --------------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
+class _Handler(Handler):
     def setup(self) -> None:
         super().setup()
         # headers and body leave in two writes: without this, delayed ACKs cost 40 ms a call
@@ -1421,32 +1414,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _counted(self) -> None:
-        state = self.server.state
-        with state.lock:
-            state.busy += 1
-        try:
-            self._serve()
-        finally:
-            with state.lock:
-                state.busy -= 1
-
-    do_GET = do_POST = do_PUT = do_DELETE = _counted
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, state: RallyState) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.state = state
-        state.base_url = f"http://127.0.0.1:{self.server_address[1]}"
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that gave up (timeouts, fault injection) is expected; stay quiet."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
 
 #: every violation of the session, for the session-level assertion.
 ALL_VIOLATIONS: list[str] = []
@@ -1455,14 +1422,10 @@ ALL_VIOLATIONS: list[str] = []
 @dataclass
 class RunningRally:
     state: RallyState
-    server: _Server
+    server: Server
 
-    def wait_idle(self, limit: float = 30.0) -> None:
-        """Until no request is being answered: what a killed client sent has landed."""
-        until = time.monotonic() + limit
-        while self.state.busy and time.monotonic() < until:
-            time.sleep(0.01)
-        assert not self.state.busy, "requests still being answered"
+    def wait_idle(self) -> None:
+        wait_idle(self.state)
 
     @property
     def url(self) -> str:
@@ -1506,7 +1469,7 @@ class RunningRally:
 
 def start(**switches: Any) -> RunningRally:
     state = RallyState(**switches)
-    server = _Server(state)
+    server = Server(state, _Handler)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return RunningRally(state, server)
 
