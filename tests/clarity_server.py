@@ -53,7 +53,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 import requests
-from server_kit import Faults, Handler, Server, wait_idle
+from server_kit import Faults, Handler, Server, one_server, serve, server_factory, wait_idle
 
 CONTRACT = Path(__file__).parent / "contracts" / "clarity-ppm-rest-v1.yaml"
 #: the spec's own server: its paths carry the ``/ppm/rest/v1`` prefix, so requests are
@@ -1477,9 +1477,7 @@ def start(**switches: Any) -> RunningClarity:
     pem.write_text(private, encoding="utf-8")
     pem.chmod(0o600)
     server = Server(state, _Handler)
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    ).start()
+    serve(server)
     return RunningClarity(state, server, pem)
 
 
@@ -1498,28 +1496,11 @@ def clarity_contract_fixture() -> Any:
 @pytest.fixture(name="clarity")
 def clarity_fixture(clarity_contract: Any) -> Iterator[RunningClarity]:
     """A fresh Clarity; the test fails if any request broke the contract."""
-    running = start()
-    yield running
-    stop(running)
-    if running.state.violations:
-        pytest.fail("Clarity contract violations:\n" + "\n".join(running.state.violations))
+    yield from one_server(start, stop, "Clarity")
 
 
 @pytest.fixture(name="make_clarity")
 def make_clarity_fixture(clarity_contract: Any) -> Iterator[Callable[..., RunningClarity]]:
     """A factory for servers with switches (``make_clarity(api_access=False)``), checked the
     same way."""
-    started: list[RunningClarity] = []
-
-    def factory(**switches: Any) -> RunningClarity:
-        running = start(**switches)
-        started.append(running)
-        return running
-
-    yield factory
-    violations = []
-    for running in started:
-        stop(running)
-        violations += running.state.violations
-    if violations:
-        pytest.fail("Clarity contract violations:\n" + "\n".join(violations))
+    yield from server_factory(start, stop, "Clarity")

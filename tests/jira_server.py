@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from server_kit import Faults, Handler, Server, wait_idle
+from server_kit import Faults, Handler, Server, one_server, serve, server_factory, wait_idle
 
 CONTRACT = Path(__file__).resolve().parent / "contracts" / "jira-platform-v2.json"
 #: the spec's own server: requests are validated path-only, as if sent there.
@@ -843,7 +843,7 @@ class RunningJira:
 def start(flavour: str = "cloud", context: str = "") -> RunningJira:
     state = JiraState(flavour, context)
     server = Server(state, _Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve(server)
     return RunningJira(state, server)
 
 
@@ -862,27 +862,10 @@ def jira_contract_fixture() -> Iterator[Any]:
 @pytest.fixture(params=["cloud", "dc"], name="jira")
 def jira_fixture(request: pytest.FixtureRequest, jira_contract: Any) -> Iterator[RunningJira]:
     """A fresh Jira of each flavour; the test fails if any request broke the contract."""
-    running = start(request.param)
-    yield running
-    stop(running)
-    if running.state.violations:
-        pytest.fail("Jira contract violations:\n" + "\n".join(running.state.violations))
+    yield from one_server(start, stop, "Jira", request.param)
 
 
 @pytest.fixture(name="make_jira")
 def make_jira_fixture(jira_contract: Any) -> Iterator[Any]:
     """A factory for servers with a given flavour and context path, checked the same way."""
-    started: list[RunningJira] = []
-
-    def factory(flavour: str = "cloud", context: str = "") -> RunningJira:
-        running = start(flavour, context)
-        started.append(running)
-        return running
-
-    yield factory
-    violations = []
-    for running in started:
-        stop(running)
-        violations += running.state.violations
-    if violations:
-        pytest.fail("Jira contract violations:\n" + "\n".join(violations))
+    yield from server_factory(start, stop, "Jira")

@@ -50,7 +50,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
-from server_kit import Handler, Server, wait_idle
+from server_kit import Handler, Server, one_server, serve, server_factory, wait_idle
 
 CONTRACT = Path(__file__).parent / "contracts" / "rally-wsapi-v2.0.yaml"
 API = "/slm/webservice/v2.0"
@@ -1470,7 +1470,7 @@ class RunningRally:
 def start(**switches: Any) -> RunningRally:
     state = RallyState(**switches)
     server = Server(state, _Handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    serve(server)
     return RunningRally(state, server)
 
 
@@ -1489,27 +1489,10 @@ def rally_contract_fixture() -> Iterator[dict[str, Any]]:
 @pytest.fixture(name="rally")
 def rally_fixture(rally_contract: dict[str, Any]) -> Iterator[RunningRally]:
     """A fresh Rally (SaaS, API keys on); the test fails if any request broke the contract."""
-    running = start()
-    yield running
-    stop(running)
-    if running.state.violations:
-        pytest.fail("Rally contract violations:\n" + "\n".join(running.state.violations))
+    yield from one_server(start, stop, "Rally")
 
 
 @pytest.fixture(name="make_rally")
 def make_rally_fixture(rally_contract: dict[str, Any]) -> Iterator[Callable[..., RunningRally]]:
     """A factory: ``make_rally(on_prem=True)``, ``make_rally(api_keys_disabled=True)``."""
-    started: list[RunningRally] = []
-
-    def factory(**switches: Any) -> RunningRally:
-        running = start(**switches)
-        started.append(running)
-        return running
-
-    yield factory
-    violations = []
-    for running in started:
-        stop(running)
-        violations += running.state.violations
-    if violations:
-        pytest.fail("Rally contract violations:\n" + "\n".join(violations))
+    yield from server_factory(start, stop, "Rally")

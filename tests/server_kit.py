@@ -12,9 +12,20 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+import pytest
+
+
+class _Running(Protocol):
+    @property
+    def state(self) -> Any: ...
+
+
+R = TypeVar("R", bound=_Running)
 
 
 @dataclass
@@ -95,3 +106,40 @@ def wait_idle(state: Any, limit: float = 30.0) -> None:
     while state.busy and time.monotonic() < until:
         time.sleep(0.01)
     assert not state.busy, "requests still being answered"
+
+
+def serve(server: Server) -> None:
+    """Answer requests in a thread of their own until ``server.shutdown()``."""
+    polling = {"poll_interval": 0.05}
+    threading.Thread(target=server.serve_forever, kwargs=polling, daemon=True).start()
+
+
+def one_server(
+    start: Callable[..., R], stop: Callable[[R], None], what: str, *args: Any
+) -> Iterator[R]:
+    """A fixture's fresh server; the test fails if any request broke ``what``'s contract."""
+    running = start(*args)
+    yield running
+    stop(running)
+    if running.state.violations:
+        pytest.fail(f"{what} contract violations:\n" + "\n".join(running.state.violations))
+
+
+def server_factory(
+    start: Callable[..., R], stop: Callable[[R], None], what: str
+) -> Iterator[Callable[..., R]]:
+    """A fixture's factory of servers with switches, each checked as :func:`one_server` does."""
+    started: list[R] = []
+
+    def factory(*args: Any, **switches: Any) -> R:
+        running = start(*args, **switches)
+        started.append(running)
+        return running
+
+    yield factory
+    violations = []
+    for running in started:
+        stop(running)
+        violations += running.state.violations
+    if violations:
+        pytest.fail(f"{what} contract violations:\n" + "\n".join(violations))
