@@ -111,7 +111,7 @@ def _settle(config: Config, by_run: dict[str, list[Entry]], time_budget: float |
             " its work is left for rp-bts flush"
             for run_id in waits
         ]
-    log.info("rp-bts: waiting %.1f s for the last requests of killed runs to land", wait)
+    log.info("waiting %.1f s for the last requests of killed runs to land", wait)
     time.sleep(wait)
     return [
         f"waited {wait:.1f} s for the last requests of run {', '.join(sorted(waits))}"
