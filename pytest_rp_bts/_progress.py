@@ -45,10 +45,9 @@ class ProgressLine:
     def _loop(self) -> None:
         started = time.monotonic()
         while not self._stop.wait(self.interval):
-            line = (
-                f"rp-bts: filing issues... {self.done}/{self.total} actions done, "
-                f"{time.monotonic() - started:.0f}s"
-            )
+            # before the run's own plan: earlier work replayed, the trackers looked up
+            done = f"{self.done}/{self.total} actions done, " if self.total else ""
+            line = f"rp-bts: filing issues... {done}{time.monotonic() - started:.0f}s"
             assert self.reporter is not None
             if _isatty(self.reporter):
                 self.reporter.rewrite(line)

@@ -398,6 +398,20 @@ def test_progress_line_when_agent_is_slow(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["rp-bts: filing issues... */2 actions done, *s"])
 
 
+def test_progress_line_before_the_plan_has_no_counts(pytester: pytest.Pytester) -> None:
+    """While the agent has no plan yet (a user's routing hook, earlier work replayed, the
+    trackers looked up) the line says how long, not ``0/0 actions done``."""
+    pytester.makeconftest(
+        "import time\n"
+        "def rp_bts_route(result, config):\n"
+        "    time.sleep(1.5)\n"
+    )
+    pytester.makepyfile("def test_a():\n    assert 0\n")
+    result = pytester.runpytest("--rp-bts")
+    result.stdout.fnmatch_lines(["rp-bts: filing issues... 1s"])
+    result.stdout.no_fnmatch_line("*0/0 actions done*")
+
+
 def test_without_terminal_reporter(demo: pytest.Pytester) -> None:
     result = demo.runpytest("--rp-bts", "-p", "no:terminal")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
