@@ -401,11 +401,7 @@ def test_progress_line_when_agent_is_slow(pytester: pytest.Pytester) -> None:
 def test_progress_line_before_the_plan_has_no_counts(pytester: pytest.Pytester) -> None:
     """While the agent has no plan yet (a user's routing hook, earlier work replayed, the
     trackers looked up) the line says how long, not ``0/0 actions done``."""
-    pytester.makeconftest(
-        "import time\n"
-        "def rp_bts_route(result, config):\n"
-        "    time.sleep(1.5)\n"
-    )
+    pytester.makeconftest("import time\ndef rp_bts_route(result, config):\n    time.sleep(1.5)\n")
     pytester.makepyfile("def test_a():\n    assert 0\n")
     result = pytester.runpytest("--rp-bts")
     result.stdout.fnmatch_lines(["rp-bts: filing issues... 1s"])
