@@ -270,8 +270,32 @@ def test_create_finds_an_open_defect_and_skips_closed_ones(
     assert not isinstance(existing, TrackerError) and not isinstance(new, TrackerError)
     assert (existing.key, existing.existed) == ("DE1", True)
     assert (new.key, new.existed) == ("DE3", False)
-    (search,) = [r for r in rally.state.requests if r.path.endswith("/defect")]
-    assert 'AND (State != "Closed")' in search.query["query"][0]
+    # the lookup, then the query that settles what was filed (see the next test)
+    lookup, settle = [r for r in rally.state.requests if r.path.endswith("/defect")]
+    assert 'AND (State != "Closed")' in lookup.query["query"][0]
+    assert (
+        '"rpbts1-bbb"' in settle.query["query"][0] and "rpbts1-aaa" not in settle.query["query"][0]
+    )
+
+
+def test_two_jobs_filing_at_once_end_with_one_open_defect(
+    rally: RunningRally, tracker: RallyTracker
+) -> None:
+    """Another job filed the fingerprint after our lookup: our newer defect is closed as a
+    Duplicate of the older, with a post naming it, and the older is the answer (it gets this
+    run's comment); one that stands alone is left as it is."""
+    rally.state.file(Name="the other job's", Tags=["rpbts1-aaa"])
+    ours, alone = tracker.create_many([draft("rpbts1-aaa"), draft("rpbts1-bbb")], look_first=False)
+    assert not isinstance(ours, TrackerError) and not isinstance(alone, TrackerError)
+    assert (ours.key, ours.existed, ours.closed) == ("DE1", True, False)
+    assert (alone.key, alone.existed) == ("DE3", False)
+    duplicate = rally.state.defect("DE2")
+    assert (duplicate["State"], duplicate["Resolution"]) == ("Closed", "Duplicate")
+    (post,) = rally.state.posts_of(duplicate["ObjectID"])
+    assert "duplicate of DE1" in post["Text"] and "rpbts1-aaa" in post["Text"]
+    assert rally.state.defect("DE1")["State"] != "Closed"
+    assert rally.state.defect("DE3")["State"] != "Closed"
+    assert rally.state.posts_of(rally.state.defect("DE3")["ObjectID"]) == []
 
 
 def test_a_refusal_names_the_field_and_the_rest_is_filed(

@@ -648,7 +648,47 @@ class RallyTracker:
                 if exc.retryable:
                     raise
                 answers.append(exc)
-        return answers
+        ours = {a.fingerprint: a for a in answers if isinstance(a, RemoteIssue) and not a.existed}
+        standing = self._settle({f: a for f, a in ours.items() if f})
+        return [
+            standing.get(a.fingerprint, a) if isinstance(a, RemoteIssue) and not a.existed else a
+            for a in answers
+        ]
+
+    def _settle(self, ours: Mapping[str, RemoteIssue]) -> dict[str, RemoteIssue]:
+        """Two CI jobs filed the same fingerprint at the same moment (neither saw the other's
+        defect when it looked): the oldest open defect stays, and ours, if newer, is closed
+        with Resolution "Duplicate" and a discussion post naming the one that stays. One
+        query for all of ``ours``; answers fingerprint -> the defect that stands instead."""
+        if not ours:
+            return {}
+        rivals: dict[str, list[Mapping[str, Any]]] = {}
+        for raw in self.tagged(list(ours), open_only=True):
+            for fingerprint in ours.keys() & _tag_names(raw):
+                rivals.setdefault(fingerprint, []).append(raw)
+        standing: dict[str, RemoteIssue] = {}
+        for fingerprint, mine in ours.items():
+            found = [r for r in rivals.get(fingerprint, ()) if isinstance(r.get("ObjectID"), int)]
+            oldest = min(found, key=lambda raw: int(raw["ObjectID"]), default=None)
+            if oldest is None or str(oldest["ObjectID"]) == mine.issue_id:
+                continue
+            kept = self._remote(oldest, fingerprint)
+            try:
+                close = {"Defect": {"State": CLOSED, "Resolution": "Duplicate"}}
+                self.call("POST", f"defect/{mine.issue_id}", "close duplicate", body=close)
+                text = (
+                    f"Closed as a duplicate of {kept.key}: another job filed the same failure"
+                    f" ({fingerprint}) at the same moment."
+                )
+                artifact = self._ref(int(mine.issue_id))
+                post = {"ConversationPost": {"Artifact": artifact, "Text": text}}
+                self.call("POST", "conversationpost/create", "discussion post", body=post)
+            except TrackerError as exc:
+                logger.warning(
+                    "Rally: %s duplicates %s but was not closed: %s", mine.key, kept.key, exc
+                )
+            standing[fingerprint] = dataclasses.replace(kept, existed=True)
+        return standing
 
     def _create(self, draft: IssueDraft, tags: Sequence[str]) -> RemoteIssue:
         if draft.issue_type not in ("", DEFECT):
