@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -284,3 +286,43 @@ def test_a_killed_run_is_completed_without_its_own_discussion_post(
         names = [a["Name"] for a in rally.state.attachments_of(defect["ObjectID"])]
         assert names.count("state.txt") == 1, (defect["FormattedID"], names)
     assert waited  # for the creates in flight when it was killed
+
+
+def test_two_jobs_on_other_machines_filing_at_once_leave_one_open_defect_per_failure(
+    pytester: pytest.Pytester, rally: RunningRally, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two CI jobs in folders of their own (no outbox shared) file the same new failures at the
+    same moment into a slow Rally: whichever way their lookups and creates interleave, each
+    fingerprint ends with one open defect, and a duplicate one was closed as such."""
+    rally.login_env(monkeypatch)
+    rally.state.latency = 0.2  # both jobs look up before either has filed
+    jobs = []
+    for job in ("job1", "job2"):
+        folder = pytester.mkdir(job)
+        toml = 'launch = "nightly"\n\n' + rally.integration_toml(name=f'"{NAME}"', fields="{}")
+        (folder / "rp-bts.toml").write_text(toml, encoding="utf-8")
+        (folder / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+        tests = "".join(ATTACHING.format(n=n) for n in range(4))
+        (folder / "test_bugs.py").write_text(tests, encoding="utf-8")
+        jobs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "pytest", "--rp-bts", "-p", "no:cacheprovider"],
+                cwd=folder,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    assert [job.wait(timeout=120) for job in jobs] == [1, 1]  # the tests fail, nothing else
+    rally.wait_idle()
+
+    defects = rally.state.defects()
+    open_ones = [d for d in defects if d["State"] != "Closed"]
+    fingerprints = {
+        t["Name"]
+        for d in open_ones
+        for t in d["Tags"]["_tagsNameArray"]
+        if t["Name"].startswith("rpbts")
+    }
+    assert len(open_ones) == len(fingerprints) == 4
+    for closed in (d for d in defects if d["State"] == "Closed"):
+        assert closed["Resolution"] == "Duplicate", closed["FormattedID"]
