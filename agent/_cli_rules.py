@@ -68,7 +68,9 @@ def _list(args: argparse.Namespace) -> int:
         print("no rules configured")
     for rule in rules if not args.json else ():
         state = "" if rule.enabled else " (disabled)"
-        print(f"{rule.name}{state}: {rule.send_case} to {', '.join(rule.recipients) or 'nobody'}")
+        via = f" via {rule.email!r}" if rule.email else ""
+        to = ", ".join(rule.recipients) or "nobody"
+        print(f"{rule.name}{state}: {rule.send_case} to {to}{via}")
     return 0
 
 

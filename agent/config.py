@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple, cast, final
 
@@ -70,6 +70,7 @@ RULE_KEYS: Final[Mapping[str, Key]] = {
     "launch_names": Key("strs"),
     "attributes": Key("strs"),
     "attributes_operator": Key(choices=("and", "or")),
+    "email": _STR,
 }
 
 #: top-level scalar keys; ``integrations`` and ``rules`` are arrays of tables, checked apart.
@@ -616,7 +617,7 @@ def resolve(
         by_name[integration.name] = integration
         integrations.append(integration)
 
-    rules = _rules(proj, glob, env)
+    rules = _rules(proj, glob, env, _mailers(integrations))
 
     global_names = [str(e.table["name"]) for e in glob.integrations]
     _check_default(glob, top["global"].get("default_integration"), global_names)
@@ -701,8 +702,20 @@ def _scalars(top: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in top.items() if k in TOP_KEYS}
 
 
-def _rules(proj: ConfigFile, glob: ConfigFile, env: Env | None) -> tuple[Rule, ...]:
-    """Global rules, each replaced by a project rule of the same name; identical rules refused."""
+def _mailers(integrations: Sequence[Integration]) -> list[str]:
+    """The names of the integrations that send mail."""
+    if not integrations:
+        return []
+    from . import kinds  # only a config with integrations loads the registry
+
+    return [i.name for i in integrations if kinds.get(i.kind).mail is not None]
+
+
+def _rules(
+    proj: ConfigFile, glob: ConfigFile, env: Env | None, mailers: Sequence[str]
+) -> tuple[Rule, ...]:
+    """Global rules, each replaced by a project rule of the same name; identical rules refused;
+    a rule's ``email`` names one of the ``mailers`` (the e-mail integrations in use)."""
     own = {e.table["name"] for e in proj.rules}
     entries = [(e, glob) for e in glob.rules if e.table["name"] not in own]
     entries += [(e, proj) for e in proj.rules]
@@ -710,6 +723,13 @@ def _rules(proj: ConfigFile, glob: ConfigFile, env: Env | None) -> tuple[Rule, .
     seen: dict[Rule, str] = {}
     for entry, source in entries:
         rule = _rule(entry, source, env)
+        if rule.email and rule.email not in mailers:
+            known = ", ".join(repr(m) for m in mailers) or "none"
+            raise ConfigError(
+                source.path,
+                f"{entry.loc}.email",
+                f"no e-mail integration named {rule.email!r} (e-mail integrations: {known})",
+            )
         anonymous = dataclasses.replace(rule, name="")
         if anonymous in seen:
             raise ConfigError(

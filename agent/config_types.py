@@ -80,6 +80,8 @@ class Rule:
     launch_names: tuple[str, ...] = ()
     attributes: tuple[str, ...] = ()
     attributes_operator: Literal["and", "or"] = "and"
+    #: the e-mail integration (its name) that sends this rule's mail; "" the first one
+    email: str = ""
 
 
 GroupBy = Literal["cause", "test"]

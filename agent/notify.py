@@ -42,6 +42,8 @@ _LINKED: Final = frozenset(
 )
 DEFAULT_SENDER: Final = "rp-bts <rp-bts@localhost>"
 _SAFE_NAME: Final = re.compile(r"[^A-Za-z0-9._-]+")
+#: the header of a kept message that names the e-mail integration to send it through
+_VIA: Final = "X-RP-BTS-Integration"
 
 _ENV: Final = jinja2.Environment(
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
@@ -278,7 +280,7 @@ def _deliver(
             )
         return Notice(rule, to, path=str(path))
     try:  # kept before it is sent: a run killed while sending leaves it for ``rp-bts flush``
-        kept: Path | None = keep_pending(state, msg, name)
+        kept: Path | None = keep_pending(state, msg, name, server.name)
         keep_error = ""
     except (OSError, ValueError) as exc:  # still worth sending
         kept, keep_error = None, str(exc)
@@ -309,16 +311,18 @@ def _mailer(integration: Integration) -> Mailer:
     return mailer
 
 
-def mail_server(config: Config) -> Integration | None:
-    """The integration that sends mail: the first of a kind that can."""
+def mail_server(config: Config, name: str = "") -> Integration | None:
+    """The integration that sends mail: the one named (a rule's ``email``), else the first of a
+    kind that can."""
     for integration in config.integrations:
-        if kinds.get(integration.kind).mail is not None:
+        if kinds.get(integration.kind).mail is not None and name in ("", integration.name):
             return integration
     return None
 
 
-def keep_pending(state: State, message: EmailMessage, name: str) -> Path:
-    """Keep a message that could not be sent, for ``rp-bts flush``; never overwrites another."""
+def keep_pending(state: State, message: EmailMessage, name: str, via: str = "") -> Path:
+    """Keep a message that could not be sent, for ``rp-bts flush``; never overwrites another.
+    The kept copy names the integration ``via`` which it is to go ("": the first one)."""
     folder = state.outbox_of("pending")
     stem = _SAFE_NAME.sub("-", name).strip("-")[:80] or "message"
     path = folder / f"{stem}.eml"
@@ -326,7 +330,12 @@ def keep_pending(state: State, message: EmailMessage, name: str) -> Path:
     while path.exists():
         number += 1
         path = folder / f"{stem}-{number}.eml"
-    write_bytes_atomic(path, message.as_bytes())
+    if via:
+        message[_VIA] = via
+    try:
+        write_bytes_atomic(path, message.as_bytes())
+    finally:
+        del message[_VIA]
     return path
 
 
@@ -337,8 +346,7 @@ def flush_mail(config: Config) -> list[str]:
     paths = sorted(folder.glob("*.eml")) if folder.is_dir() else []
     if not paths:
         return []
-    server = mail_server(config)
-    if server is None:
+    if mail_server(config) is None:
         return [f"failed: mail {p.name}: no e-mail integration configured" for p in paths]
     lines = []
     for path in paths:
@@ -347,6 +355,10 @@ def flush_mail(config: Config) -> list[str]:
                 raise SendError(late(config))
             parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
             assert isinstance(parsed, EmailMessage)
+            # the integration its rule chose, while it is configured; else the first one
+            server = mail_server(config, str(parsed[_VIA] or "")) or mail_server(config)
+            assert server is not None
+            del parsed[_VIA]
             _mailer(server).send(server, parsed)
         except SendError as exc:
             if spent():
@@ -372,12 +384,12 @@ def notify(
     ``.rp-bts/outbox/``.
     """
     notices = []
-    server = mail_server(config)
-    sender = (_mailer(server).sender(server) if server is not None else "") or DEFAULT_SENDER
     redactor = Redactor(config.secrets())
     for rule in config.rules:
         if not rule_applies(rule, run):
             continue
+        server = mail_server(config, rule.email)
+        sender = (_mailer(server).sender(server) if server is not None else "") or DEFAULT_SENDER
         to = recipients(rule, run.launch.owner)
         if not to:
             notices.append(Notice(rule.name, (), error="no recipients (OWNER is not known)"))

@@ -340,6 +340,13 @@ BAD = [
         id="attributes_operator",
     ),
     pytest.param(
+        '[[integrations]]\nkind = "email"\nname = "Team mail"\nhost = "smtp.example.com"\n'
+        '[[rules]]\nname = "r"\nemail = "Ops mail"\n',
+        'rules["r"].email',
+        "no e-mail integration named 'Ops mail' (e-mail integrations: 'Team mail')",
+        id="email",
+    ),
+    pytest.param(
         '[[rules]]\nname = "a"\nrecipients = ["x@example.com"]\n'
         '[[rules]]\nname = "b"\nrecipients = ["x@example.com"]\nenabled = true\n',
         'rules["b"]',

@@ -694,6 +694,23 @@ def test_attributes_in_the_issue_issues_show_report_and_mail(
 # -- 13: notification rules from the CLI ---------------------------------------------------------
 
 
+def test_a_rule_names_the_email_integration_that_sends_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        _cli(tmp_path, "integrations", "add", "email", "Team mail", "--set", "host=mx.example") == 0
+    )
+    rule = ("rules", "add", "fails", "--set", 'recipients=["qa@example.com"]')
+    assert _cli(tmp_path, *rule, "--set", 'email="Ops mail"') == 2
+    assert "no e-mail integration named 'Ops mail' (e-mail integrations: 'Team mail')" in (
+        capsys.readouterr().err
+    )
+    assert _cli(tmp_path, *rule, "--set", 'email="Team mail"') == 0
+    capsys.readouterr()
+    assert _cli(tmp_path, "rules", "list") == 0
+    assert "fails: failed to qa@example.com via 'Team mail'" in capsys.readouterr().out
+
+
 def test_rules_cli_edits_keep_comments_and_test_says_who(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -661,3 +661,34 @@ def test_kept_mail_waits_when_the_run_end_has_no_time_left(
     assert plain_server.inbox.received == []
     assert len(list((tmp_path / ".rp-bts" / "outbox" / "pending").glob("*.eml"))) == 2
     assert len(flush(config)) == 2 and len(plain_server.inbox.received) == 2
+
+
+def test_a_rule_sends_through_the_email_integration_it_names(
+    plain_server: Server, starttls_server: Server, tmp_path: Path, hooks: HookManager
+) -> None:
+    """Two mail servers: a rule naming one (``email``) goes through it, one naming none through
+    the first; kept for a flush while its server is down, it still goes through its own."""
+    ops = dataclasses.replace(_integration(starttls_server), name="Ops mail")
+    team_rule = Rule("team", send_case="always", recipients=("team@example.com",))
+    ops_rule = Rule("ops", send_case="always", recipients=("ops@example.com",), email="Ops mail")
+    config = Config(
+        project="shop",
+        integrations=(_integration(plain_server), ops),
+        rules=(team_rule, ops_rule),
+        root=str(tmp_path),
+    )
+    team, ops_notice = notify(config, _run(PASSED), hooks)
+    assert (team.sent_via, ops_notice.sent_via) == ("Team mail", "Ops mail")
+    assert [r.rcpt_tos for r in plain_server.inbox.received] == [["team@example.com"]]
+    assert [r.rcpt_tos for r in starttls_server.inbox.received] == [["ops@example.com"]]
+
+    down = dataclasses.replace(
+        config, integrations=(config.integrations[0], ops.with_settings(port=free_port()))
+    )
+    _, kept = notify(down, _run(PASSED), hooks)
+    assert kept.path and kept.error.startswith("cannot reach")
+    (sent,) = flush(config)
+    assert sent.endswith("to ops@example.com via 'Ops mail'")
+    assert len(plain_server.inbox.received) == 2  # the team's second mail only
+    got = starttls_server.inbox.received[-1]
+    assert got.rcpt_tos == ["ops@example.com"] and "X-RP-BTS-Integration" not in got.message
