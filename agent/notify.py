@@ -322,7 +322,7 @@ def mail_server(config: Config, name: str = "") -> Integration | None:
 
 def keep_pending(state: State, message: EmailMessage, name: str, via: str = "") -> Path:
     """Keep a message that could not be sent, for ``rp-bts flush``; never overwrites another.
-    The kept copy names the integration ``via`` which it is to go ("": the first one)."""
+    The kept copy names the integration to send it through (``via``; "": the first one)."""
     folder = state.outbox_of("pending")
     stem = _SAFE_NAME.sub("-", name).strip("-")[:80] or "message"
     path = folder / f"{stem}.eml"

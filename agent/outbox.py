@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from .model import Launch, RunResults, TestResult, result_from_json, result_to_json
 
-__all__ = ["LEASE_SECONDS", "Entry", "Lease", "Outbox", "settings_digest"]
+__all__ = ["LEASE_SECONDS", "SENDING_RENEWAL", "Entry", "Lease", "Outbox", "settings_digest"]
 
 #: how long an entry stays its owner's without a renewal; a live owner renews it every quarter
 LEASE_SECONDS = 60.0
