@@ -7,6 +7,7 @@ gives exit status 1, so a CI step can tell the two apart.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Sequence
@@ -169,7 +170,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
         return 0 if dropped or args.all_failed else 1
     if args.retry_failed and outbox.path.exists():
         print(f"retrying {outbox.retry_failed()} refused entr(ies)")
-    lines = flush(config)
+    lines = flush(config, say=functools.partial(print, flush=True))
     for line in lines or ["nothing pending"]:
         print(line)
     return 1 if any(line.startswith("failed") for line in lines) else 0

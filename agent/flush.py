@@ -4,6 +4,7 @@ item what happened."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -14,15 +15,18 @@ from .redact import Redactor
 log = logging.getLogger("rp_bts_agent")
 
 
-def flush(config: Config, *, trackers: bool = True) -> list[str]:
+def flush(
+    config: Config, *, trackers: bool = True, say: Callable[[str], None] | None = None
+) -> list[str]:
     """``trackers=False`` leaves tracker work to a caller that replays it with its own
-    breakers and time budget (a run's session end). Each step is contained: one that fails
-    is a ``failed`` line, and the others still go (issue 11, point 5)."""
+    breakers and time budget (a run's session end); ``say`` shows a wait as it starts. Each
+    step is contained: one that fails is a ``failed`` line, and the others still go (issue 11,
+    point 5)."""
     steps: list[tuple[str, Callable[[Config], list[str]]]] = []
     if trackers:
         from .replay import flush_trackers
 
-        steps.append(("tracker work", flush_trackers))
+        steps.append(("tracker work", functools.partial(flush_trackers, say=say)))
     from .notify import flush_mail
 
     steps.append(("mail", flush_mail))

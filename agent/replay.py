@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from . import kinds
@@ -32,11 +33,16 @@ SETTLE_CAP = 10.0
 
 
 def flush_trackers(
-    config: Config, breakers: dict[str, str] | None = None, time_budget: float | None = None
+    config: Config,
+    breakers: dict[str, str] | None = None,
+    time_budget: float | None = None,
+    *,
+    say: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Replays each kept run; ``breakers`` (integration -> why it is down) is shared by them and
     with the caller, so a tracker that does not answer is asked once, not once per kept run.
-    ``time_budget`` bounds each replay (a run's session end; ``rp-bts flush`` has none)."""
+    ``time_budget`` bounds each replay (a run's session end; ``rp-bts flush`` has none).
+    ``say`` shows a line at once (a wait, before it starts) rather than among those returned."""
     breakers = {} if breakers is None else breakers
     outbox = Outbox(State(config.root).outbox_db)
     if not outbox.path.exists():
@@ -50,7 +56,7 @@ def flush_trackers(
         by_run: dict[str, list[Entry]] = defaultdict(list)
         for entry in outbox.claim(lease.owner, digests):
             by_run[entry.run_id].append(entry)
-        lines += _settle(config, by_run, time_budget)
+        lines += _settle(config, by_run, time_budget, say)
         for entries in by_run.values():
             run = RunResults(entries[0].launch, tuple(r for e in entries for r in e.results))
             try:  # the run's own folder: the replay writes and attaches what the run would have
@@ -87,7 +93,12 @@ def flush_trackers(
     return lines + refused_lines(outbox)
 
 
-def _settle(config: Config, by_run: dict[str, list[Entry]], time_budget: float | None) -> list[str]:
+def _settle(
+    config: Config,
+    by_run: dict[str, list[Entry]],
+    time_budget: float | None,
+    say: Callable[[str], None] | None,
+) -> list[str]:
     """A run killed while it was filing may have requests on their way: a tracker commits a
     create it received even if its sender is gone, and a replay that looked before it did would
     file the issue twice. So the replay waits until the last of them would have timed out (the
@@ -111,12 +122,15 @@ def _settle(config: Config, by_run: dict[str, list[Entry]], time_budget: float |
             " its work is left for rp-bts flush"
             for run_id in waits
         ]
-    log.info("waiting %.1f s for the last requests of killed runs to land", wait)
-    time.sleep(wait)
-    return [
-        f"waited {wait:.1f} s for the last requests of run {', '.join(sorted(waits))}"
+    what = (
+        f" {wait:.1f} s for the last requests of run {', '.join(sorted(waits))}"
         " (killed moments ago) to land before looking its issues up"
-    ]
+    )
+    log.info("waiting%s", what)
+    if say is not None:
+        say("waiting" + what)
+    time.sleep(wait)
+    return [] if say is not None else ["waited" + what]
 
 
 def _landed_by(config: Config, entry: Entry) -> float:

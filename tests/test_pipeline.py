@@ -273,7 +273,8 @@ def test_a_replay_waits_for_requests_a_run_killed_moments_ago_may_still_land(
 ) -> None:
     """A tracker commits a create whose sender was killed: the replay waits until the killed
     run's last request has timed out (``timeout`` 2 s + the lease's 1 s renewal step) before it
-    looks up; not for a run killed long ago, nor for the local tracker (nothing in flight)."""
+    looks up, and says so as the wait starts (``rp-bts flush`` prints it then); not for a run
+    killed long ago, nor for the local tracker (nothing in flight)."""
     cfg = Config(
         integrations=(build_integration(kind, "Bugs", root=tmp_path, timeout=2),),
         root=str(tmp_path),
@@ -282,20 +283,21 @@ def test_a_replay_waits_for_requests_a_run_killed_moments_ago_may_still_land(
     outbox.begin(LAUNCH, [("Bugs", (failure("t.py::a", "fp-a"),))], _killed_owner())
     with sqlite3.connect(outbox.path) as conn:
         conn.execute("UPDATE pending SET lease = lease - ?", (killed_ago,))
-    slept: list[float] = []
-    monkeypatch.setattr(replay.time, "sleep", slept.append)
+    events: list[tuple[str, object]] = []
+    monkeypatch.setattr(
+        replay.time, "sleep", lambda pause: pause and events.append(("slept", pause))
+    )
 
-    lines = replay.flush_trackers(cfg)
-    slept = [pause for pause in slept if pause]  # the fake tracker's latency is 0
+    lines = replay.flush_trackers(cfg, say=lambda line: events.append(("said", line)))
 
     assert any(line.startswith("created") for line in lines), lines
     assert outbox.entries() == []
     if waits:
-        (wait,) = slept
-        assert 2.0 < wait <= 3.0
-        assert any("waited" in line and "run-1" in line for line in lines), lines
+        (said, line), (slept, wait) = events  # said as the wait starts, not after
+        assert (said, slept) == ("said", "slept") and isinstance(wait, float)
+        assert 2.0 < wait <= 3.0 and f"waiting {wait:.1f} s" in str(line) and "run-1" in str(line)
     else:
-        assert slept == [] and not any("waited" in line for line in lines), lines
+        assert events == []
 
 
 @pytest.mark.parametrize(("budget", "waits"), [(60, True), (5, False)])
