@@ -452,7 +452,7 @@ def test_a_failing_flush_step_leaves_the_others_to_go(
     keep_pending(State(tmp_path), EmailMessage(), "m")
     _kept_groups(tmp_path, "good")
 
-    def broken(config: object) -> list[str]:
+    def broken(config: object, **options: object) -> list[str]:
         raise RuntimeError("the outbox is on fire")
 
     monkeypatch.setattr("rp_bts_agent.replay.flush_trackers", broken)
